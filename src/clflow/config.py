@@ -1,0 +1,117 @@
+"""Typed `params.yaml`: one pydantic model per section, unknown keys rejected.
+
+A typo stops every stage with one line naming the key and the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clflow.errors import ConfigError
+
+SOURCES = ("digits", "permuted_digits", "rotated_digits", "mnist", "fashion_mnist", "cifar10", "parquet")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamConfig(Section):
+    """How `prepare` builds the stream (see DESIGN.md, stream contract)."""
+
+    source: Literal[SOURCES] = "digits"  # type: ignore[valid-type]
+    path: str = ""
+    experiences: int = Field(5, ge=1, description="class groups (class-incremental) or distinct domains")
+    tasks: list[int] | None = Field(None, description="task id of each experience in order; recurring ids reuse a task")
+    seed: int = 0
+    test_size: float = Field(0.3, gt=0.0, lt=1.0)
+    rotation_step: float = Field(30.0, description="degrees between consecutive rotated_digits tasks")
+    limit: int = Field(0, ge=0, description="keep at most this many source rows (0 = all)")
+
+    @model_validator(mode="after")
+    def _tasks_in_range(self) -> StreamConfig:
+        if self.tasks is not None:
+            if not self.tasks:
+                raise ValueError("tasks must not be empty")
+            bad = [t for t in self.tasks if not 0 <= t < self.experiences]
+            if bad:
+                raise ValueError(f"task ids {bad} outside 0..{self.experiences - 1}")
+        if self.source in ("mnist", "fashion_mnist", "cifar10", "parquet") and not self.path:
+            raise ValueError(f"source '{self.source}' reads a local directory: set stream.path")
+        return self
+
+    def task_sequence(self) -> list[int]:
+        return list(self.tasks) if self.tasks is not None else list(range(self.experiences))
+
+
+class TrainConfig(Section):
+    """Backbone and optimiser shared by every learner."""
+
+    backbone: Literal["mlp", "cnn"] = "mlp"
+    hidden: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=1, description="passes over each experience")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class BaselinesConfig(Section):
+    methods: list[Literal["finetune", "replay", "joint"]] = ["finetune", "replay", "joint"]
+    memory: int = Field(200, ge=1, description="replay buffer size in samples")
+
+
+class TrackingConfig(Section):
+    experiment: str = "clflow"
+
+
+class Params(Section):
+    stream: StreamConfig = StreamConfig()
+    train: TrainConfig = TrainConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, prefix + name + "."))
+    return keys
+
+
+def _explain(err: ValidationError, path: Path) -> ConfigError:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, _known_keys(Params), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return ConfigError(f"unknown key{hint}", file=path, field=key)
+    msg = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{msg} (got {first.get('input')!r})", file=path, field=key or None)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate `params.yaml`; raise ConfigError with one readable line."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", file=path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}", file=path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("top level must be a mapping of sections", file=path)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise _explain(err, path) from None

@@ -1,0 +1,63 @@
+"""Run DVC stages as subprocesses, so flows and `dvc repro` share one cache and one lock file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from clflow.errors import ClflowError
+
+
+class StageFailed(ClflowError):
+    """A DVC stage exited non-zero; the message carries the stage's own error."""
+
+
+def stage_names(project: str | Path) -> list[str]:
+    """Stages in the order dvc.yaml lists them."""
+    path = Path(project) / "dvc.yaml"
+    if not path.exists():
+        raise ClflowError("not found: is this a clflow project?", file=path)
+    return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
+
+
+def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for DVC: this interpreter's bin/ first on PATH, telemetry off."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("DO_NOT_TRACK", "1")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.update(extra or {})
+    return env
+
+
+def error_lines(output: str, n: int = 15) -> str:
+    """The stage's own `error:` lines if it printed any, else the tail of its output."""
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    own = [ln for ln in lines if ln.startswith("error: ") and not ln.startswith("error: failed to reproduce")]
+    return "\n".join(own) if own else "\n".join(lines[-n:])
+
+
+def dvc(args: list[str], project: str | Path, env: dict[str, str] | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`dvc <args>` in `project` (via this interpreter, so the right DVC runs)."""
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, capture_output=True, text=True,
+                          env=dvc_env(env), timeout=timeout)
+
+
+def repro_stage(stage: str, project: str | Path, env: dict[str, str] | None = None) -> str:
+    """`dvc repro --single-item <stage>`; return "ran" or "cached".
+
+    Raises StageFailed carrying the stage's own error line on failure.
+    """
+    proc = dvc(["repro", "--single-item", stage], project, env)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise StageFailed(f"stage '{stage}' failed (exit {proc.returncode}):\n{error_lines(output)}",
+                          file=Path(project) / "dvc.yaml", field=f"stages.{stage}")
+    return "cached" if "didn't change, skipping" in output else "ran"

@@ -1,0 +1,52 @@
+"""Run a learner through a stream experience by experience and fill the accuracy matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from clflow.metrics import summarize
+from clflow.streams import Split, Stream, iter_batches
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class RunResult:
+    R: np.ndarray  # (T, T) accuracy matrix
+    b: np.ndarray  # (T,) untrained-model accuracy per experience
+
+    def metrics(self) -> dict[str, float]:
+        return summarize(self.R, self.b)
+
+
+def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> np.ndarray:
+    """Accuracy on the test rows of each experience (one predict call for all rows)."""
+    pred = predict(test.X)
+    hits = pred == test.y
+    return np.array([hits[test.experience == j].mean() for j in range(n_experiences)])
+
+
+def run_stream(learner, stream: Stream, *, batch_size: int, epochs: int, seed: int, cumulative: bool = False,
+               desc: str = "train") -> RunResult:
+    """Train through each experience in order, evaluating on all experiences after each.
+
+    `cumulative=True` trains on every experience seen so far (the joint upper bound).
+    The learner only ever receives (x, y) batches.
+    """
+    T = stream.n_experiences
+    learner.initialize(stream.n_features)
+    b = experience_accuracies(learner.predict, stream.test, T)
+    R = np.zeros((T, T))
+    train = stream.train
+    for i in tqdm(range(T), desc=desc, unit="exp", leave=False, disable=None):
+        rows = train.experience <= i if cumulative else train.experience == i
+        X, y = train.X[rows], train.y[rows]
+        for epoch in range(epochs):
+            for xb, yb in iter_batches(X, y, batch_size, seed=seed * 100_003 + i * 101 + epoch):
+                learner.partial_fit(xb, yb)
+        R[i] = experience_accuracies(learner.predict, stream.test, T)
+    return RunResult(R, b)

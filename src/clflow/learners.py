@@ -1,0 +1,84 @@
+"""Continual learners with an estimator shape: hyperparameters in __init__, state in *_ attributes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from clflow.models import make_backbone, resolve_device
+from clflow.plugins import Plugin
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class ContinualLearner:
+    """A backbone and a linear head over all classes, trained one batch at a time.
+
+    With no plugins this is naive finetuning; add a ReplayPlugin for rehearsal.
+    """
+
+    def __init__(self, n_classes: int, *, backbone: str = "mlp", hidden: int = 256, lr: float = 1e-3,
+                 shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
+                 plugins: Sequence[Plugin] = ()):
+        self.n_classes = n_classes
+        self.backbone = backbone
+        self.hidden = hidden
+        self.lr = lr
+        self.shape = shape
+        self.device = device
+        self.seed = seed
+        self.plugins = list(plugins)
+
+    def initialize(self, n_features: int) -> ContinualLearner:
+        """Build the untrained model (its accuracy is the FWT reference b_j)."""
+        self.device_ = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            body = make_backbone(self.backbone, n_features, self.hidden, self.shape)
+            self.model_ = nn.Sequential(body, nn.Linear(body.out_dim, self.n_classes)).to(self.device_)
+        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+        self.n_features_in_ = n_features
+        self.n_steps_ = 0
+        return self
+
+    def _tensor(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device_)
+
+    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> ContinualLearner:
+        """One gradient step on a batch (plus whatever the plugins add)."""
+        if not hasattr(self, "model_"):
+            self.initialize(X.shape[1])
+        Xs, ys = X, y
+        for p in self.plugins:
+            Xs, ys = p.before_step(Xs, ys)
+        self.model_.train()
+        loss = nn.functional.cross_entropy(self.model_(self._tensor(Xs)),
+                                           torch.as_tensor(ys, dtype=torch.long, device=self.device_))
+        self.optimizer_.zero_grad()
+        loss.backward()
+        self.optimizer_.step()
+        self.n_steps_ += 1
+        self.last_loss_ = float(loss.detach())
+        for p in self.plugins:
+            p.after_step(X, y)
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"{type(self).__name__} is not initialised; call partial_fit or initialize first")
+
+    @torch.no_grad()
+    def predict_proba(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        self._check()
+        self.model_.eval()
+        out = [torch.softmax(self.model_(self._tensor(X[i:i + batch_size])), 1).cpu().numpy()
+               for i in range(0, len(X), batch_size)]
+        return np.concatenate(out) if out else np.empty((0, self.n_classes), np.float32)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(1)

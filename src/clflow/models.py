@@ -1,0 +1,56 @@
+"""Small torch backbones: an MLP for vectors, a small CNN for images; device auto-selected."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when a GPU is present, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class MLP(nn.Module):
+    """Two hidden ReLU layers; `out_dim` features."""
+
+    def __init__(self, n_features: int, hidden: int):
+        super().__init__()
+        self.out_dim = hidden
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a dense layer, for flattened (C, H, W) images."""
+
+    def __init__(self, shape: tuple[int, int, int], hidden: int):
+        super().__init__()
+        self.shape = tuple(shape)
+        c, h, w = self.shape
+        self.out_dim = hidden
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        )
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4, hidden), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x.view(len(x), *self.shape)))
+
+
+def make_backbone(kind: str, n_features: int, hidden: int, shape: tuple[int, ...] | None = None) -> nn.Module:
+    """Build the backbone named in `train.backbone`."""
+    if kind == "mlp":
+        return MLP(n_features, hidden)
+    if kind == "cnn":
+        if not shape or len(shape) != 3 or math.prod(shape) != n_features:
+            raise ValueError(f"cnn backbone needs an image shape (C, H, W) matching {n_features} features, got {shape}")
+        return SmallCNN(shape, hidden)  # type: ignore[arg-type]
+    raise ValueError(f"unknown backbone {kind!r}")

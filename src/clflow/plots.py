@@ -1,0 +1,57 @@
+"""Figures a person would rather look at than read: heatmaps and accuracy curves (PNG, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from clflow.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def accuracy_heatmap(R: np.ndarray, title: str, path: str | Path) -> None:
+    """R[i][j] as a heatmap: rows = trained through, columns = evaluated on."""
+    R = np.asarray(R)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(R), 0.8 + 0.55 * len(R)))
+    im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), v in np.ndenumerate(R):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+    ax.set_xlabel("evaluated on experience")
+    ax.set_ylabel("trained through experience")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def accuracy_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, path: str | Path) -> None:
+    """Mean accuracy on experiences seen so far, after each experience, one line (± std) per method."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, (mean, std) in curves.items():
+        x = np.arange(len(mean))
+        ax.plot(x, mean, marker="o", label=name)
+        ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("trained through experience")
+    ax.set_ylabel("accuracy on seen experiences")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+
+
+def seen_accuracy(R: np.ndarray) -> np.ndarray:
+    """Row i: mean of R[i][0..i], the accuracy on experiences seen so far."""
+    R = np.asarray(R)
+    return np.array([R[i, : i + 1].mean() for i in range(len(R))])

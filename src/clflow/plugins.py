@@ -1,0 +1,75 @@
+"""Strategy plugins (Avalanche-style): hooks around each training step."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ReservoirBuffer:
+    """Uniform random sample of every distinct example seen (reservoir sampling, Vitter's R).
+
+    Repeated presentations of one example (several epochs) count once, so the
+    buffer stays uniform over the data rather than over presentations.
+    """
+
+    def __init__(self, capacity: int, seed: int = 0):
+        self.capacity = capacity
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.X: np.ndarray | None = None
+        self.y = np.empty(0, dtype=np.int64)
+        self.n_seen = 0
+        self._keys: list[bytes] = []
+        self._known: set[bytes] = set()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def add(self, X: np.ndarray, y: np.ndarray) -> None:
+        for x_i, y_i in zip(X, y):
+            key = x_i.tobytes() + int(y_i).to_bytes(8, "little", signed=True)
+            if key in self._known:
+                continue
+            self._known.add(key)
+            self.n_seen += 1
+            if len(self.y) < self.capacity:
+                self.X = x_i[None].copy() if self.X is None else np.concatenate([self.X, x_i[None]])
+                self.y = np.append(self.y, y_i)
+                self._keys.append(key)
+            else:
+                j = int(self.rng.integers(self.n_seen))
+                if j < self.capacity:
+                    self.X[j], self.y[j], self._keys[j] = x_i, y_i, key  # type: ignore[index]
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to n stored examples, drawn without replacement."""
+        if not len(self.y):
+            raise ValueError("empty buffer")
+        idx = self.rng.choice(len(self.y), size=min(n, len(self.y)), replace=False)
+        return self.X[idx], self.y[idx]  # type: ignore[index]
+
+
+class Plugin:
+    """Base plugin: override the hooks you need."""
+
+    def before_step(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return X, y
+
+    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        return None
+
+
+class ReplayPlugin(Plugin):
+    """Experience replay: each batch is joined by as many samples from a reservoir buffer."""
+
+    def __init__(self, memory: int, seed: int = 0):
+        self.buffer = ReservoirBuffer(memory, seed)
+
+    def before_step(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self.buffer):
+            return X, y
+        Xr, yr = self.buffer.sample(len(y))
+        return np.concatenate([X, Xr]), np.concatenate([y, yr])
+
+    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.buffer.add(X, y)

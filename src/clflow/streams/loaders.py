@@ -1,0 +1,115 @@
+"""Source data sets, read from local files only (never downloaded).
+
+MNIST / Fashion-MNIST are read from idx files, CIFAR-10 from its python pickles,
+in the layouts torchvision leaves on disk, with numpy alone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clflow.errors import StreamError
+
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A labelled data set with its official (or stratified) train / test split."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    shape: tuple[int, ...]
+
+
+def load_digits(test_size: float, seed: int) -> RawData:
+    """scikit-learn's bundled 8x8 digits, split stratified."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = sk_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+    return RawData(Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64), DIGIT_NAMES, (1, 8, 8))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (optionally gzipped) into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise StreamError(f"cannot read idx file ({exc.strerror or exc})", file=path) from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise StreamError("not an unsigned-byte idx file (bad magic number)", file=path)
+    ndim = data[3]
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise StreamError(f"truncated: header says {dims}, found {body.size} values", file=path)
+    return body.reshape(dims)
+
+
+def _find(root: Path, names: list[str], stem: str) -> Path:
+    for sub in names:
+        for suffix in ("", ".gz"):
+            cand = root / sub / f"{stem}{suffix}"
+            if cand.exists():
+                return cand
+    raise StreamError(f"'{stem}' not found (looked in {', '.join(names)}); clflow never downloads data",
+                      file=root, field="stream.path")
+
+
+def load_idx_dataset(root: str | Path, fashion: bool) -> RawData:
+    """MNIST or Fashion-MNIST from a torchvision-format directory (or the raw files themselves)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise StreamError("directory not found; clflow never downloads data", file=root, field="stream.path")
+    subdirs = [".", "raw", "FashionMNIST/raw" if fashion else "MNIST/raw"]
+    arrays = [read_idx(_find(root, subdirs, stem)) for stem in
+              ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    Xtr, ytr, Xte, yte = arrays
+    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype(np.float32)  # noqa: E731
+    return RawData(flat(Xtr), ytr.astype(np.int64), flat(Xte), yte.astype(np.int64),
+                   FASHION_NAMES if fashion else DIGIT_NAMES, (1, 28, 28))
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.exists():
+        raise StreamError("file not found; clflow never downloads data", file=path, field="stream.path")
+    try:
+        with open(path, "rb") as fh:
+            return pickle.load(fh, encoding="bytes")
+    except Exception as exc:
+        raise StreamError(f"not a CIFAR pickle ({type(exc).__name__})", file=path) from None
+
+
+def load_cifar10(root: str | Path) -> RawData:
+    """CIFAR-10 from its python pickle batches (`cifar-10-batches-py`)."""
+    root = Path(root)
+    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    if not base.is_dir():
+        raise StreamError("directory not found; clflow never downloads data", file=root, field="stream.path")
+
+    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        d = _unpickle(base / name)
+        X = np.asarray(d[b"data"], dtype=np.uint8)
+        return (X / 255.0).astype(np.float32), np.asarray(d[b"labels"], dtype=np.int64)
+
+    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    Xte, yte = batch("test_batch")
+    meta = _unpickle(base / "batches.meta")
+    names = [n.decode() for n in meta[b"label_names"]]
+    return RawData(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), Xte, yte,
+                   names, (3, 32, 32))

@@ -1,0 +1,166 @@
+"""The stream contract (DESIGN.md): read, validate and write a stream directory."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.errors import StreamError
+from clflow.io import atomic_path, write_parquet
+
+REQUIRED = {"x", "y", "experience"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a stream as numpy arrays (rows in file order)."""
+
+    X: np.ndarray  # (n, d) float32
+    y: np.ndarray  # (n,) int64
+    experience: np.ndarray  # (n,) int32
+    task: np.ndarray  # (n,) int32
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def select(self, mask: np.ndarray) -> Split:
+        return Split(self.X[mask], self.y[mask], self.experience[mask], self.task[mask])
+
+
+@dataclass(frozen=True)
+class Stream:
+    train: Split
+    test: Split
+    classes: list[str]
+    shape: tuple[int, ...] | None = field(default=None)  # image shape (C, H, W) when known
+
+    @property
+    def n_experiences(self) -> int:
+        return int(self.train.experience.max()) + 1
+
+    @property
+    def n_features(self) -> int:
+        return int(self.train.X.shape[1])
+
+
+def default_class_names(n: int) -> list[str]:
+    return [f"class {i}" for i in range(n)]
+
+
+def _features(df: pl.DataFrame, path: Path) -> np.ndarray:
+    dtype = df.schema["x"]
+    if not isinstance(dtype, (pl.List, pl.Array)) or not dtype.inner.is_numeric():
+        raise StreamError(f"expected a list of float32, got {dtype}", file=path, field="x")
+    lengths = df["x"].list.len() if isinstance(dtype, pl.List) else None
+    if lengths is not None:
+        if lengths.null_count():
+            raise StreamError("missing feature vectors (null)", file=path, field="x")
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo != hi:
+            raise StreamError(f"ragged feature length: rows have {lo} to {hi} values", file=path, field="x")
+        arr = df["x"].list.to_array(lo)
+    else:
+        arr = df["x"]
+    X = arr.to_numpy().astype(np.float32, copy=False)
+    if X.ndim != 2:
+        raise StreamError("feature vectors must be one-dimensional", file=path, field="x")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise StreamError(f"NaN or inf in features (first at row {row})", file=path, field="x")
+    return X
+
+
+def _int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
+    dtype = df.schema[name]
+    if not dtype.is_integer():
+        raise StreamError(f"expected an integer column, got {dtype}", file=path, field=name)
+    col = df[name]
+    if col.null_count():
+        raise StreamError(f"{col.null_count()} missing values", file=path, field=name)
+    return col.to_numpy()
+
+
+def read_split(path: Path, n_classes: int | None) -> Split:
+    """Read and validate one parquet split."""
+    if not path.exists():
+        raise StreamError("file not found", file=path)
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise StreamError(f"not a readable parquet file ({type(exc).__name__})", file=path) from None
+    missing = REQUIRED - set(df.columns)
+    if missing:
+        raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0])
+    if df.height == 0:
+        raise StreamError("no rows: the stream is empty", file=path)
+    X = _features(df, path)
+    y = _int_column(df, "y", path).astype(np.int64)
+    exp = _int_column(df, "experience", path).astype(np.int32)
+    task = _int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()
+    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        raise StreamError(f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y")
+    if exp.min() < 0:
+        raise StreamError("negative experience index", file=path, field="experience")
+    present = np.unique(exp)
+    gaps = sorted(set(range(int(exp.max()) + 1)) - set(present.tolist()))
+    if gaps:
+        raise StreamError(f"experience {gaps[0]} has no rows", file=path, field="experience")
+    return Split(X, y, exp, task)
+
+
+def load_stream(directory: str | Path) -> Stream:
+    """Load a stream directory, checking every clause of the contract."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StreamError("stream directory not found", file=directory)
+    classes_path = directory / "classes.json"
+    classes: list[str] | None = None
+    if classes_path.exists():
+        try:
+            classes = json.loads(classes_path.read_text())
+        except json.JSONDecodeError:
+            raise StreamError("not valid JSON", file=classes_path) from None
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
+            raise StreamError("must be a non-empty list of class names", file=classes_path)
+    n_classes = len(classes) if classes else None
+    train = read_split(directory / "train.parquet", n_classes)
+    test = read_split(directory / "test.parquet", n_classes)
+    if train.X.shape[1] != test.X.shape[1]:
+        raise StreamError(
+            f"feature length {test.X.shape[1]} differs from train's {train.X.shape[1]}",
+            file=directory / "test.parquet", field="x",
+        )
+    if int(test.experience.max()) > int(train.experience.max()):
+        raise StreamError("test rows of an experience with no training rows", file=directory / "test.parquet",
+                          field="experience")
+    if classes is None:
+        classes = default_class_names(int(max(train.y.max(), test.y.max())) + 1)
+    meta_path = directory / "meta.json"
+    shape = tuple(json.loads(meta_path.read_text()).get("shape") or ()) if meta_path.exists() else ()
+    return Stream(train, test, classes, shape or None)
+
+
+def split_frame(split: Split) -> pl.DataFrame:
+    return pl.DataFrame({
+        "x": pl.Series("x", split.X.astype(np.float32)).cast(pl.List(pl.Float32)),
+        "y": pl.Series("y", split.y, dtype=pl.Int64),
+        "experience": pl.Series("experience", split.experience, dtype=pl.Int32),
+        "task": pl.Series("task", split.task, dtype=pl.Int32),
+    })
+
+
+def write_stream(stream: Stream, directory: str | Path) -> None:
+    """Write a stream directory; each file lands atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_parquet(directory / "train.parquet", split_frame(stream.train))
+    write_parquet(directory / "test.parquet", split_frame(stream.test))
+    for name, obj in (("classes.json", stream.classes), ("meta.json", {"shape": list(stream.shape or [])})):
+        with atomic_path(directory / name) as tmp:
+            tmp.write_text(json.dumps(obj, indent=1) + "\n")

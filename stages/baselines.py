@@ -1,0 +1,94 @@
+"""DVC stage `baselines`: finetune, replay and joint on the same stream and seeds."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.config import BaselinesConfig, TrainConfig, load_params
+from clflow.errors import cli_errors
+from clflow.evaluation import RunResult, run_stream
+from clflow.io import atomic_path, write_json
+from clflow.learners import ContinualLearner
+from clflow.metrics import mean_std
+from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
+from clflow.plugins import ReplayPlugin
+from clflow.streams import Stream, load_stream
+from clflow.tracking import log_torch_model, stage_run
+
+log = logging.getLogger("clflow.baselines")
+
+
+def make_learner(method: str, stream: Stream, train: TrainConfig, memory: int, seed: int) -> ContinualLearner:
+    plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
+    return ContinualLearner(len(stream.classes), backbone=train.backbone, hidden=train.hidden, lr=train.lr,
+                            shape=stream.shape, device=train.device, seed=seed, plugins=plugins)
+
+
+def run_method(method: str, stream: Stream, train: TrainConfig, cfg: BaselinesConfig,
+               ) -> tuple[list[RunResult], ContinualLearner]:
+    """All seeds of one method; returns the results and the first seed's learner."""
+    results, first = [], None
+    for seed in train.seeds:
+        learner = make_learner(method, stream, train, cfg.memory, seed)
+        results.append(run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
+                                  cumulative=method == "joint", desc=f"{method} seed {seed}"))
+        first = first or learner
+    return results, first  # type: ignore[return-value]
+
+
+def write_plots(results: dict[str, list[RunResult]], plots: Path) -> None:
+    """Heatmap per method, accuracy-on-seen curves (PNG) and their numbers (CSV, a DVC plot)."""
+    plots.mkdir(parents=True, exist_ok=True)
+    curves = {}
+    for method, runs in results.items():
+        R = np.mean([r.R for r in runs], axis=0)
+        accuracy_heatmap(R, f"{method}: accuracy matrix (mean of {len(runs)} seeds)", plots / f"matrix_{method}.png")
+        seen = np.array([seen_accuracy(r.R) for r in runs])
+        curves[method] = (seen.mean(0), seen.std(0))
+    accuracy_curves(curves, "Accuracy on seen experiences", plots / "accuracy.png")
+    T = len(next(iter(curves.values()))[0])
+    table = pl.DataFrame({"experience": np.arange(T), **{m: np.round(c[0], 4) for m, c in curves.items()}})
+    with atomic_path(plots / "accuracy.csv") as tmp:
+        table.write_csv(tmp)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="reads `train`, `baselines`, `tracking`")
+    parser.add_argument("--stream", default="data/stream", help="stream directory")
+    parser.add_argument("--metrics", default="metrics/baselines.json")
+    parser.add_argument("--plots", default="plots/baselines")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    params = load_params(args.params)
+    stream = load_stream(args.stream)
+    results, learners = {}, {}
+    for method in params.baselines.methods:
+        results[method], learners[method] = run_method(method, stream, params.train, params.baselines)
+    metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
+    write_plots(results, Path(args.plots))
+    write_json(args.metrics, metrics)
+    for m, v in metrics.items():
+        log.info("%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f", m, v["avg_accuracy"], v["avg_accuracy_std"],
+                 v["forgetting"])
+
+    import mlflow
+
+    sections = {"train": params.train.model_dump(), "baselines": params.baselines.model_dump()}
+    with stage_run("baselines", sections, params.tracking.experiment):
+        mlflow.log_metrics({f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()})
+        mlflow.log_dict({m: [r.R.tolist() for r in runs] for m, runs in results.items()}, "accuracy_matrices.json")
+        mlflow.log_artifacts(args.plots, "plots")
+        for m, learner in learners.items():
+            log_torch_model(learner.model_, m, stream.test.X[:2])
+
+
+if __name__ == "__main__":
+    main()

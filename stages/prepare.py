@@ -1,0 +1,53 @@
+"""DVC stage `prepare`: build the stream directory described by params.yaml `stream`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+
+from clflow.config import load_params
+from clflow.errors import ConfigError, cli_errors
+from clflow.io import atomic_dir
+from clflow.streams import Stream, build_stream, write_stream
+from clflow.tracking import stage_run
+
+log = logging.getLogger("clflow.prepare")
+
+
+def describe(stream: Stream) -> dict[str, float]:
+    """Row counts and shapes worth logging."""
+    tr, te = stream.train, stream.test
+    return {
+        "n_train": len(tr), "n_test": len(te), "n_features": stream.n_features,
+        "n_classes": len(stream.classes), "n_experiences": stream.n_experiences,
+        "n_tasks": int(len(np.unique(tr.task))),
+    }
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="parameters file (reads its `stream` section)")
+    parser.add_argument("--out", default="data/stream", help="stream directory to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    params = load_params(args.params)
+    try:
+        stream = build_stream(params.stream)
+    except ValueError as exc:  # e.g. more experiences than classes
+        raise ConfigError(str(exc), file=args.params, field="stream") from None
+    with atomic_dir(args.out) as tmp:
+        write_stream(stream, tmp)
+    stats = describe(stream)
+    log.info("wrote %s: %s", args.out, stats)
+    with stage_run("prepare", {"stream": params.stream.model_dump()}, params.tracking.experiment):
+        import mlflow
+
+        mlflow.log_metrics(stats)
+
+
+if __name__ == "__main__":
+    main()

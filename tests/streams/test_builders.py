@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from clflow.config import StreamConfig
+from clflow.streams import build_stream, class_groups, permutation
+
+
+@pytest.fixture(scope="module")
+def split_digits():
+    return build_stream(StreamConfig(source="digits", experiences=5, seed=0))
+
+
+def test_class_groups_partition_all_classes():
+    groups = class_groups(10, 5, seed=3)
+    allc = np.concatenate(groups)
+    assert sorted(allc.tolist()) == list(range(10))
+    assert all(len(g) == 2 for g in groups)
+    assert [g.tolist() for g in class_groups(10, 5, seed=3)] == [g.tolist() for g in groups]
+    assert [g.tolist() for g in class_groups(10, 5, seed=4)] != [g.tolist() for g in groups]
+
+
+def test_split_digits_experiences_hold_disjoint_class_groups(split_digits):
+    tr, te = split_digits.train, split_digits.test
+    seen = set()
+    for e in range(5):
+        classes = set(np.unique(tr.y[tr.experience == e]).tolist())
+        assert len(classes) == 2 and not classes & seen
+        assert set(np.unique(te.y[te.experience == e]).tolist()) == classes
+        seen |= classes
+    assert seen == set(range(10))
+    assert split_digits.classes[0] == "zero" and len(split_digits.classes) == 10
+
+
+def test_split_is_stratified(split_digits):
+    tr, te = split_digits.train, split_digits.test
+    ratio = np.bincount(te.y) / (np.bincount(tr.y) + np.bincount(te.y))
+    assert np.all(np.abs(ratio - 0.3) < 0.03)
+
+
+def test_permutations_are_deterministic_and_distinct():
+    p1 = permutation(1, 64, seed=0)
+    assert np.array_equal(p1, permutation(1, 64, seed=0))
+    assert not np.array_equal(p1, permutation(2, 64, seed=0))
+    assert not np.array_equal(p1, permutation(1, 64, seed=1))
+    assert np.array_equal(permutation(0, 64, seed=0), np.arange(64))
+    assert sorted(p1.tolist()) == list(range(64))
+
+
+def test_permuted_digits_applies_each_tasks_permutation():
+    s = build_stream(StreamConfig(source="permuted_digits", experiences=3, seed=0))
+    base = build_stream(StreamConfig(source="permuted_digits", experiences=1, seed=0))
+    te, ref = s.test, base.test  # test rows are the full test set, transformed per task
+    for t in range(3):
+        rows = te.experience == t
+        assert np.array_equal(te.X[rows], ref.X[:, permutation(t, 64, 0)])
+        assert np.array_equal(te.y[rows], ref.y)
+    again = build_stream(StreamConfig(source="permuted_digits", experiences=3, seed=0))
+    assert np.array_equal(again.train.X, s.train.X)
+
+
+def test_recurring_tasks_get_fresh_rows():
+    s = build_stream(StreamConfig(source="permuted_digits", experiences=3, tasks=[0, 1, 0, 2, 1], seed=0))
+    tr = s.train
+    assert [int(tr.task[tr.experience == e][0]) for e in range(5)] == [0, 1, 0, 2, 1]
+    a, b = tr.X[tr.experience == 0], tr.X[tr.experience == 2]
+    rows_a = {r.tobytes() for r in a}
+    assert not any(r.tobytes() in rows_a for r in b)
+
+
+def test_rotated_digits_rotates():
+    s = build_stream(StreamConfig(source="rotated_digits", experiences=2, rotation_step=90.0, seed=0))
+    te = s.test
+    x0 = te.X[te.experience == 0][0].reshape(8, 8)
+    x1 = te.X[te.experience == 1][0].reshape(8, 8)
+    assert np.allclose(np.rot90(x0), x1, atol=1e-5) or np.allclose(np.rot90(x0, -1), x1, atol=1e-5)
+
+
+def test_too_many_experiences():
+    with pytest.raises(ValueError, match="11 experiences"):
+        build_stream(StreamConfig(source="digits", experiences=11))

@@ -1,0 +1,61 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from clflow.config import StreamConfig
+from clflow.errors import StreamError
+from clflow.streams import build_stream
+from clflow.streams.loaders import load_cifar10, load_idx_dataset, read_idx
+
+
+def write_idx(path, arr):
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return tmp_path
+
+
+def test_mnist_idx_in_torchvision_layout(mnist_dir):
+    data = load_idx_dataset(mnist_dir, fashion=False)
+    assert data.X_train.shape == (60, 784) and data.X_test.shape == (20, 784)
+    assert data.X_train.max() <= 1.0 and data.shape == (1, 28, 28)
+    s = build_stream(StreamConfig(source="mnist", path=str(mnist_dir), experiences=5))
+    assert s.n_experiences == 5 and s.n_features == 784
+
+
+def test_truncated_idx(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    write_idx(p, np.zeros((3, 4, 4)))
+    p.write_bytes(p.read_bytes()[:-5])
+    with pytest.raises(StreamError, match="truncated"):
+        read_idx(p)
+
+
+def test_missing_dir_never_downloads(tmp_path):
+    with pytest.raises(StreamError, match="never downloads"):
+        load_idx_dataset(tmp_path / "absent", fashion=True)
+    with pytest.raises(StreamError, match="not found.*never downloads"):
+        load_idx_dataset(tmp_path, fashion=False)
+
+
+def test_cifar_pickles(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(base / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (10, 3072)).astype(np.uint8), b"labels": list(range(10))}, fh)
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh)
+    data = load_cifar10(tmp_path)
+    assert data.X_train.shape == (50, 3072) and data.classes[3] == "c3" and data.shape == (3, 32, 32)

@@ -1,0 +1,134 @@
+"""The real pipeline: `dvc repro` in a temporary copy of the project, a real MLflow store, a Prefect flow run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import make_project, run
+
+pytestmark = pytest.mark.slow
+
+
+def dvc(project, *args, check=True):
+    return run([sys.executable, "-m", "dvc", *args], project, check=check)
+
+
+def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
+    metrics = json.loads((built_project / "metrics" / "baselines.json").read_text())
+    assert set(metrics) == {"finetune", "replay", "joint"}
+    for vals in metrics.values():
+        assert {"avg_accuracy", "forgetting", "bwt", "fwt"} <= set(vals)
+    # catastrophic forgetting on Split-Digits: finetune far below joint, replay in between
+    assert metrics["finetune"]["avg_accuracy"] < 0.4 < metrics["joint"]["avg_accuracy"]
+    assert metrics["finetune"]["avg_accuracy"] < metrics["replay"]["avg_accuracy"] < metrics["joint"]["avg_accuracy"]
+    assert metrics["finetune"]["forgetting"] > metrics["replay"]["forgetting"]
+    for name in ("accuracy.png", "accuracy.csv", "matrix_finetune.png"):
+        assert (built_project / "plots" / "baselines" / name).stat().st_size > 0
+
+
+def test_second_repro_has_nothing_to_do(built_project):
+    out = dvc(built_project, "repro").stdout
+    assert "Data and pipelines are up to date" in out
+    status = dvc(built_project, "status").stdout
+    assert "up to date" in status
+
+
+def test_changed_param_reruns_only_downstream(built_project, tmp_path):
+    from conftest import update_params
+
+    update_params(built_project, {"baselines": {"memory": 150}})
+    try:
+        out = dvc(built_project, "repro").stdout
+        assert "Stage 'prepare' didn't change" in out and "Running stage 'baselines'" in out
+    finally:
+        update_params(built_project, {"baselines": {"memory": 200}})
+        dvc(built_project, "repro")
+
+
+def test_mlflow_holds_the_runs_with_tags(built_project):
+    import mlflow
+
+    from clflow.tracking import use_store
+
+    uri = f"sqlite:///{built_project / 'mlflow.db'}"
+    use_store(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("clflow")
+    runs = client.search_runs([exp.experiment_id])
+    stages = {r.data.tags["clflow.stage"] for r in runs}
+    assert {"prepare", "baselines"} <= stages
+    # (another test reruns baselines with memory 150; switching back restores from DVC's run cache)
+    base = next(r for r in runs if r.data.tags["clflow.stage"] == "baselines"
+                and r.data.params["baselines.memory"] == "200")
+    assert 0 <= base.data.metrics["replay.avg_accuracy"] <= 1
+    assert len(base.data.tags["mlflow.source.git.commit"]) == 40
+    assert base.data.tags["clflow.dvc_lock"] != ""
+    models = client.search_logged_models([exp.experiment_id])
+    assert {m.name for m in models} >= {"finetune", "replay", "joint"}
+    # the logged model loads and predicts
+    model = mlflow.pytorch.load_model(f"models:/{next(m.model_id for m in models if m.name == 'replay')}")
+    assert model is not None
+
+
+def test_prefect_flow_runs_stages_through_dvc(tmp_path, prefect_api):
+    project = make_project(tmp_path / "p")
+    metrics = load_flow(project)(project=str(project))
+    assert metrics["baselines"]["joint"]["avg_accuracy"] > 0.8
+    # the flow went through DVC: the lock records both stages and a plain repro has nothing to do
+    lock = (project / "dvc.lock").read_text()
+    assert "prepare:" in lock and "baselines:" in lock
+    assert "Data and pipelines are up to date" in dvc(project, "repro").stdout
+    # stage runs are children of the flow's parent MLflow run
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("clflow").experiment_id])
+    parent = next(r for r in runs if r.data.tags["clflow.stage"] == "pipeline")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.data.tags["clflow.stage"] for r in children} == {"prepare", "baselines"}
+    assert len({r.data.tags["clflow.pipeline_run"] for r in children + [parent]}) == 1
+
+
+def test_use_store_leaves_the_environment_alone(monkeypatch, tmp_path):
+    import mlflow
+
+    from clflow.tracking import tracking_uri, use_store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    use_store(f"sqlite:///{tmp_path / 'a.db'}")
+    assert mlflow.get_tracking_uri().endswith("a.db")
+    assert tracking_uri(tmp_path / "b") == f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    use_store(f"sqlite:///{tmp_path / 'a.db'}")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+def load_flow(project):
+    sys.path.insert(0, str(project / "flows"))
+    try:
+        from pipeline import pipeline
+    finally:
+        sys.path.pop(0)
+    return pipeline
+
+
+def test_flow_surfaces_the_stage_error(tmp_path, prefect_api):
+    from clflow.dvcrun import StageFailed
+
+    missing = tmp_path / "no-such-stream"
+    project = make_project(tmp_path / "bad", {"stream": {"source": "parquet", "path": str(missing)}})
+    with pytest.raises(StageFailed, match=rf"stage 'prepare' failed \(exit \d+\):\nerror: {missing}: stream directory"):
+        load_flow(project)(project=str(project))
+
+
+def test_flow_rejects_a_params_typo_before_running(tmp_path, prefect_api):
+    from clflow.errors import ConfigError
+
+    project = make_project(tmp_path / "typo")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("memory:", "memroy:"))
+    with pytest.raises(ConfigError, match=r"baselines.memroy.*did you mean 'baselines.memory'"):
+        load_flow(project)(project=str(project))
+    assert not (project / "dvc.lock").exists()
