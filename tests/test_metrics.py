@@ -56,3 +56,9 @@ def test_fwt_checks_reference_length():
 def test_mean_std():
     out = mean_std([{"a": 1.0}, {"a": 3.0}])
     assert out == {"a": 2.0, "a_std": 1.0}
+
+
+def test_forgetting_skips_unmeasured_entries():
+    Rn = R.copy()
+    Rn[0, 1] = np.nan  # not measured (row before a resume point)
+    assert forgetting(Rn) == pytest.approx(forgetting(R))

@@ -66,6 +66,23 @@ class BaselinesConfig(Section):
     memory: int = Field(200, ge=1, description="replay buffer size in samples")
 
 
+class TameConfig(Section):
+    """TAME: shift detection, experts, selector, pruning (see src/clflow/tame)."""
+
+    alpha: float = Field(1e-3, gt=0, lt=0.5, description="one-sided significance of the loss test")
+    window: int = Field(2, ge=1, description="consecutive significant batches that declare a shift")
+    warmup: int = Field(10, ge=1, description="batches of a fresh expert before it is tested")
+    history: int = Field(30, ge=2, description="accepted losses in the reference window")
+    min_jump: float = Field(1.0, ge=0, description="effect size: a shift raises the loss by at least this (nats)")
+    buffer_size: int = Field(100, ge=1, description="reservoir samples per expert (selector training data)")
+    max_experts: int = Field(10, ge=1)
+    min_expert_batches: int = Field(5, ge=0, description="experts with fewer batches are spurious: pruned")
+    selector_hidden: int = Field(128, ge=1)
+    selector_epochs: int = Field(50, ge=1)
+    match_tolerance: int = Field(5, ge=0, description="batches after a true boundary a detection may fall")
+    detect: bool = True
+
+
 class TrackingConfig(Section):
     experiment: str = "clflow"
 
@@ -74,6 +91,7 @@ class Params(Section):
     stream: StreamConfig = StreamConfig()
     train: TrainConfig = TrainConfig()
     baselines: BaselinesConfig = BaselinesConfig()
+    tame: TameConfig = TameConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 

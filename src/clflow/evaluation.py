@@ -16,8 +16,9 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class RunResult:
-    R: np.ndarray  # (T, T) accuracy matrix
+    R: np.ndarray  # (T, T) accuracy matrix; NaN where not measured (rows before a resume point)
     b: np.ndarray  # (T,) untrained-model accuracy per experience
+    batch_experience: np.ndarray  # experience of each training batch, in order (evaluation only)
 
     def metrics(self) -> dict[str, float]:
         return summarize(self.R, self.b)
@@ -30,23 +31,36 @@ def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> 
     return np.array([hits[test.experience == j].mean() for j in range(n_experiences)])
 
 
+def untrained_accuracies(learner, stream: Stream) -> np.ndarray:
+    """b_j: accuracy of the freshly initialised learner on each experience (FWT reference)."""
+    learner.initialize(stream.n_features)
+    return experience_accuracies(learner.predict, stream.test, stream.n_experiences)
+
+
 def run_stream(learner, stream: Stream, *, batch_size: int, epochs: int, seed: int, cumulative: bool = False,
-               desc: str = "train") -> RunResult:
+               start: int = 0, desc: str = "train") -> RunResult:
     """Train through each experience in order, evaluating on all experiences after each.
 
     `cumulative=True` trains on every experience seen so far (the joint upper bound).
+    `start > 0` continues an already trained learner from experience `start`; its
+    row `start - 1` is measured now, earlier rows are left NaN for the caller.
     The learner only ever receives (x, y) batches.
     """
     T = stream.n_experiences
-    learner.initialize(stream.n_features)
-    b = experience_accuracies(learner.predict, stream.test, T)
-    R = np.zeros((T, T))
+    R = np.full((T, T), np.nan)
+    if start == 0:
+        b = untrained_accuracies(learner, stream)
+    else:
+        b = np.full(T, np.nan)
+        R[start - 1] = experience_accuracies(learner.predict, stream.test, T)
     train = stream.train
-    for i in tqdm(range(T), desc=desc, unit="exp", leave=False, disable=None):
+    batch_experience: list[int] = []
+    for i in tqdm(range(start, T), desc=desc, unit="exp", leave=False, disable=None):
         rows = train.experience <= i if cumulative else train.experience == i
         X, y = train.X[rows], train.y[rows]
         for epoch in range(epochs):
             for xb, yb in iter_batches(X, y, batch_size, seed=seed * 100_003 + i * 101 + epoch):
                 learner.partial_fit(xb, yb)
+                batch_experience.append(i)
         R[i] = experience_accuracies(learner.predict, stream.test, T)
-    return RunResult(R, b)
+    return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,21 +49,30 @@ class ContinualLearner:
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device_)
 
-    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> ContinualLearner:
-        """One gradient step on a batch (plus whatever the plugins add)."""
+    def _labels(self, y: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(y, dtype=torch.long, device=self.device_)
+
+    def partial_fit(self, X: np.ndarray, y: np.ndarray, accept: Callable[[float], bool] | None = None,
+                    ) -> ContinualLearner:
+        """One gradient step on a batch (plus whatever the plugins add).
+
+        `accept` sees the batch loss before the step (one forward pass serves both);
+        when it returns False the step is skipped: the batch is held, not learned.
+        """
         if not hasattr(self, "model_"):
             self.initialize(X.shape[1])
         Xs, ys = X, y
         for p in self.plugins:
             Xs, ys = p.before_step(Xs, ys)
         self.model_.train()
-        loss = nn.functional.cross_entropy(self.model_(self._tensor(Xs)),
-                                           torch.as_tensor(ys, dtype=torch.long, device=self.device_))
+        loss = nn.functional.cross_entropy(self.model_(self._tensor(Xs)), self._labels(ys))
+        self.last_loss_ = float(loss.detach())
+        if accept is not None and not accept(self.last_loss_):
+            return self
         self.optimizer_.zero_grad()
         loss.backward()
         self.optimizer_.step()
         self.n_steps_ += 1
-        self.last_loss_ = float(loss.detach())
         for p in self.plugins:
             p.after_step(X, y)
         return self
@@ -82,3 +91,23 @@ class ContinualLearner:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(1)
+
+    @torch.no_grad()
+    def batch_loss(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Mean cross-entropy on (X, y), without training."""
+        self._check()
+        self.model_.eval()
+        return float(nn.functional.cross_entropy(self.model_(self._tensor(X)), self._labels(y)))
+
+    def get_state(self) -> dict:
+        """Weights and optimiser state (tensors), for a checkpoint writer outside the learner."""
+        self._check()
+        return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
+                "n_features_in": self.n_features_in_, "n_steps": self.n_steps_}
+
+    def set_state(self, state: dict) -> ContinualLearner:
+        self.initialize(int(state["n_features_in"]))
+        self.model_.load_state_dict(state["model"])
+        self.optimizer_.load_state_dict(state["optimizer"])
+        self.n_steps_ = int(state["n_steps"])
+        return self

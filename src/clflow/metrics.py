@@ -21,12 +21,15 @@ def avg_accuracy(R) -> float:
 
 
 def forgetting(R) -> float:
-    """mean_{j<T-1} (max_{i<T-1} R[i][j] - R[T-1][j]); 0 with a single experience."""
+    """mean_{j<T-1} (max_{i<T-1} R[i][j] - R[T-1][j]); 0 with a single experience.
+
+    NaN entries (not measured: rows before an incremental resume) are skipped.
+    """
     R = _matrix(R)
     T = len(R)
     if T < 2:
         return 0.0
-    return float(np.mean([R[: T - 1, j].max() - R[T - 1, j] for j in range(T - 1)]))
+    return float(np.mean([np.nanmax(R[: T - 1, j]) - R[T - 1, j] for j in range(T - 1)]))
 
 
 def bwt(R) -> float:
@@ -63,3 +66,33 @@ def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
         out[key] = float(vals.mean())
         out[f"{key}_std"] = float(vals.std())
     return out
+
+
+def shift_points(batch_task: np.ndarray) -> np.ndarray:
+    """Batch indices where the true task changes (a recurring task counts; a repeat of the same does not)."""
+    batch_task = np.asarray(batch_task)
+    return np.flatnonzero(batch_task[1:] != batch_task[:-1]) + 1
+
+
+def detection_scores(true: np.ndarray | list, detected: np.ndarray | list, tolerance: int) -> dict[str, float]:
+    """Match detections to true shift points within `tolerance` batches after each.
+
+    Each true point takes the first unmatched detection in [t, t + tolerance];
+    unmatched detections are false alarms. With no true shift, recall is 1 and
+    precision is 1 only when nothing fired.
+    """
+    true, detected = sorted(int(t) for t in true), sorted(int(d) for d in detected)
+    used: set[int] = set()
+    delays = []
+    for t in true:
+        hit = next((d for d in detected if t <= d <= t + tolerance and d not in used), None)
+        if hit is not None:
+            used.add(hit)
+            delays.append(hit - t)
+    tp = len(delays)
+    precision = tp / len(detected) if detected else 1.0
+    recall = tp / len(true) if true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"detection_precision": precision, "detection_recall": recall, "detection_f1": f1,
+            "detection_delay": float(np.mean(delays)) if delays else 0.0,
+            "false_alarms": float(len(detected) - tp)}

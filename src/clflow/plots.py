@@ -55,3 +55,20 @@ def seen_accuracy(R: np.ndarray) -> np.ndarray:
     """Row i: mean of R[i][0..i], the accuracy on experiences seen so far."""
     R = np.asarray(R)
     return np.array([R[i, : i + 1].mean() for i in range(len(R))])
+
+
+def loss_with_boundaries(loss: np.ndarray, true: np.ndarray, detected: list[int], title: str,
+                         path: str | Path) -> None:
+    """Training loss per batch; true task boundaries dashed grey, detections red."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(np.arange(len(loss)), loss, lw=0.8, color="tab:blue", label="loss")
+    for i, t in enumerate(true):
+        ax.axvline(t, color="grey", ls="--", lw=1, label="true boundary" if i == 0 else None)
+    for i, d in enumerate(detected):
+        ax.axvline(d, color="tab:red", lw=1, alpha=0.7, label="detected" if i == 0 else None)
+    ax.set_xlabel("training batch")
+    ax.set_ylabel("loss (before update)")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    _save(fig, path)

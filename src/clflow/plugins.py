@@ -41,6 +41,21 @@ class ReservoirBuffer:
                 if j < self.capacity:
                     self.X[j], self.y[j], self._keys[j] = x_i, y_i, key  # type: ignore[index]
 
+    def get_state(self) -> dict:
+        return {"X": self.X, "y": self.y, "n_seen": self.n_seen, "keys": list(self._keys),
+                "known": sorted(self._known), "rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> ReservoirBuffer:
+        self.X, self.y, self.n_seen = state["X"], np.asarray(state["y"], dtype=np.int64), int(state["n_seen"])
+        self._keys, self._known = list(state["keys"]), set(state["known"])
+        self.rng.bit_generator.state = state["rng"]
+        return self
+
+    def absorb(self, other: ReservoirBuffer) -> None:
+        """Fold another buffer's samples in (pruning), keeping this buffer's capacity."""
+        if other.X is not None:
+            self.add(other.X, other.y)
+
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to n stored examples, drawn without replacement."""
         if not len(self.y):

@@ -135,3 +135,18 @@ def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator
         env = {PARENT_ENV: run.info.run_id, PIPELINE_ENV: group, URI_ENV: tracking_uri(root)}
         yield env
         mlflow.set_tag("clflow.dvc_lock", dvc_lock_hash(root))
+
+
+def log_tame_model(checkpoint: str | Path, example: Any, name: str = "tame") -> Any:
+    """Log a TAME checkpoint as a pyfunc model (selector + experts) with a signature."""
+    import mlflow.pyfunc
+    import numpy as np
+    import torch
+
+    from clflow.tame.pyfunc import TameModel
+
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=TameModel(), artifacts={"checkpoint": str(checkpoint)},
+        input_example=np.asarray(example, dtype=np.float32),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+    )

@@ -65,7 +65,7 @@ def _features(df: pl.DataFrame, path: Path) -> np.ndarray:
         arr = df["x"].list.to_array(lo)
     else:
         arr = df["x"]
-    X = arr.to_numpy().astype(np.float32, copy=False)
+    X = np.array(arr.to_numpy(), dtype=np.float32)  # a writable copy (polars hands out read-only views)
     if X.ndim != 2:
         raise StreamError("feature vectors must be one-dimensional", file=path, field="x")
     bad = ~np.isfinite(X)

@@ -1,0 +1,263 @@
+"""TAME: task-agnostic continual learning with multiple experts.
+
+The learner sees one stream of (x, y) batches and never a task label. The active
+expert trains while its loss stays in its normal range; a significant jump
+(see detector.py) marks a new task: the held batches go to an existing expert
+whose loss on them is normal (a recurring task returns to its expert), or to a
+new expert. Each expert keeps a reservoir buffer of what it trained on; a
+selector trained on those buffers routes test samples to experts. Experts left
+after too few batches are spurious: pruned, their buffer folded into the expert
+that fits it best. `max_experts` caps experts and selector outputs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from clflow.learners import ContinualLearner, NotFittedError
+from clflow.plugins import ReservoirBuffer
+from clflow.tame.detector import LossShiftDetector
+from clflow.tame.selector import Selector
+
+
+@dataclass
+class Expert:
+    id: int
+    learner: ContinualLearner
+    detector: LossShiftDetector
+    buffer: ReservoirBuffer
+    n_batches: int = 0  # batches it trained on
+
+
+@dataclass
+class Event:
+    batch: int  # index of the batch at which the shift was declared
+    kind: str  # spawn | switch | reuse (at max_experts) | prune
+    source: int
+    target: int
+
+
+@dataclass
+class BatchLog:
+    loss: list[float] = field(default_factory=list)
+    expert: list[int] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)
+
+
+class TameLearner:
+    """Multiple experts, loss-based shift detection, a selector, online pruning."""
+
+    def __init__(self, n_classes: int, *, backbone: str = "mlp", hidden: int = 256, lr: float = 1e-3,
+                 shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
+                 alpha: float = 1e-3, window: int = 2, warmup: int = 10, history: int = 30, min_jump: float = 1.0,
+                 buffer_size: int = 100, max_experts: int = 10, min_expert_batches: int = 5,
+                 selector_hidden: int = 128, selector_epochs: int = 50, detect: bool = True):
+        self.n_classes = n_classes
+        self.backbone = backbone
+        self.hidden = hidden
+        self.lr = lr
+        self.shape = shape
+        self.device = device
+        self.seed = seed
+        self.alpha = alpha
+        self.window = window
+        self.warmup = warmup
+        self.history = history
+        self.min_jump = min_jump
+        self.buffer_size = buffer_size
+        self.max_experts = max_experts
+        self.min_expert_batches = min_expert_batches
+        self.selector_hidden = selector_hidden
+        self.selector_epochs = selector_epochs
+        self.detect = detect
+
+    def get_params(self) -> dict:
+        """Constructor arguments (scikit-learn convention), enough to rebuild the learner."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    # -- construction -------------------------------------------------------------------
+    def _new_expert(self, eid: int | None = None) -> Expert:
+        if eid is None:
+            eid = self.next_id_
+            self.next_id_ += 1
+        learner = ContinualLearner(self.n_classes, backbone=self.backbone, hidden=self.hidden, lr=self.lr,
+                                   shape=self.shape, device=self.device, seed=self.seed + 1009 * eid)
+        detector = LossShiftDetector(self.alpha, self.window, self.warmup, self.history, self.min_jump)
+        expert = Expert(eid, learner.initialize(self.n_features_in_), detector,
+                        ReservoirBuffer(self.buffer_size, seed=self.seed + 31 * eid))
+        self.experts_[eid] = expert
+        self.selector_stale_ = True
+        return expert
+
+    def initialize(self, n_features: int) -> TameLearner:
+        self.n_features_in_ = n_features
+        self.experts_: dict[int, Expert] = {}
+        self.next_id_ = 0
+        self.active_ = self._new_expert().id
+        self.selector_ = Selector(self.selector_hidden, epochs=self.selector_epochs, device=self.device,
+                                  seed=self.seed).initialize(n_features)
+        self.selector_ids_: list[int] = []
+        self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
+        self.log_ = BatchLog()
+        self.events_: list[Event] = []
+        self.selector_stale_ = True
+        return self
+
+    # -- training -----------------------------------------------------------------------
+    def _learn(self, expert: Expert, X: np.ndarray, y: np.ndarray, loss: float | None = None) -> None:
+        """Book-keeping for a batch the expert trained on."""
+        expert.n_batches += 1
+        expert.buffer.add(X, y)
+        self.selector_stale_ = True
+
+    def _train_held(self, expert: Expert) -> None:
+        """Train `expert` on the held batches (their losses become part of its normal range)."""
+        for Xh, yh in self.pending_:
+            expert.learner.partial_fit(Xh, yh, accept=lambda loss: expert.detector.accept(loss) or True)
+            self._learn(expert, Xh, yh)
+        self.pending_ = []
+
+    def partial_fit(self, X: np.ndarray, y: np.ndarray) -> TameLearner:
+        """Learn one batch; detect a task shift from its loss."""
+        if not hasattr(self, "experts_"):
+            self.initialize(X.shape[1])
+        expert = self.experts_[self.active_]
+        status = "ok"
+
+        def accept(loss: float) -> bool:
+            nonlocal status
+            status = expert.detector.update(loss) if self.detect else "ok"
+            return status == "ok"
+
+        expert.learner.partial_fit(X, y, accept=accept)
+        self.log_.loss.append(expert.learner.last_loss_)
+        self.log_.expert.append(expert.id)
+        self.log_.status.append(status)
+        if status == "ok":
+            self._train_held(expert)  # suspects that proved normal are learned after all
+            self._learn(expert, X, y)
+        else:
+            self.pending_.append((X, y))
+            if status == "shift":
+                self._on_shift(len(self.log_.loss) - 1)
+        return self
+
+    def _best_fit(self, X: np.ndarray, y: np.ndarray, exclude: int) -> tuple[Expert | None, Expert | None]:
+        """(best expert whose normal range holds the loss on X, best expert overall), excluding one."""
+        scored = sorted((e.learner.batch_loss(X, y), e.id) for e in self.experts_.values() if e.id != exclude)
+        normal = [eid for loss, eid in scored if self.experts_[eid].detector.ready
+                  and not self.experts_[eid].detector.significant(loss)]
+        pick = lambda ids: self.experts_[ids[0]] if ids else None  # noqa: E731
+        return pick(normal), pick([eid for _, eid in scored])
+
+    def _on_shift(self, batch: int) -> None:
+        source = self.experts_[self.active_]
+        Xw = np.concatenate([p[0] for p in self.pending_])
+        yw = np.concatenate([p[1] for p in self.pending_])
+        match, closest = self._best_fit(Xw, yw, exclude=source.id)
+        if match is not None:
+            target, kind = match, "switch"
+        elif len(self.experts_) >= self.max_experts and closest is not None:
+            target, kind = closest, "reuse"
+        else:
+            target, kind = self._new_expert(), "spawn"
+        self.events_.append(Event(batch, kind, source.id, target.id))
+        self.active_ = target.id
+        self._train_held(target)
+        if source.n_batches < self.min_expert_batches:
+            self._prune(source, batch)
+
+    def _prune(self, expert: Expert, batch: int) -> None:
+        """Remove a spurious expert; its buffer joins the expert that fits it best."""
+        del self.experts_[expert.id]
+        if expert.buffer.X is not None:
+            _, into = self._best_fit(expert.buffer.X, expert.buffer.y, exclude=expert.id)
+            if into is not None:
+                into.buffer.absorb(expert.buffer)
+                self.events_.append(Event(batch, "prune", expert.id, into.id))
+        self.selector_stale_ = True
+
+    # -- inference ----------------------------------------------------------------------
+    def _check(self) -> None:
+        if not hasattr(self, "experts_"):
+            raise NotFittedError("TameLearner is not initialised; call partial_fit or initialize first")
+
+    def _refresh_selector(self) -> None:
+        """Align selector outputs with the live experts, then retrain it on their buffers."""
+        if not self.selector_stale_:
+            return
+        live = [eid for eid in self.experts_ if self.experts_[eid].buffer.X is not None]
+        keep = [pos for pos, eid in enumerate(self.selector_ids_) if eid in live]
+        kept_ids = [self.selector_ids_[pos] for pos in keep]
+        new_ids = [eid for eid in live if eid not in kept_ids]
+        self.selector_.resize(keep, len(new_ids))
+        self.selector_ids_ = kept_ids + new_ids
+        if len(self.selector_ids_) > 1:
+            X = np.concatenate([self.experts_[eid].buffer.X for eid in self.selector_ids_])
+            labels = np.concatenate([np.full(len(self.experts_[eid].buffer), pos)
+                                     for pos, eid in enumerate(self.selector_ids_)])
+            self.selector_.fit(X, labels)
+        self.selector_stale_ = False
+
+    def route(self, X: np.ndarray) -> np.ndarray:
+        """Expert id chosen by the selector for each row."""
+        self._check()
+        self._refresh_selector()
+        if len(self.selector_ids_) <= 1:
+            only = self.selector_ids_[0] if self.selector_ids_ else self.active_
+            return np.full(len(X), only)
+        return np.asarray(self.selector_ids_)[self.selector_.route(X)]
+
+    def predict_with(self, X: np.ndarray, expert_ids: np.ndarray) -> np.ndarray:
+        """Predict each row with the given expert (selector or oracle routing)."""
+        out = np.zeros(len(X), dtype=np.int64)
+        for eid in np.unique(expert_ids):
+            rows = expert_ids == eid
+            out[rows] = self.experts_[int(eid)].learner.predict(X[rows])
+        return out
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_with(X, self.route(X))
+
+    @property
+    def n_experts(self) -> int:
+        self._check()
+        return len(self.experts_)
+
+    @property
+    def detections_(self) -> list[int]:
+        """Batch indices at which a shift was declared."""
+        return [e.batch for e in self.events_ if e.kind != "prune"]
+
+    # -- state (written by clflow.checkpoint, not here) ---------------------------------
+    def get_state(self) -> dict:
+        self._check()
+        experts = [{"id": e.id, "n_batches": e.n_batches, "learner": e.learner.get_state(),
+                    "detector": e.detector.get_state(), "buffer": e.buffer.get_state()}
+                   for e in self.experts_.values()]
+        return {"n_features_in": self.n_features_in_, "next_id": self.next_id_, "active": self.active_,
+                "experts": experts, "selector": self.selector_.get_state(), "selector_ids": self.selector_ids_,
+                "selector_stale": self.selector_stale_, "pending": self.pending_, "log": asdict(self.log_),
+                "events": [asdict(e) for e in self.events_]}
+
+    def set_state(self, state: dict) -> TameLearner:
+        self.initialize(int(state["n_features_in"]))
+        self.experts_ = {}
+        for es in state["experts"]:
+            expert = self._new_expert(int(es["id"]))
+            expert.n_batches = int(es["n_batches"])
+            expert.learner.set_state(es["learner"])
+            expert.detector.set_state(es["detector"])
+            expert.buffer.set_state(es["buffer"])
+        self.next_id_, self.active_ = int(state["next_id"]), int(state["active"])
+        self.selector_.set_state(state["selector"])
+        self.selector_ids_ = list(state["selector_ids"])
+        self.selector_stale_ = bool(state["selector_stale"])
+        self.pending_ = list(state["pending"])
+        self.log_ = BatchLog(**state["log"])
+        self.events_ = [Event(**e) for e in state["events"]]
+        return self

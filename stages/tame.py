@@ -1,0 +1,107 @@
+"""DVC stage `tame`: task-agnostic continual learning with multiple experts.
+
+Trains TAME on the task-label-free stream for every seed, continuing from the
+persisted checkpoint when the stream only gained experiences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.checkpoint import save_checkpoint
+from clflow.config import TameConfig, TrainConfig, load_params
+from clflow.errors import cli_errors
+from clflow.evaluation import RunResult, run_stream, untrained_accuracies
+from clflow.io import atomic_path, write_json
+from clflow.metrics import mean_std, shift_points
+from clflow.plots import accuracy_heatmap, loss_with_boundaries
+from clflow.streams import Stream, load_stream
+from clflow.tame import TameLearner, evaluate, incremental
+
+log = logging.getLogger("clflow.tame")
+
+
+def make_tame(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int) -> TameLearner:
+    kw = cfg.model_dump(exclude={"match_tolerance"})
+    return TameLearner(len(stream.classes), backbone=train.backbone, hidden=train.hidden, lr=train.lr,
+                       shape=stream.shape, device=train.device, seed=seed, **kw)
+
+
+def train_seed(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int, ckpt_path: Path,
+               ) -> tuple[TameLearner, RunResult, int]:
+    """Train (or continue) one seed; returns the learner, its full result and where it resumed."""
+    fp = incremental.fingerprint({"train": train.model_dump(), "tame": cfg.model_dump(), "seed": seed}, stream)
+    start, ckpt = incremental.resume_point(ckpt_path, stream, fp)
+    learner = make_tame(stream, train, cfg, seed)
+    run = dict(batch_size=train.batch_size, epochs=train.epochs, seed=seed, desc=f"tame seed {seed}")
+    if ckpt is None:
+        result = run_stream(learner, stream, **run)
+    else:
+        learner.set_state(ckpt["state"])
+        result = incremental.merge(ckpt, run_stream(learner, stream, start=start, **run))
+        result.b = untrained_accuracies(make_tame(stream, train, cfg, seed), stream)
+    save_checkpoint(ckpt_path, {
+        "fingerprint": fp, "experiences": stream.n_experiences, "state": learner.get_state(),
+        "rows_hash": incremental.consumed_hash(stream, stream.n_experiences), "R": result.R,
+        "batch_experience": result.batch_experience, "classes": stream.classes, "params": learner.get_params(),
+    })
+    return learner, result, start
+
+
+def write_plots(learner: TameLearner, result: RunResult, stream: Stream, plots: Path) -> None:
+    plots.mkdir(parents=True, exist_ok=True)
+    loss = np.asarray(learner.log_.loss)
+    true = shift_points(evaluate.batch_tasks(stream, result.batch_experience))
+    loss_with_boundaries(loss, true, learner.detections_, "TAME: loss, true (dashed) and detected (red) shifts",
+                         plots / "loss.png")
+    accuracy_heatmap(np.nan_to_num(result.R), "TAME accuracy matrix", plots / "matrix.png")
+    with atomic_path(plots / "loss.csv") as tmp:
+        pl.DataFrame({"batch": np.arange(len(loss)), "loss": loss, "expert": learner.log_.expert}).write_csv(tmp)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="reads `train`, `tame`, `tracking`")
+    parser.add_argument("--stream", default="data/stream")
+    parser.add_argument("--models", default="models/tame", help="checkpoint directory (persisted by DVC)")
+    parser.add_argument("--metrics", default="metrics/tame.json")
+    parser.add_argument("--plots", default="plots/tame")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    params = load_params(args.params)
+    stream = load_stream(args.stream)
+    runs, learners, resumed = [], [], []
+    for seed in params.train.seeds:
+        learner, result, start = train_seed(stream, params.train, params.tame, seed,
+                                            Path(args.models) / f"seed_{seed}.pt")
+        scores = evaluate.tame_scores(learner, stream, result.batch_experience, params.tame.match_tolerance)
+        runs.append({**result.metrics(), **scores})
+        learners.append((learner, result))
+        resumed.append(start)
+    metrics = {**mean_std(runs), "resumed_from_experience": float(min(resumed))}
+    write_plots(*learners[0], stream, Path(args.plots))
+    write_json(args.metrics, metrics)
+    log.info("avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f", metrics["avg_accuracy"],
+             metrics["avg_accuracy_std"], metrics["detection_f1"], metrics["n_experts"], metrics["selector_accuracy"])
+
+    import mlflow
+
+    from clflow.tracking import log_tame_model, stage_run
+
+    with stage_run("tame", {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
+                   params.tracking.experiment):
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict({"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]}, "accuracy.json")
+        mlflow.log_artifacts(args.plots, "plots")
+        log_tame_model(Path(args.models) / f"seed_{params.train.seeds[0]}.pt", stream.test.X[:2])
+
+
+if __name__ == "__main__":
+    main()
