@@ -62,3 +62,28 @@ def test_forgetting_skips_unmeasured_entries():
     Rn = R.copy()
     Rn[0, 1] = np.nan  # not measured (row before a resume point)
     assert forgetting(Rn) == pytest.approx(forgetting(R))
+
+
+def test_shift_points_ignore_repeats_of_the_same_task():
+    from clflow.metrics import shift_points
+
+    assert shift_points([0, 0, 1, 1, 0, 0, 0, 2]).tolist() == [2, 4, 7]
+    assert shift_points([3, 3, 3]).tolist() == []
+
+
+def test_detection_scores_match_within_tolerance():
+    from clflow.metrics import detection_scores
+
+    s = detection_scores(true=[10, 50, 90], detected=[11, 30, 52, 200], tolerance=3)
+    assert s["detection_recall"] == pytest.approx(2 / 3)
+    assert s["detection_precision"] == pytest.approx(2 / 4)
+    assert s["false_alarms"] == 2 and s["detection_delay"] == pytest.approx(1.5)
+    assert s["detection_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+def test_detection_scores_on_a_stationary_stream():
+    from clflow.metrics import detection_scores
+
+    assert detection_scores([], [], 5)["detection_f1"] == 1.0
+    quiet_fail = detection_scores([], [7], 5)
+    assert quiet_fail["false_alarms"] == 1 and quiet_fail["detection_precision"] == 0.0

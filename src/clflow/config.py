@@ -78,7 +78,7 @@ class TameConfig(Section):
     max_experts: int = Field(10, ge=1)
     min_expert_batches: int = Field(5, ge=0, description="experts with fewer batches are spurious: pruned")
     selector_hidden: int = Field(128, ge=1)
-    selector_epochs: int = Field(50, ge=1)
+    selector_epochs: int = Field(100, ge=1)
     match_tolerance: int = Field(5, ge=0, description="batches after a true boundary a detection may fall")
     detect: bool = True
 

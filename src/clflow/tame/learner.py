@@ -30,12 +30,14 @@ class Expert:
     detector: LossShiftDetector
     buffer: ReservoirBuffer
     n_batches: int = 0  # batches it trained on
+    parent: int | None = None  # the expert it was spawned from
+    returns: int = 0  # consecutive warm-up batches that the parent explains again
 
 
 @dataclass
 class Event:
     batch: int  # index of the batch at which the shift was declared
-    kind: str  # spawn | switch | reuse (at max_experts) | prune
+    kind: str  # spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | prune
     source: int
     target: int
 
@@ -54,7 +56,7 @@ class TameLearner:
                  shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
                  alpha: float = 1e-3, window: int = 2, warmup: int = 10, history: int = 30, min_jump: float = 1.0,
                  buffer_size: int = 100, max_experts: int = 10, min_expert_batches: int = 5,
-                 selector_hidden: int = 128, selector_epochs: int = 50, detect: bool = True):
+                 selector_hidden: int = 128, selector_epochs: int = 100, detect: bool = True):
         self.n_classes = n_classes
         self.backbone = backbone
         self.hidden = hidden
@@ -126,6 +128,9 @@ class TameLearner:
         if not hasattr(self, "experts_"):
             self.initialize(X.shape[1])
         expert = self.experts_[self.active_]
+        if self.detect and self._parent_explains(expert, X, y):
+            self._return_to_parent(expert)
+            expert = self.experts_[self.active_]
         status = "ok"
 
         def accept(loss: float) -> bool:
@@ -146,6 +151,22 @@ class TameLearner:
                 self._on_shift(len(self.log_.loss) - 1)
         return self
 
+    def _parent_explains(self, expert: Expert, X: np.ndarray, y: np.ndarray) -> bool:
+        """In warm-up: has the parent's loss been normal for `window` batches running?"""
+        parent = self.experts_.get(expert.parent) if expert.parent is not None else None
+        if expert.detector.ready or parent is None or not parent.detector.ready:
+            return False
+        normal = not parent.detector.significant(parent.learner.batch_loss(X, y))
+        expert.returns = expert.returns + 1 if normal else 0
+        return expert.returns >= self.window
+
+    def _return_to_parent(self, expert: Expert) -> None:
+        batch = len(self.log_.loss)
+        self.events_.append(Event(batch, "return", expert.id, int(expert.parent)))  # type: ignore[arg-type]
+        self.active_ = int(expert.parent)  # type: ignore[arg-type]
+        if expert.n_batches < self.min_expert_batches:
+            self._prune(expert, batch)
+
     def _best_fit(self, X: np.ndarray, y: np.ndarray, exclude: int) -> tuple[Expert | None, Expert | None]:
         """(best expert whose normal range holds the loss on X, best expert overall), excluding one."""
         scored = sorted((e.learner.batch_loss(X, y), e.id) for e in self.experts_.values() if e.id != exclude)
@@ -165,6 +186,7 @@ class TameLearner:
             target, kind = closest, "reuse"
         else:
             target, kind = self._new_expert(), "spawn"
+            target.parent = source.id
         self.events_.append(Event(batch, kind, source.id, target.id))
         self.active_ = target.id
         self._train_held(target)
@@ -236,7 +258,7 @@ class TameLearner:
     # -- state (written by clflow.checkpoint, not here) ---------------------------------
     def get_state(self) -> dict:
         self._check()
-        experts = [{"id": e.id, "n_batches": e.n_batches, "learner": e.learner.get_state(),
+        experts = [{"id": e.id, "n_batches": e.n_batches, "parent": e.parent, "returns": e.returns, "learner": e.learner.get_state(),
                     "detector": e.detector.get_state(), "buffer": e.buffer.get_state()}
                    for e in self.experts_.values()]
         return {"n_features_in": self.n_features_in_, "next_id": self.next_id_, "active": self.active_,
@@ -249,7 +271,7 @@ class TameLearner:
         self.experts_ = {}
         for es in state["experts"]:
             expert = self._new_expert(int(es["id"]))
-            expert.n_batches = int(es["n_batches"])
+            expert.n_batches, expert.parent, expert.returns = int(es["n_batches"]), es["parent"], int(es["returns"])
             expert.learner.set_state(es["learner"])
             expert.detector.set_state(es["detector"])
             expert.buffer.set_state(es["buffer"])

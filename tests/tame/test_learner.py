@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+
+from clflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from clflow.config import StreamConfig
+from clflow.evaluation import run_stream
+from clflow.streams import build_stream, iter_batches
+from clflow.tame import TameLearner
+
+FAST = dict(seed=0)  # default widths: an undertrained expert shows no loss jump
+
+
+@pytest.fixture(scope="module")
+def split_digits():
+    return build_stream(StreamConfig(source="digits", experiences=3, seed=0))
+
+
+@pytest.fixture(scope="module")
+def trained(split_digits):
+    learner = TameLearner(10, **FAST)
+    result = run_stream(learner, split_digits, batch_size=32, epochs=3, seed=0)
+    return learner, result
+
+
+def task_batches(stream, task, epochs=3, seed=0):
+    tr = stream.train
+    rows = tr.task == task
+    for ep in range(epochs):
+        yield from iter_batches(tr.X[rows], tr.y[rows], 32, seed=seed + ep)
+
+
+def test_one_expert_per_task_on_split_digits(trained):
+    learner, result = trained
+    assert learner.n_experts == 3
+    assert [e.kind for e in learner.events_] == ["spawn", "spawn"]
+    assert result.metrics()["avg_accuracy"] > 0.85
+
+
+def test_selector_routes_buffered_samples_to_their_expert(trained):
+    learner, _ = trained
+    for eid, expert in learner.experts_.items():
+        assert np.mean(learner.route(expert.buffer.X) == eid) > 0.95
+
+
+def test_recurring_task_switches_back_to_its_expert():
+    s = build_stream(StreamConfig(source="permuted_digits", experiences=2, tasks=[0, 1, 0], seed=0))
+    learner = TameLearner(10, **FAST)
+    run_stream(learner, s, batch_size=32, epochs=3, seed=0)
+    assert [(e.kind, e.source, e.target) for e in learner.events_] == [("spawn", 0, 1), ("switch", 1, 0)]
+    assert learner.n_experts == 2
+
+
+def test_spurious_expert_is_pruned_and_its_buffer_folded_back():
+    s = build_stream(StreamConfig(source="permuted_digits", experiences=2, seed=0))
+    learner = TameLearner(10, min_expert_batches=5, seed=0)  # default warm-up 10, window 2
+    a = list(task_batches(s, 0, epochs=2))
+    b = list(task_batches(s, 1, epochs=1))[:3]  # a blip of another distribution: 3 batches only
+    for X, y in a + b + a[:10]:
+        learner.partial_fit(X, y)
+    kinds = [(e.kind, e.source, e.target) for e in learner.events_]
+    # the blip spawns expert 1; in its warm-up the parent explains the data again: return, then prune
+    assert kinds == [("spawn", 0, 1), ("return", 1, 0), ("prune", 1, 0)]
+    assert list(learner.experts_) == [0]
+    buf = learner.experts_[0].buffer
+    blip = {x.tobytes() for X, _ in b for x in X}
+    assert any(x.tobytes() in blip for x in buf.X)  # the pruned expert's samples live on in expert 0's buffer
+
+
+def test_max_experts_caps_growth(split_digits):
+    learner = TameLearner(10, max_experts=2, **FAST)
+    run_stream(learner, split_digits, batch_size=32, epochs=2, seed=0)
+    assert learner.n_experts == 2
+    assert learner.events_[-1].kind == "reuse"
+    assert learner.selector_.n_outputs == 2
+
+
+def test_without_detection_one_expert(split_digits):
+    learner = TameLearner(10, detect=False, **FAST)
+    run_stream(learner, split_digits, batch_size=32, epochs=1, seed=0)
+    assert learner.n_experts == 1 and not learner.events_
+
+
+def test_checkpoint_reload_gives_identical_predictions(trained, split_digits, tmp_path):
+    learner, _ = trained
+    save_checkpoint(tmp_path / "c.pt", {"state": learner.get_state(), "params": learner.get_params()})
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    again = TameLearner(**ckpt["params"]).set_state(ckpt["state"])
+    X = split_digits.test.X
+    assert np.array_equal(again.route(X), learner.route(X))
+    assert np.array_equal(again.predict(X), learner.predict(X))
+
+
+def test_resumed_run_equals_the_run_it_continues(split_digits, tmp_path):
+    full = TameLearner(10, **FAST)
+    full_result = run_stream(full, split_digits, batch_size=32, epochs=2, seed=0)
+    first = build_stream(StreamConfig(source="digits", experiences=3, tasks=[0, 1], seed=0))
+    part = TameLearner(10, **FAST)
+    run_stream(part, first, batch_size=32, epochs=2, seed=0)
+    save_checkpoint(tmp_path / "c.pt", {"state": part.get_state()})
+    resumed = TameLearner(10, **FAST).set_state(load_checkpoint(tmp_path / "c.pt")["state"])
+    res = run_stream(resumed, split_digits, batch_size=32, epochs=2, seed=0, start=2)
+    assert np.allclose(res.R[-1], full_result.R[-1])
+    assert resumed.log_.loss == pytest.approx(full.log_.loss)
+    assert np.array_equal(resumed.predict(split_digits.test.X), full.predict(split_digits.test.X))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign"])
+def test_damaged_checkpoint_is_one_clear_error(trained, tmp_path, damage):
+    import torch
+
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"state": trained[0].get_state()})
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    else:
+        torch.save({"weights": 1}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert err.value.line().startswith(str(path)) and "\n" not in err.value.line()
+
+
+def test_predict_before_fit():
+    from clflow.learners import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        TameLearner(10).predict(np.zeros((1, 64), np.float32))
