@@ -29,6 +29,16 @@ def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
         assert (built_project / "plots" / "baselines" / name).stat().st_size > 0
 
 
+def test_repro_writes_tame_outputs(built_project):
+    tame = json.loads((built_project / "metrics" / "tame.json").read_text())
+    for key in ("avg_accuracy", "forgetting", "bwt", "fwt", "n_experts", "detection_precision", "detection_recall",
+                "detection_f1", "detection_delay", "false_alarms", "selector_accuracy", "oracle_avg_accuracy"):
+        assert key in tame and f"{key}_std" in tame
+    assert (built_project / "models" / "tame" / "seed_0.pt").stat().st_size > 0
+    for name in ("loss.png", "matrix.png", "loss.csv"):
+        assert (built_project / "plots" / "tame" / name).stat().st_size > 0
+
+
 def test_second_repro_has_nothing_to_do(built_project):
     out = dvc(built_project, "repro").stdout
     assert "Data and pipelines are up to date" in out
@@ -88,7 +98,9 @@ def test_prefect_flow_runs_stages_through_dvc(tmp_path, prefect_api):
     runs = client.search_runs([client.get_experiment_by_name("clflow").experiment_id])
     parent = next(r for r in runs if r.data.tags["clflow.stage"] == "pipeline")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {r.data.tags["clflow.stage"] for r in children} == {"prepare", "baselines"}
+    from clflow.dvcrun import stage_names
+
+    assert {r.data.tags["clflow.stage"] for r in children} == set(stage_names(project))
     assert len({r.data.tags["clflow.pipeline_run"] for r in children + [parent]}) == 1
 
 
@@ -132,3 +144,25 @@ def test_flow_rejects_a_params_typo_before_running(tmp_path, prefect_api):
     with pytest.raises(ConfigError, match=r"baselines.memroy.*did you mean 'baselines.memory'"):
         load_flow(project)(project=str(project))
     assert not (project / "dvc.lock").exists()
+
+
+def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
+    import mlflow
+    import numpy as np
+
+    from clflow.checkpoint import load_checkpoint
+    from clflow.streams import load_stream
+    from clflow.tame import TameLearner
+    from clflow.tracking import use_store
+
+    use_store(f"sqlite:///{built_project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("clflow")
+    model = next(m for m in client.search_logged_models([exp.experiment_id]) if m.name == "tame")
+    served = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    X = load_stream(built_project / "data" / "stream").test.X[:50]
+    ckpt = load_checkpoint(built_project / "models" / "tame" / "seed_0.pt")
+    local = TameLearner(**ckpt["params"]).set_state(ckpt["state"])
+    out = served.predict(X)
+    assert np.array_equal(out["label"].to_numpy(), local.predict(X))
+    assert set(out.columns) == {"label", "class_name", "expert"}
