@@ -19,7 +19,7 @@ import numpy as np
 
 from clflow.config import StreamConfig, TameConfig, TrainConfig
 from clflow.evaluation import run_stream
-from clflow.learners import ContinualLearner
+from clflow.learners import learner_from_config
 from clflow.plugins import ReplayPlugin
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame import TameLearner
@@ -54,8 +54,8 @@ def quality(train: TrainConfig, tame: TameConfig, seeds: list[int]) -> dict[str,
             for k in KEYS:
                 rows[k].append(scores[k])
             memory = sum(len(e.buffer) for e in learner.experts_.values())
-            replay = ContinualLearner(len(stream.classes), hidden=train.hidden, lr=train.lr, seed=seed,
-                                      plugins=[ReplayPlugin(memory, seed=seed)])
+            replay = learner_from_config(len(stream.classes), train, stream.shape, seed,
+                                         [ReplayPlugin(memory, seed=seed)])
             rows["replay_same_memory"].append(run_stream(replay, stream, batch_size=train.batch_size,
                                                          epochs=train.epochs, seed=seed).metrics()["avg_accuracy"])
             rows["memory"].append(memory)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -13,10 +12,11 @@ from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_stream
 from clflow.io import atomic_path, write_json
-from clflow.learners import ContinualLearner
+from clflow.learners import ContinualLearner, learner_from_config
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
 from clflow.plugins import ReplayPlugin
+from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tracking import log_torch_model, stage_run
 
@@ -25,8 +25,7 @@ log = logging.getLogger("clflow.baselines")
 
 def make_learner(method: str, stream: Stream, train: TrainConfig, memory: int, seed: int) -> ContinualLearner:
     plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
-    return ContinualLearner(len(stream.classes), backbone=train.backbone, hidden=train.hidden, lr=train.lr,
-                            shape=stream.shape, device=train.device, seed=seed, plugins=plugins)
+    return learner_from_config(len(stream.classes), train, stream.shape, seed, plugins)
 
 
 def run_method(method: str, stream: Stream, train: TrainConfig, cfg: BaselinesConfig,
@@ -59,13 +58,8 @@ def write_plots(results: dict[str, list[RunResult]], plots: Path) -> None:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="reads `train`, `baselines`, `tracking`")
-    parser.add_argument("--stream", default="data/stream", help="stream directory")
-    parser.add_argument("--metrics", default="metrics/baselines.json")
-    parser.add_argument("--plots", default="plots/baselines")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = stage_args(__doc__, "`train`, `baselines`, `tracking`", argv, stream="data/stream",
+                      metrics="metrics/baselines.json", plots="plots/baselines")
 
     params = load_params(args.params)
     stream = load_stream(args.stream)

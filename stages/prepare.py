@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from clflow.config import load_params
 from clflow.errors import ConfigError, cli_errors
 from clflow.io import atomic_dir
+from clflow.stage import stage_args
 from clflow.streams import Stream, build_stream, write_stream
 from clflow.tracking import stage_run
 
@@ -28,11 +28,7 @@ def describe(stream: Stream) -> dict[str, float]:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="parameters file (reads its `stream` section)")
-    parser.add_argument("--out", default="data/stream", help="stream directory to write")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = stage_args(__doc__, "`stream`, `tracking`", argv, out="data/stream")
 
     params = load_params(args.params)
     try:

@@ -6,7 +6,6 @@ persisted checkpoint when the stream only gained experiences.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -18,8 +17,10 @@ from clflow.config import TameConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_stream, untrained_accuracies
 from clflow.io import atomic_path, write_json
+from clflow.learners import learner_from_config
 from clflow.metrics import mean_std, shift_points
 from clflow.plots import accuracy_heatmap, loss_with_boundaries
+from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tame import TameLearner, evaluate, incremental
 
@@ -27,9 +28,8 @@ log = logging.getLogger("clflow.tame")
 
 
 def make_tame(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int) -> TameLearner:
-    kw = cfg.model_dump(exclude={"match_tolerance"})
-    return TameLearner(len(stream.classes), backbone=train.backbone, hidden=train.hidden, lr=train.lr,
-                       shape=stream.shape, device=train.device, seed=seed, **kw)
+    expert = learner_from_config(len(stream.classes), train, stream.shape, seed)
+    return TameLearner(expert, seed=seed, **cfg.model_dump(exclude={"match_tolerance"}))
 
 
 def train_seed(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int, ckpt_path: Path,
@@ -66,14 +66,8 @@ def write_plots(learner: TameLearner, result: RunResult, stream: Stream, plots: 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="reads `train`, `tame`, `tracking`")
-    parser.add_argument("--stream", default="data/stream")
-    parser.add_argument("--models", default="models/tame", help="checkpoint directory (persisted by DVC)")
-    parser.add_argument("--metrics", default="metrics/tame.json")
-    parser.add_argument("--plots", default="plots/tame")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    args = stage_args(__doc__, "`train`, `tame`, `tracking`", argv, stream="data/stream", models="models/tame",
+                      metrics="metrics/tame.json", plots="plots/tame")
 
     params = load_params(args.params)
     stream = load_stream(args.stream)

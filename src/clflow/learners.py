@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -16,7 +17,15 @@ class NotFittedError(RuntimeError):
     pass
 
 
-class ContinualLearner:
+class ParamsMixin:
+    """scikit-learn's get_params: the constructor arguments, enough to rebuild an unfitted copy."""
+
+    def get_params(self) -> dict:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "args", "kwargs")]
+        return {n: getattr(self, n) for n in names}
+
+
+class ContinualLearner(ParamsMixin):
     """A backbone and a linear head over all classes, trained one batch at a time.
 
     With no plugins this is naive finetuning; add a ReplayPlugin for rehearsal.
@@ -45,6 +54,10 @@ class ContinualLearner:
         self.n_features_in_ = n_features
         self.n_steps_ = 0
         return self
+
+    def clone(self, **overrides) -> ContinualLearner:
+        """An unfitted copy with the same hyperparameters (and fresh, empty plugins)."""
+        return type(self)(**{**self.get_params(), "plugins": [], **overrides})
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device_)
@@ -111,3 +124,10 @@ class ContinualLearner:
         self.optimizer_.load_state_dict(state["optimizer"])
         self.n_steps_ = int(state["n_steps"])
         return self
+
+
+def learner_from_config(n_classes: int, train, shape: tuple[int, ...] | None, seed: int,
+                        plugins: Sequence[Plugin] = ()) -> ContinualLearner:
+    """The learner described by params.yaml `train` (a TrainConfig)."""
+    return ContinualLearner(n_classes, backbone=train.backbone, hidden=train.hidden, lr=train.lr, shape=shape,
+                            device=train.device, seed=seed, plugins=plugins)

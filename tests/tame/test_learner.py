@@ -5,6 +5,7 @@ from clflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from clflow.config import StreamConfig
 from clflow.evaluation import run_stream
 from clflow.streams import build_stream, iter_batches
+from clflow.learners import ContinualLearner
 from clflow.tame import TameLearner
 
 FAST = dict(seed=0)  # default widths: an undertrained expert shows no loss jump
@@ -17,7 +18,7 @@ def split_digits():
 
 @pytest.fixture(scope="module")
 def trained(split_digits):
-    learner = TameLearner(10, **FAST)
+    learner = TameLearner(ContinualLearner(10), **FAST)
     result = run_stream(learner, split_digits, batch_size=32, epochs=3, seed=0)
     return learner, result
 
@@ -44,7 +45,7 @@ def test_selector_routes_buffered_samples_to_their_expert(trained):
 
 def test_recurring_task_switches_back_to_its_expert():
     s = build_stream(StreamConfig(source="permuted_digits", experiences=2, tasks=[0, 1, 0], seed=0))
-    learner = TameLearner(10, **FAST)
+    learner = TameLearner(ContinualLearner(10), **FAST)
     run_stream(learner, s, batch_size=32, epochs=3, seed=0)
     assert [(e.kind, e.source, e.target) for e in learner.events_] == [("spawn", 0, 1), ("switch", 1, 0)]
     assert learner.n_experts == 2
@@ -52,7 +53,7 @@ def test_recurring_task_switches_back_to_its_expert():
 
 def test_spurious_expert_is_pruned_and_its_buffer_folded_back():
     s = build_stream(StreamConfig(source="permuted_digits", experiences=2, seed=0))
-    learner = TameLearner(10, min_expert_batches=5, seed=0)  # default warm-up 10, window 2
+    learner = TameLearner(ContinualLearner(10), min_expert_batches=5, seed=0)  # default warm-up 10, window 2
     a = list(task_batches(s, 0, epochs=2))
     b = list(task_batches(s, 1, epochs=1))[:3]  # a blip of another distribution: 3 batches only
     for X, y in a + b + a[:10]:
@@ -67,7 +68,7 @@ def test_spurious_expert_is_pruned_and_its_buffer_folded_back():
 
 
 def test_max_experts_caps_growth(split_digits):
-    learner = TameLearner(10, max_experts=2, **FAST)
+    learner = TameLearner(ContinualLearner(10), max_experts=2, **FAST)
     run_stream(learner, split_digits, batch_size=32, epochs=2, seed=0)
     assert learner.n_experts == 2
     assert learner.events_[-1].kind == "reuse"
@@ -75,7 +76,7 @@ def test_max_experts_caps_growth(split_digits):
 
 
 def test_without_detection_one_expert(split_digits):
-    learner = TameLearner(10, detect=False, **FAST)
+    learner = TameLearner(ContinualLearner(10), detect=False, **FAST)
     run_stream(learner, split_digits, batch_size=32, epochs=1, seed=0)
     assert learner.n_experts == 1 and not learner.events_
 
@@ -91,13 +92,13 @@ def test_checkpoint_reload_gives_identical_predictions(trained, split_digits, tm
 
 
 def test_resumed_run_equals_the_run_it_continues(split_digits, tmp_path):
-    full = TameLearner(10, **FAST)
+    full = TameLearner(ContinualLearner(10), **FAST)
     full_result = run_stream(full, split_digits, batch_size=32, epochs=2, seed=0)
     first = build_stream(StreamConfig(source="digits", experiences=3, tasks=[0, 1], seed=0))
-    part = TameLearner(10, **FAST)
+    part = TameLearner(ContinualLearner(10), **FAST)
     run_stream(part, first, batch_size=32, epochs=2, seed=0)
     save_checkpoint(tmp_path / "c.pt", {"state": part.get_state()})
-    resumed = TameLearner(10, **FAST).set_state(load_checkpoint(tmp_path / "c.pt")["state"])
+    resumed = TameLearner(ContinualLearner(10), **FAST).set_state(load_checkpoint(tmp_path / "c.pt")["state"])
     res = run_stream(resumed, split_digits, batch_size=32, epochs=2, seed=0, start=2)
     assert np.allclose(res.R[-1], full_result.R[-1])
     assert resumed.log_.loss == pytest.approx(full.log_.loss)
@@ -125,4 +126,4 @@ def test_predict_before_fit():
     from clflow.learners import NotFittedError
 
     with pytest.raises(NotFittedError):
-        TameLearner(10).predict(np.zeros((1, 64), np.float32))
+        TameLearner(ContinualLearner(10)).predict(np.zeros((1, 64), np.float32))

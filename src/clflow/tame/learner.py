@@ -12,12 +12,11 @@ that fits it best. `max_experts` caps experts and selector outputs.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from clflow.learners import ContinualLearner, NotFittedError
+from clflow.learners import ContinualLearner, NotFittedError, ParamsMixin
 from clflow.plugins import ReservoirBuffer
 from clflow.tame.detector import LossShiftDetector
 from clflow.tame.selector import Selector
@@ -49,20 +48,16 @@ class BatchLog:
     status: list[str] = field(default_factory=list)
 
 
-class TameLearner:
-    """Multiple experts, loss-based shift detection, a selector, online pruning."""
+class TameLearner(ParamsMixin):
+    """Multiple experts, loss-based shift detection, a selector, online pruning.
 
-    def __init__(self, n_classes: int, *, backbone: str = "mlp", hidden: int = 256, lr: float = 1e-3,
-                 shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
-                 alpha: float = 1e-3, window: int = 2, warmup: int = 10, history: int = 30, min_jump: float = 1.0,
+    `expert` is an unfitted template; each new expert is a clone of it with its own seed.
+    """
+
+    def __init__(self, expert: ContinualLearner, *, seed: int = 0, alpha: float = 1e-3, window: int = 2, warmup: int = 10, history: int = 30, min_jump: float = 1.0,
                  buffer_size: int = 100, max_experts: int = 10, min_expert_batches: int = 5,
                  selector_hidden: int = 128, selector_epochs: int = 100, detect: bool = True):
-        self.n_classes = n_classes
-        self.backbone = backbone
-        self.hidden = hidden
-        self.lr = lr
-        self.shape = shape
-        self.device = device
+        self.expert = expert
         self.seed = seed
         self.alpha = alpha
         self.window = window
@@ -76,18 +71,12 @@ class TameLearner:
         self.selector_epochs = selector_epochs
         self.detect = detect
 
-    def get_params(self) -> dict:
-        """Constructor arguments (scikit-learn convention), enough to rebuild the learner."""
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
-        return {n: getattr(self, n) for n in names}
-
     # -- construction -------------------------------------------------------------------
     def _new_expert(self, eid: int | None = None) -> Expert:
         if eid is None:
             eid = self.next_id_
             self.next_id_ += 1
-        learner = ContinualLearner(self.n_classes, backbone=self.backbone, hidden=self.hidden, lr=self.lr,
-                                   shape=self.shape, device=self.device, seed=self.seed + 1009 * eid)
+        learner = self.expert.clone(seed=self.seed + 1009 * eid)
         detector = LossShiftDetector(self.alpha, self.window, self.warmup, self.history, self.min_jump)
         expert = Expert(eid, learner.initialize(self.n_features_in_), detector,
                         ReservoirBuffer(self.buffer_size, seed=self.seed + 31 * eid))
@@ -100,7 +89,7 @@ class TameLearner:
         self.experts_: dict[int, Expert] = {}
         self.next_id_ = 0
         self.active_ = self._new_expert().id
-        self.selector_ = Selector(self.selector_hidden, epochs=self.selector_epochs, device=self.device,
+        self.selector_ = Selector(self.selector_hidden, epochs=self.selector_epochs, device=self.expert.device,
                                   seed=self.seed).initialize(n_features)
         self.selector_ids_: list[int] = []
         self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
