@@ -146,6 +146,19 @@ def test_flow_rejects_a_params_typo_before_running(tmp_path, prefect_api):
     assert not (project / "dvc.lock").exists()
 
 
+def test_repro_writes_retrieval_outputs(built_project):
+    from clflow.retrieval import DemoBank
+
+    m = json.loads((built_project / "metrics" / "retrieval.json").read_text())
+    for method in ("finetune", "replay"):
+        assert {"alone", "with_retrieval"} == set(m["augmented"][method])
+    assert set(m["retrieval_replay"]) == {"random", "nearest", "nearest_other_class"}
+    assert "5shot_episode_accuracy" in m["fewshot"]
+    bank = DemoBank.load(built_project / "models" / "retrieval" / "bank")
+    assert len(bank) == m["bank"]["size"] > 0
+    assert set(bank.meta.columns) >= {"id", "label", "experience", "row"}
+
+
 def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     import mlflow
     import numpy as np

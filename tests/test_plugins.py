@@ -32,3 +32,18 @@ def test_replay_doubles_batch_from_memory():
     plug.after_step(np.zeros((4, 2), np.float32) + np.arange(4)[:, None], np.array([0, 0, 0, 0]))
     Xb, yb = plug.before_step(X, y)
     assert Xb.shape == (6, 2) and list(yb[:3]) == [1, 1, 1] and list(yb[3:]) == [0, 0, 0]
+
+
+def test_retrieval_replay_rehearses_nearest_other_class_samples():
+    from clflow.plugins import RetrievalReplayPlugin
+
+    plug = RetrievalReplayPlugin(memory=10, seed=0)
+    stored = np.array([[1, 0], [0, 1], [0.9, 0.1], [-1, 0]], np.float32)
+    plug.after_step(stored, np.array([0, 1, 2, 0]))
+    X, y = np.array([[1, 0.05]], np.float32), np.array([2])
+    Xb, yb = plug.before_step(X, y)
+    # nearest stored sample of another class than 2 is [1, 0] (class 0); as many as the batch
+    assert yb.tolist() == [2, 0] and np.allclose(Xb[1], [1, 0])
+    plain = RetrievalReplayPlugin(memory=10, seed=0, other_classes=False)
+    plain.after_step(stored, np.array([0, 1, 2, 0]))
+    assert np.allclose(plain.before_step(X, y)[0][1], [1, 0])  # cosine: [1, 0] beats [0.9, 0.1]

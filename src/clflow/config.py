@@ -83,6 +83,17 @@ class TameConfig(Section):
     detect: bool = True
 
 
+class RetrievalConfig(Section):
+    """Demonstration retrieval (FAISS bank); replay variants use `baselines.memory`."""
+
+    embedding: Literal["raw", "model"] = Field("raw", description="raw features or the learner's penultimate layer")
+    metric: Literal["ip", "l2"] = "ip"
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+    k: int = Field(5, ge=1)
+    weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the k-NN vote in the blended prediction")
+    shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+
+
 class TrackingConfig(Section):
     experiment: str = "clflow"
 
@@ -92,6 +103,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     tame: TameConfig = TameConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 

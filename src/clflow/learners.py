@@ -106,6 +106,15 @@ class ContinualLearner(ParamsMixin):
         return self.predict_proba(X).argmax(1)
 
     @torch.no_grad()
+    def features(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Penultimate-layer features (the backbone's output), e.g. for a demonstration bank."""
+        self._check()
+        self.model_.eval()
+        body = self.model_[0]
+        out = [body(self._tensor(X[i:i + batch_size])).cpu().numpy() for i in range(0, len(X), batch_size)]
+        return np.concatenate(out) if out else np.empty((0, body.out_dim), np.float32)
+
+    @torch.no_grad()
     def batch_loss(self, X: np.ndarray, y: np.ndarray) -> float:
         """Mean cross-entropy on (X, y), without training."""
         self._check()

@@ -13,14 +13,19 @@ def read_metrics(metrics_dir: str | Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))}
 
 
+def _walk(body: dict, path: str) -> list[tuple[str, dict]]:
+    if "avg_accuracy" in body:
+        return [(path, body)]
+    found = []
+    for name, vals in body.items():
+        if isinstance(vals, dict):
+            found += _walk(vals, f"{path}/{name}" if path else name)
+    return found
+
+
 def method_rows(metrics: dict[str, dict]) -> list[tuple[str, str, dict]]:
-    """(stage, method, values) for every entry that carries the CL metrics."""
-    rows = []
-    for stage, body in metrics.items():
-        if "avg_accuracy" in body:
-            rows.append((stage, stage, body))
-        rows += [(stage, name, vals) for name, vals in body.items() if isinstance(vals, dict) and "avg_accuracy" in vals]
-    return rows
+    """(stage, method path, values) for every entry, at any depth, that carries the CL metrics."""
+    return [(stage, path or stage, vals) for stage, body in metrics.items() for path, vals in _walk(body, "")]
 
 
 def summary_table(metrics: dict[str, dict]) -> str:

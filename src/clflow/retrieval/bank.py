@@ -118,7 +118,9 @@ class DemoBank:
         index = self._empty(kind, len(X))
         if kind == "ivf":
             rng = np.random.default_rng(self.seed)
-            sample = X if len(X) <= 256 * index.nlist else X[rng.choice(len(X), 256 * index.nlist, replace=False)]
+            # 50 points per list trains the quantiser well (FAISS asks for 39+); more only costs time
+            n_train = 50 * index.nlist
+            sample = X if len(X) <= n_train else X[rng.choice(len(X), n_train, replace=False)]
             index.train(sample)
             self.trained_at = len(X)
         self._add_chunks(index, X)
@@ -175,6 +177,31 @@ class DemoBank:
         scores, ids = self._search_index().search(Q, k)
         labels = np.where(ids >= 0, self.meta["label"].to_numpy()[np.maximum(ids, 0)], -1)
         return scores, ids, labels
+
+    def tune(self, queries: np.ndarray, recall: float = 0.95, k: int = 10) -> float:
+        """Smallest IVF nprobe / HNSW efSearch whose recall@k on `queries` reaches `recall`; returns that recall.
+
+        Exact neighbours come from a Flat index over the stored vectors.
+        """
+        if self.kind == "flat":
+            return 1.0
+        Q = self._prepare(queries, "queries")
+        exact = faiss.IndexFlatIP(self.dim) if self.config.metric == "ip" else faiss.IndexFlatL2(self.dim)
+        exact.add(self._vectors())
+        _, ref = exact.search(Q, k)
+        knob = "nprobe" if self.kind == "ivf" else "efSearch"
+        target = self.index if self.kind == "ivf" else self.index.hnsw
+        limit = self.index.nlist if self.kind == "ivf" else 4096
+        value, got = (1 if self.kind == "ivf" else k), 0.0
+        while True:
+            setattr(target, knob, value)
+            _, ids = self.index.search(Q, k)
+            got = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, ref)]))
+            if got >= recall or value >= limit:
+                break
+            value = min(value * 2, limit)
+        self._gpu_index = None
+        return got
 
     # -- files ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

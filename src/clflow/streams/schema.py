@@ -51,7 +51,8 @@ def default_class_names(n: int) -> list[str]:
     return [f"class {i}" for i in range(n)]
 
 
-def _features(df: pl.DataFrame, path: Path) -> np.ndarray:
+def read_features(df: pl.DataFrame, path: Path) -> np.ndarray:
+    """The `x` column as a validated float32 matrix (fixed length, finite)."""
     dtype = df.schema["x"]
     if not isinstance(dtype, (pl.List, pl.Array)) or not dtype.inner.is_numeric():
         raise StreamError(f"expected a list of float32, got {dtype}", file=path, field="x")
@@ -98,7 +99,7 @@ def read_split(path: Path, n_classes: int | None) -> Split:
         raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0])
     if df.height == 0:
         raise StreamError("no rows: the stream is empty", file=path)
-    X = _features(df, path)
+    X = read_features(df, path)
     y = _int_column(df, "y", path).astype(np.int64)
     exp = _int_column(df, "experience", path).astype(np.int32)
     task = _int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()

@@ -1,0 +1,83 @@
+"""Three uses of a demonstration bank, each measured against the model alone.
+
+1. retrieval-augmented prediction: blend model probabilities with the k-NN label vote;
+2. few-shot: held-out classes predicted from n demonstrations each, no retraining;
+3. retrieval replay (plugin in clflow.plugins): rehearse the nearest stored samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from clflow.evaluation import RunResult, experience_accuracies, untrained_accuracies
+from clflow.retrieval.bank import BankConfig, DemoBank
+from clflow.streams import Stream, iter_batches
+
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+def knn_vote(bank: DemoBank, X: np.ndarray, k: int, n_classes: int) -> np.ndarray:
+    """Class distribution from the k nearest demonstrations, weighted by similarity rank (1/rank)."""
+    _, ids, labels = bank.search(X, k)
+    votes = np.zeros((len(X), n_classes))
+    weights = 1.0 / np.arange(1, k + 1)
+    for j in range(k):
+        ok = labels[:, j] >= 0
+        votes[np.flatnonzero(ok), labels[ok, j]] += weights[j]
+    return votes / np.maximum(votes.sum(1, keepdims=True), 1e-12)
+
+
+def build_bank(X: np.ndarray, y: np.ndarray, embed: Embed, config: BankConfig, meta: dict | None = None) -> DemoBank:
+    Z = embed(X)
+    bank = DemoBank(Z.shape[1], config)
+    bank.add(Z, y, meta)
+    return bank
+
+
+def augmented_run(learner, stream: Stream, *, batch_size: int, epochs: int, seed: int, k: int, weight: float,
+                  config: BankConfig, embed_with_model: bool) -> tuple[RunResult, RunResult]:
+    """Train through the stream; after each experience evaluate the model alone and blended with
+    the k-NN vote over a bank of every training row seen so far. Returns (alone, with retrieval)."""
+    T, n_classes = stream.n_experiences, len(stream.classes)
+    b = untrained_accuracies(learner, stream)
+    R_alone, R_with = np.zeros((T, T)), np.zeros((T, T))
+    tr, te = stream.train, stream.test
+    for i in range(T):
+        rows = tr.experience == i
+        for epoch in range(epochs):
+            for xb, yb in iter_batches(tr.X[rows], tr.y[rows], batch_size, seed=seed * 100_003 + i * 101 + epoch):
+                learner.partial_fit(xb, yb)
+        seen = tr.experience <= i
+        # with model embeddings the features drift as the model learns: re-embed the bank each time
+        embed = learner.features if embed_with_model else (lambda X: X)
+        bank = build_bank(tr.X[seen], tr.y[seen], embed, config)
+        proba = learner.predict_proba(te.X)
+        blended = (1 - weight) * proba + weight * knn_vote(bank, embed(te.X), k, n_classes)
+        R_alone[i] = experience_accuracies(lambda X: proba.argmax(1), te, T)
+        R_with[i] = experience_accuracies(lambda X: blended.argmax(1), te, T)
+    batches = np.empty(0, dtype=np.int64)
+    return RunResult(R_alone, b, batches), RunResult(R_with, b, batches)
+
+
+def few_shot(stream: Stream, embed: Embed, held_out: np.ndarray, shots: list[int], k: int, config: BankConfig,
+             seed: int) -> dict[str, float]:
+    """Accuracy on held-out classes' test rows from n demonstrations per class.
+
+    `episode`: a bank of the held-out demonstrations only (n-way choice among them);
+    `full_bank`: the same demonstrations added to a bank of every other class's training rows.
+    """
+    tr, te = stream.train, stream.test
+    rng = np.random.default_rng(seed)
+    known = ~np.isin(tr.y, held_out)
+    test_rows = np.isin(te.y, held_out)
+    out: dict[str, float] = {}
+    for n in shots:
+        demo = np.concatenate([rng.choice(np.flatnonzero(tr.y == c), n, replace=False) for c in held_out])
+        for name, rows in (("episode", demo), ("full_bank", np.concatenate([np.flatnonzero(known), demo]))):
+            bank = build_bank(tr.X[rows], tr.y[rows], embed, config)
+            kk = min(k, n) if name == "episode" else k
+            vote = knn_vote(bank, embed(te.X[test_rows]), kk, len(stream.classes))
+            out[f"{n}shot_{name}_accuracy"] = float(np.mean(vote.argmax(1) == te.y[test_rows]))
+    return out
