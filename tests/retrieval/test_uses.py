@@ -45,3 +45,16 @@ def test_few_shot_on_held_out_classes(stream):
                         "5shot_full_bank_accuracy"}
     assert out["5shot_episode_accuracy"] > 1.0 / len(held) + 0.2  # well above chance among held-out classes
     assert out["5shot_full_bank_accuracy"] >= out["1shot_full_bank_accuracy"]
+
+
+@pytest.mark.parametrize("index", ["flat", "ivf"])
+def test_raw_bank_grows_by_appending(stream, monkeypatch, index):
+    """Raw embeddings: each experience is appended to one bank; only IVF's first add trains it."""
+    rebuilds = []
+    orig = DemoBank._rebuild
+    monkeypatch.setattr(DemoBank, "_rebuild", lambda self, kind, X: (rebuilds.append(len(X)), orig(self, kind, X)))
+    learner = learner_from_config(10, TrainConfig(hidden=16), None, seed=0)
+    augmented_run(learner, stream, batch_size=64, epochs=1, seed=0, k=3, weight=0.5, config=BankConfig(index=index),
+                  embed_with_model=False)
+    first = int((stream.train.experience == 0).sum())
+    assert rebuilds == ([] if index == "flat" else [first])

@@ -44,15 +44,19 @@ def augmented_run(learner, stream: Stream, *, batch_size: int, epochs: int, seed
     b = untrained_accuracies(learner, stream)
     R_alone, R_with = np.zeros((T, T)), np.zeros((T, T))
     tr, te = stream.train, stream.test
+    bank = DemoBank(tr.X.shape[1], config)
     for i in range(T):
         rows = tr.experience == i
         for epoch in range(epochs):
             for xb, yb in iter_batches(tr.X[rows], tr.y[rows], batch_size, seed=seed * 100_003 + i * 101 + epoch):
                 learner.partial_fit(xb, yb)
-        seen = tr.experience <= i
-        # with model embeddings the features drift as the model learns: re-embed the bank each time
-        embed = learner.features if embed_with_model else (lambda X: X)
-        bank = build_bank(tr.X[seen], tr.y[seen], embed, config)
+        if embed_with_model:  # the features drift as the model learns: re-embed every stored row
+            embed: Embed = learner.features
+            seen = tr.experience <= i
+            bank = build_bank(tr.X[seen], tr.y[seen], embed, config)
+        else:  # raw features never change: the new experience is appended, no rebuild
+            embed = lambda X: X  # noqa: E731
+            bank.add(tr.X[rows], tr.y[rows], {"experience": tr.experience[rows]})
         proba = learner.predict_proba(te.X)
         blended = (1 - weight) * proba + weight * knn_vote(bank, embed(te.X), k, n_classes)
         R_alone[i] = experience_accuracies(lambda X: proba.argmax(1), te, T)
