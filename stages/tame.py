@@ -18,6 +18,7 @@ from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_stream, untrained_accuracies
 from clflow.io import atomic_path, write_json
 from clflow.learners import learner_from_config
+from clflow.lingo.targets import read_targets
 from clflow.metrics import mean_std, shift_points
 from clflow.plots import accuracy_heatmap, loss_with_boundaries
 from clflow.stage import stage_args
@@ -27,24 +28,27 @@ from clflow.tame import TameLearner, evaluate, incremental
 log = logging.getLogger("clflow.tame")
 
 
-def make_tame(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int) -> TameLearner:
-    expert = learner_from_config(len(stream.classes), train, stream.shape, seed)
-    return TameLearner(expert, seed=seed, **cfg.model_dump(exclude={"match_tolerance"}))
+def make_tame(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int,
+              targets: np.ndarray | None = None) -> TameLearner:
+    """TAME whose experts clone the `train` learner (with language targets when tame.head is lingo)."""
+    expert = learner_from_config(len(stream.classes), train, stream.shape, seed, targets=targets)
+    return TameLearner(expert, seed=seed, **cfg.model_dump(exclude={"match_tolerance", "head"}))
 
 
 def train_seed(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int, ckpt_path: Path,
-               ) -> tuple[TameLearner, RunResult, int]:
+               targets: np.ndarray | None = None) -> tuple[TameLearner, RunResult, int]:
     """Train (or continue) one seed; returns the learner, its full result and where it resumed."""
-    fp = incremental.fingerprint({"train": train.model_dump(), "tame": cfg.model_dump(), "seed": seed}, stream)
+    fp = incremental.fingerprint({"train": train.model_dump(), "tame": cfg.model_dump(), "seed": seed,
+                                  "targets": None if targets is None else targets.round(6).tolist()}, stream)
     start, ckpt = incremental.resume_point(ckpt_path, stream, fp)
-    learner = make_tame(stream, train, cfg, seed)
+    learner = make_tame(stream, train, cfg, seed, targets)
     run = dict(batch_size=train.batch_size, epochs=train.epochs, seed=seed, desc=f"tame seed {seed}")
     if ckpt is None:
         result = run_stream(learner, stream, **run)
     else:
         learner.set_state(ckpt["state"])
         result = incremental.merge(ckpt, run_stream(learner, stream, start=start, **run))
-        result.b = untrained_accuracies(make_tame(stream, train, cfg, seed), stream)
+        result.b = untrained_accuracies(make_tame(stream, train, cfg, seed, targets), stream)
     save_checkpoint(ckpt_path, {
         "fingerprint": fp, "experiences": stream.n_experiences, "state": learner.get_state(),
         "rows_hash": incremental.consumed_hash(stream, stream.n_experiences), "R": result.R,
@@ -67,14 +71,15 @@ def write_plots(learner: TameLearner, result: RunResult, stream: Stream, plots: 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(__doc__, "`train`, `tame`, `tracking`", argv, stream="data/stream", models="models/tame",
-                      metrics="metrics/tame.json", plots="plots/tame")
+                      metrics="metrics/tame.json", plots="plots/tame", targets="data/class_targets.parquet")
 
     params = load_params(args.params)
     stream = load_stream(args.stream)
+    targets = read_targets(args.targets, stream.classes) if params.tame.head == "lingo" else None
     runs, learners, resumed = [], [], []
     for seed in params.train.seeds:
         learner, result, start = train_seed(stream, params.train, params.tame, seed,
-                                            Path(args.models) / f"seed_{seed}.pt")
+                                            Path(args.models) / f"seed_{seed}.pt", targets)
         scores = evaluate.tame_scores(learner, stream, result.batch_experience, params.tame.match_tolerance)
         runs.append({**result.metrics(), **scores})
         learners.append((learner, result))

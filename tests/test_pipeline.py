@@ -159,6 +159,16 @@ def test_repro_writes_retrieval_outputs(built_project):
     assert set(bank.meta.columns) >= {"id", "label", "experience", "row"}
 
 
+def test_repro_writes_lingo_outputs(built_project):
+    import polars as pl
+
+    targets = pl.read_parquet(built_project / "data" / "class_targets.parquet")
+    assert targets["name"].to_list()[:2] == ["zero", "one"] and targets["prompt"][0] == "the handwritten digit zero"
+    m = json.loads((built_project / "metrics" / "lingo.json").read_text())
+    assert set(m) == {"finetune", "replay"} and set(m["replay"]) == {"linear", "random", "language"}
+    assert (built_project / "plots" / "lingo" / "replay.png").stat().st_size > 0
+
+
 def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     import mlflow
     import numpy as np

@@ -81,6 +81,7 @@ class TameConfig(Section):
     selector_epochs: int = Field(100, ge=1)
     match_tolerance: int = Field(5, ge=0, description="batches after a true boundary a detection may fall")
     detect: bool = True
+    head: Literal["linear", "lingo"] = Field("linear", description="experts' head: one-hot or language targets")
 
 
 class RetrievalConfig(Section):
@@ -94,6 +95,15 @@ class RetrievalConfig(Section):
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
 
 
+class LingoConfig(Section):
+    """Language-guided heads (LingoCL): class-name embeddings as frozen targets."""
+
+    template: str = Field("the handwritten digit {name}", description="prompt; {name} is the class name")
+    encoder_path: str = Field("", description="local sentence-transformers directory; empty = shipped MiniLM")
+    heads: list[Literal["linear", "random", "language"]] = ["linear", "random", "language"]
+    methods: list[Literal["finetune", "replay"]] = ["finetune", "replay"]
+
+
 class TrackingConfig(Section):
     experiment: str = "clflow"
 
@@ -104,6 +114,7 @@ class Params(Section):
     baselines: BaselinesConfig = BaselinesConfig()
     tame: TameConfig = TameConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    lingo: LingoConfig = LingoConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 

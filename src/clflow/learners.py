@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import make_backbone, resolve_device
+from clflow.models import make_backbone, make_head, resolve_device
 from clflow.plugins import Plugin
 
 
@@ -33,7 +33,7 @@ class ContinualLearner(ParamsMixin):
 
     def __init__(self, n_classes: int, *, backbone: str = "mlp", hidden: int = 256, lr: float = 1e-3,
                  shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
-                 plugins: Sequence[Plugin] = ()):
+                 plugins: Sequence[Plugin] = (), targets: np.ndarray | None = None, mask_unseen: bool = False):
         self.n_classes = n_classes
         self.backbone = backbone
         self.hidden = hidden
@@ -42,6 +42,8 @@ class ContinualLearner(ParamsMixin):
         self.device = device
         self.seed = seed
         self.plugins = list(plugins)
+        self.targets = targets  # frozen class targets (LingoCL) instead of a one-hot head
+        self.mask_unseen = mask_unseen  # the head only scores classes seen so far (a growing head)
 
     def initialize(self, n_features: int) -> ContinualLearner:
         """Build the untrained model (its accuracy is the FWT reference b_j)."""
@@ -49,7 +51,8 @@ class ContinualLearner(ParamsMixin):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             body = make_backbone(self.backbone, n_features, self.hidden, self.shape)
-            self.model_ = nn.Sequential(body, nn.Linear(body.out_dim, self.n_classes)).to(self.device_)
+            self.model_ = nn.Sequential(body, make_head(body.out_dim, self.n_classes, self.targets)).to(self.device_)
+        self.seen_ = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device_)
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
         self.n_features_in_ = n_features
         self.n_steps_ = 0
@@ -65,6 +68,12 @@ class ContinualLearner(ParamsMixin):
     def _labels(self, y: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(y, dtype=torch.long, device=self.device_)
 
+    def _logits(self, X: np.ndarray) -> torch.Tensor:
+        logits = self.model_(self._tensor(X))
+        if self.mask_unseen and self.seen_.any():
+            logits = logits.masked_fill(~self.seen_, float("-inf"))
+        return logits
+
     def partial_fit(self, X: np.ndarray, y: np.ndarray, accept: Callable[[float], bool] | None = None,
                     ) -> ContinualLearner:
         """One gradient step on a batch (plus whatever the plugins add).
@@ -78,7 +87,8 @@ class ContinualLearner(ParamsMixin):
         for p in self.plugins:
             Xs, ys = p.before_step(Xs, ys)
         self.model_.train()
-        loss = nn.functional.cross_entropy(self.model_(self._tensor(Xs)), self._labels(ys))
+        self.seen_[self._labels(ys)] = True
+        loss = nn.functional.cross_entropy(self._logits(Xs), self._labels(ys))
         self.last_loss_ = float(loss.detach())
         if accept is not None and not accept(self.last_loss_):
             return self
@@ -98,7 +108,7 @@ class ContinualLearner(ParamsMixin):
     def predict_proba(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         self._check()
         self.model_.eval()
-        out = [torch.softmax(self.model_(self._tensor(X[i:i + batch_size])), 1).cpu().numpy()
+        out = [torch.softmax(self._logits(X[i:i + batch_size]), 1).cpu().numpy()
                for i in range(0, len(X), batch_size)]
         return np.concatenate(out) if out else np.empty((0, self.n_classes), np.float32)
 
@@ -119,24 +129,25 @@ class ContinualLearner(ParamsMixin):
         """Mean cross-entropy on (X, y), without training."""
         self._check()
         self.model_.eval()
-        return float(nn.functional.cross_entropy(self.model_(self._tensor(X)), self._labels(y)))
+        return float(nn.functional.cross_entropy(self._logits(X), self._labels(y)))
 
     def get_state(self) -> dict:
         """Weights and optimiser state (tensors), for a checkpoint writer outside the learner."""
         self._check()
         return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
-                "n_features_in": self.n_features_in_, "n_steps": self.n_steps_}
+                "n_features_in": self.n_features_in_, "n_steps": self.n_steps_, "seen": self.seen_.cpu()}
 
     def set_state(self, state: dict) -> ContinualLearner:
         self.initialize(int(state["n_features_in"]))
         self.model_.load_state_dict(state["model"])
         self.optimizer_.load_state_dict(state["optimizer"])
         self.n_steps_ = int(state["n_steps"])
+        self.seen_ = torch.as_tensor(state["seen"], device=self.device_)
         return self
 
 
 def learner_from_config(n_classes: int, train, shape: tuple[int, ...] | None, seed: int,
-                        plugins: Sequence[Plugin] = ()) -> ContinualLearner:
-    """The learner described by params.yaml `train` (a TrainConfig)."""
+                        plugins: Sequence[Plugin] = (), **head) -> ContinualLearner:
+    """The learner described by params.yaml `train` (a TrainConfig); `head`: targets / mask_unseen."""
     return ContinualLearner(n_classes, backbone=train.backbone, hidden=train.hidden, lr=train.lr, shape=shape,
-                            device=train.device, seed=seed, plugins=plugins)
+                            device=train.device, seed=seed, plugins=plugins, **head)

