@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from clflow.config import load_params
 from clflow.errors import StreamError, cli_errors
 from clflow.io import write_parquet
@@ -32,11 +34,23 @@ def class_names(path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(__doc__, "`lingo.template`, `lingo.encoder_path`", argv,
                       classes="data/stream/classes.json", out="data/class_targets.parquet")
-    cfg = load_params(args.params).lingo
+    params = load_params(args.params)
+    cfg = params.lingo
     names = class_names(Path(args.classes))
     targets = encode_names(names, cfg.template, load_encoder(cfg.encoder_path or None))
     write_parquet(args.out, targets_frame(names, cfg.template, targets))
-    log.info("wrote %s: %d targets of dimension %d", args.out, *targets.shape)
+    cos = targets @ targets.T
+    stats = {"n_classes": len(names), "dim": targets.shape[1],
+             "mean_pairwise_cosine": float(cos[np.triu_indices(len(names), 1)].mean()) if len(names) > 1 else 1.0}
+    log.info("wrote %s: %s", args.out, stats)
+
+    import mlflow
+
+    from clflow.tracking import stage_run
+
+    with stage_run("embed_classes", {"lingo": cfg.model_dump()}, params.tracking.experiment):
+        mlflow.log_metrics(stats)
+        mlflow.log_artifact(args.out)
 
 
 if __name__ == "__main__":
