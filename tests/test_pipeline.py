@@ -169,6 +169,17 @@ def test_repro_writes_lingo_outputs(built_project):
     assert (built_project / "plots" / "lingo" / "replay.png").stat().st_size > 0
 
 
+def test_repro_writes_federated_outputs(built_project):
+    import polars as pl
+
+    m = json.loads((built_project / "metrics" / "federated.json").read_text())
+    assert m["max_prototype_diff"] <= 1e-5 and abs(m["merged_accuracy"] - m["central_accuracy"]) <= 0.005
+    assert m["merged_accuracy"] > m["local_only_accuracy_mean"] and m["rejected_updates"] == 0
+    assert len(m["rounds"]) == 5
+    protos = pl.read_parquet(built_project / "models" / "federated" / "prototypes.parquet")
+    assert protos["label"].to_list() == list(range(10)) and protos["count"].sum() > 0
+
+
 def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     import mlflow
     import numpy as np

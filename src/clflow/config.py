@@ -104,6 +104,18 @@ class LingoConfig(Section):
     methods: list[Literal["finetune", "replay"]] = ["finetune", "replay"]
 
 
+class FederatedConfig(Section):
+    """Federated prototype merging over the stream's experiences as rounds."""
+
+    clients: int = Field(10, ge=1)
+    overlap: int = Field(1, ge=1, description="clients that share each class (disjoint rows)")
+    encoder: Literal["raw", "random"] = Field("raw", description="shared fixed encoder: raw features or random ReLU map")
+    metric: Literal["cosine", "l2"] = "cosine"
+    runner: Literal["thread", "dask"] = "thread"
+    address: str = Field("", description="Dask scheduler address; empty = a local distributed cluster")
+    seed: int = 0
+
+
 class TrackingConfig(Section):
     experiment: str = "clflow"
 
@@ -115,6 +127,7 @@ class Params(Section):
     tame: TameConfig = TameConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     lingo: LingoConfig = LingoConfig()
+    federated: FederatedConfig = FederatedConfig()
     tracking: TrackingConfig = TrackingConfig()
 
 
