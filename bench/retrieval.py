@@ -17,7 +17,7 @@ import time
 import faiss
 import numpy as np
 
-from clflow.retrieval import BankConfig, DemoBank
+from clflow.retrieval import BankConfig, DemoBank, recall_at_k
 
 
 def clustered(n: int, dim: int, n_centres: int, seed: int) -> np.ndarray:
@@ -47,11 +47,6 @@ def exact_search(X: np.ndarray, Q: np.ndarray, k: int, chunk: int = 100_000) -> 
         order = np.argsort(-cand_s, axis=1)[:, :k]
         best_s, best_i = np.take_along_axis(cand_s, order, 1), np.take_along_axis(cand_i, order, 1)
     return best_i
-
-
-def recall(got: np.ndarray, ref: np.ndarray) -> float:
-    k = ref.shape[1]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, ref)]))
 
 
 def main() -> None:
@@ -98,7 +93,7 @@ def main() -> None:
         size = len(faiss.serialize_index(bank.index))
         # PQ: tuning sees the compressed vectors, so its recall is vs those; the codes cap true recall
         what = "vs codes" if cfg.pq_m else "tuning"
-        rows.append((name, build, size, qps, recall(ids, ref), knob + (f" ({what} recall {tuned:.3f})" if knob else "")))
+        rows.append((name, build, size, qps, recall_at_k(ids, ref), knob + (f" ({what} recall {tuned:.3f})" if knob else "")))
         del bank
 
     print("\n| index | build s | index MB | queries/s | × exact numpy | recall@10 | settings |")

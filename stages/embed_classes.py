@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from clflow.config import load_params
-from clflow.errors import StreamError, cli_errors
+from clflow.errors import cli_errors
 from clflow.io import write_parquet
 from clflow.lingo.targets import encode_names, load_encoder, targets_frame
 from clflow.stage import stage_args
+from clflow.streams.schema import read_class_names
 
 log = logging.getLogger("clflow.embed_classes")
-
-
-def class_names(path: Path) -> list[str]:
-    """classes.json of the stream (the stream contract's label names)."""
-    try:
-        names = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StreamError("file not found", file=path) from None
-    except json.JSONDecodeError:
-        raise StreamError("not valid JSON", file=path) from None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise StreamError("must be a non-empty list of class names", file=path)
-    return names
 
 
 @cli_errors
@@ -36,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
                       classes="data/stream/classes.json", out="data/class_targets.parquet")
     params = load_params(args.params)
     cfg = params.lingo
-    names = class_names(Path(args.classes))
+    names = read_class_names(Path(args.classes))
     targets = encode_names(names, cfg.template, load_encoder(cfg.encoder_path or None))
     write_parquet(args.out, targets_frame(names, cfg.template, targets))
     cos = targets @ targets.T

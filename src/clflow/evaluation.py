@@ -31,6 +31,17 @@ def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> 
     return np.array([hits[test.experience == j].mean() for j in range(n_experiences)])
 
 
+def fit_experience(learner, X: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
+                   experience: int) -> int:
+    """`epochs` shuffled passes over one experience's rows; returns the number of batches."""
+    n = 0
+    for epoch in range(epochs):
+        for xb, yb in iter_batches(X, y, batch_size, seed=seed * 100_003 + experience * 101 + epoch):
+            learner.partial_fit(xb, yb)
+            n += 1
+    return n
+
+
 def untrained_accuracies(learner, stream: Stream) -> np.ndarray:
     """b_j: accuracy of the freshly initialised learner on each experience (FWT reference)."""
     learner.initialize(stream.n_features)
@@ -57,10 +68,8 @@ def run_stream(learner, stream: Stream, *, batch_size: int, epochs: int, seed: i
     batch_experience: list[int] = []
     for i in tqdm(range(start, T), desc=desc, unit="exp", leave=False, disable=None):
         rows = train.experience <= i if cumulative else train.experience == i
-        X, y = train.X[rows], train.y[rows]
-        for epoch in range(epochs):
-            for xb, yb in iter_batches(X, y, batch_size, seed=seed * 100_003 + i * 101 + epoch):
-                learner.partial_fit(xb, yb)
-                batch_experience.append(i)
+        n = fit_experience(learner, train.X[rows], train.y[rows], batch_size=batch_size, epochs=epochs, seed=seed,
+                           experience=i)
+        batch_experience += [i] * n
         R[i] = experience_accuracies(learner.predict, stream.test, T)
     return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clflow.retrieval import BankConfig, BankError, DemoBank
+from clflow.retrieval import BankConfig, BankError, DemoBank, recall_at_k
 
 
 def clustered(n=6000, d=32, k=60, seed=0):
@@ -17,9 +17,7 @@ def data():
 
 
 def recall_at(bank, flat, Q, k=10):
-    _, got, _ = bank.search(Q, k)
-    _, ref, _ = flat.search(Q, k)
-    return np.mean([len(set(a) & set(b)) / k for a, b in zip(got, ref)])
+    return recall_at_k(bank.search(Q, k)[1], flat.search(Q, k)[1])
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])

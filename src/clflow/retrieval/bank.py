@@ -44,6 +44,12 @@ class BankConfig:
     gpu: str = "auto"  # auto | off
 
 
+def recall_at_k(got: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of the exact k nearest ids that a search returned (recall@k)."""
+    k = exact.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact)]))
+
+
 def _kind(cfg: BankConfig, n: int) -> str:
     if cfg.index != "auto":
         return cfg.index
@@ -196,7 +202,7 @@ class DemoBank:
         while True:
             setattr(target, knob, value)
             _, ids = self.index.search(Q, k)
-            got = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, ref)]))
+            got = recall_at_k(ids, ref)
             if got >= recall or value >= limit:
                 break
             value = min(value * 2, limit)

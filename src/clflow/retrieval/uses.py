@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from clflow.evaluation import RunResult, experience_accuracies, untrained_accuracies
+from clflow.evaluation import RunResult, experience_accuracies, fit_experience, untrained_accuracies
 from clflow.retrieval.bank import BankConfig, DemoBank
-from clflow.streams import Stream, iter_batches
+from clflow.streams import Stream
 
 Embed = Callable[[np.ndarray], np.ndarray]
 
@@ -47,9 +47,7 @@ def augmented_run(learner, stream: Stream, *, batch_size: int, epochs: int, seed
     bank = DemoBank(tr.X.shape[1], config)
     for i in range(T):
         rows = tr.experience == i
-        for epoch in range(epochs):
-            for xb, yb in iter_batches(tr.X[rows], tr.y[rows], batch_size, seed=seed * 100_003 + i * 101 + epoch):
-                learner.partial_fit(xb, yb)
+        fit_experience(learner, tr.X[rows], tr.y[rows], batch_size=batch_size, epochs=epochs, seed=seed, experience=i)
         if embed_with_model:  # the features drift as the model learns: re-embed every stored row
             embed: Embed = learner.features
             seen = tr.experience <= i

@@ -115,20 +115,26 @@ def read_split(path: Path, n_classes: int | None) -> Split:
     return Split(X, y, exp, task)
 
 
+def read_class_names(path: Path) -> list[str]:
+    """classes.json: a non-empty list of class names, indexed by label."""
+    try:
+        classes = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StreamError("file not found", file=path) from None
+    except json.JSONDecodeError:
+        raise StreamError("not valid JSON", file=path) from None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise StreamError("must be a non-empty list of class names", file=path)
+    return classes
+
+
 def load_stream(directory: str | Path) -> Stream:
     """Load a stream directory, checking every clause of the contract."""
     directory = Path(directory)
     if not directory.is_dir():
         raise StreamError("stream directory not found", file=directory)
     classes_path = directory / "classes.json"
-    classes: list[str] | None = None
-    if classes_path.exists():
-        try:
-            classes = json.loads(classes_path.read_text())
-        except json.JSONDecodeError:
-            raise StreamError("not valid JSON", file=classes_path) from None
-        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or not classes:
-            raise StreamError("must be a non-empty list of class names", file=classes_path)
+    classes = read_class_names(classes_path) if classes_path.exists() else None
     n_classes = len(classes) if classes else None
     train = read_split(directory / "train.parquet", n_classes)
     test = read_split(directory / "test.parquet", n_classes)

@@ -99,7 +99,7 @@ class TameLearner(ParamsMixin):
         return self
 
     # -- training -----------------------------------------------------------------------
-    def _learn(self, expert: Expert, X: np.ndarray, y: np.ndarray, loss: float | None = None) -> None:
+    def _learn(self, expert: Expert, X: np.ndarray, y: np.ndarray) -> None:
         """Book-keeping for a batch the expert trained on."""
         expert.n_batches += 1
         expert.buffer.add(X, y)
