@@ -16,15 +16,23 @@ from clflow.federated.simulate import accuracy_on_seen, central_server, local_ac
 from clflow.streams import Stream
 
 
-@task(name="client", task_run_name="{client}-round-{round_}")
-def client_task(client: str, round_: int, X: np.ndarray, y: np.ndarray, encoder: Encoder) -> ClientUpdate:
-    """One client's update: prototype sums and counts of its new rows."""
-    return client_update(X, y, encoder, encoder.hash, client, round_)
+@task(name="clients", task_run_name="round-{round_}-{clients[0]}+{n_more}")
+def client_task(clients: list[str], round_: int, Xs: list[np.ndarray], ys: list[np.ndarray], encoder: Encoder,
+                n_more: int = 0) -> list[ClientUpdate]:
+    """Updates of a group of clients (prototype sums and counts of their new rows); a group of one by default.
+
+    Grouping bounds the number of Prefect tasks, so thousands of clients scale out on Dask.
+    """
+    return [client_update(X, y, encoder, encoder.hash, c, round_) for c, X, y in zip(clients, Xs, ys)]
+
+
+def groups(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 @flow(name="clflow-federated")
 def federated(stream: Stream, n_clients: int = 10, overlap: int = 1, encoder_kind: str = "raw",
-              metric: str = "cosine", seed: int = 0) -> dict:
+              metric: str = "cosine", seed: int = 0, group_size: int = 1) -> dict:
     """Federated class-incremental rounds; returns per-round accuracies and the merged server."""
     logger = get_run_logger()
     encoder = Encoder(encoder_kind, stream.n_features, seed=seed)
@@ -32,9 +40,11 @@ def federated(stream: Stream, n_clients: int = 10, overlap: int = 1, encoder_kin
     rounds, history, all_rows = partition(stream, n_clients, overlap, seed), [], []
     tr = stream.train
     for r, clients in enumerate(rounds):
-        futures = client_task.map(list(clients), r, [tr.X[rows] for rows in clients.values()],
-                                  [tr.y[rows] for rows in clients.values()], unmapped(encoder))
-        report = server.merge(f.result() for f in futures)
+        names = groups(list(clients), group_size)
+        futures = client_task.map(names, r, groups([tr.X[rows] for rows in clients.values()], group_size),
+                                  groups([tr.y[rows] for rows in clients.values()], group_size), unmapped(encoder),
+                                  [len(g) - 1 for g in names])
+        report = server.merge(u for f in futures for u in f.result())
         all_rows += list(clients.values())
         seen = np.unique(tr.y[np.concatenate(all_rows)])
         central = central_server(stream, np.concatenate(all_rows), encoder, encoder.hash, metric)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     flows = load_flow_module()
     run = flows.federated.with_options(task_runner=flows.task_runner(cfg.runner, cfg.address))
     out = run(stream, n_clients=cfg.clients, overlap=cfg.overlap, encoder_kind=cfg.encoder, metric=cfg.metric,
-              seed=cfg.seed)
+              seed=cfg.seed, group_size=cfg.group_size)
     server, last = out["server"], out["history"][-1]
     metrics = {
         "merged_accuracy": last["merged_accuracy"], "central_accuracy": last["central_accuracy"],

@@ -113,6 +113,7 @@ class FederatedConfig(Section):
     metric: Literal["cosine", "l2"] = "cosine"
     runner: Literal["thread", "dask"] = "thread"
     address: str = Field("", description="Dask scheduler address; empty = a local distributed cluster")
+    group_size: int = Field(1, ge=1, description="clients per Prefect task")
     seed: int = 0
 
 
