@@ -10,12 +10,11 @@ import polars as pl
 
 from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import RunResult, run_stream
+from clflow.evaluation import RunResult, run_seeds
 from clflow.io import atomic_path, write_json
-from clflow.learners import ContinualLearner, learner_from_config
+from clflow.learners import ContinualLearner, learner_for_method
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
-from clflow.plugins import ReplayPlugin
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tracking import log_torch_model, stage_run
@@ -23,21 +22,12 @@ from clflow.tracking import log_torch_model, stage_run
 log = logging.getLogger("clflow.baselines")
 
 
-def make_learner(method: str, stream: Stream, train: TrainConfig, memory: int, seed: int) -> ContinualLearner:
-    plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
-    return learner_from_config(len(stream.classes), train, stream.shape, seed, plugins)
-
-
 def run_method(method: str, stream: Stream, train: TrainConfig, cfg: BaselinesConfig,
                ) -> tuple[list[RunResult], ContinualLearner]:
     """All seeds of one method; returns the results and the first seed's learner."""
-    results, first = [], None
-    for seed in train.seeds:
-        learner = make_learner(method, stream, train, cfg.memory, seed)
-        results.append(run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
-                                  cumulative=method == "joint", desc=f"{method} seed {seed}"))
-        first = first or learner
-    return results, first  # type: ignore[return-value]
+    runs = run_seeds(lambda seed: learner_for_method(method, len(stream.classes), train, stream.shape, seed, cfg.memory),
+                     stream, train, cumulative=method == "joint", desc=method)
+    return [r for _, r in runs], runs[0][0]  # type: ignore[return-value]
 
 
 def write_plots(results: dict[str, list[RunResult]], plots: Path) -> None:

@@ -14,13 +14,12 @@ import polars as pl
 
 from clflow.config import LingoConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import RunResult, run_stream
+from clflow.evaluation import RunResult, run_seeds
 from clflow.io import atomic_path, write_json
-from clflow.learners import learner_from_config
+from clflow.learners import learner_for_method
 from clflow.lingo.targets import random_targets, read_targets
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, seen_accuracy
-from clflow.plugins import ReplayPlugin
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 
@@ -37,14 +36,10 @@ def compare(stream: Stream, language: np.ndarray, train: TrainConfig, cfg: Lingo
     out: dict[str, dict[str, list[RunResult]]] = {}
     for method in cfg.methods:
         for head in cfg.heads:
-            runs = []
-            for seed in train.seeds:
-                plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
-                learner = learner_from_config(len(stream.classes), train, stream.shape, seed, plugins,
-                                              targets=head_targets(head, language, seed), mask_unseen=True)
-                runs.append(run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
-                                       desc=f"{method}/{head} seed {seed}"))
-            out.setdefault(method, {})[head] = runs
+            make = lambda seed: learner_for_method(  # noqa: E731
+                method, len(stream.classes), train, stream.shape, seed, memory,
+                targets=head_targets(head, language, seed), mask_unseen=True)
+            out.setdefault(method, {})[head] = [r for _, r in run_seeds(make, stream, train, desc=f"{method}/{head}")]
     return out
 
 

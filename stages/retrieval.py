@@ -13,9 +13,9 @@ import numpy as np
 
 from clflow.config import BaselinesConfig, RetrievalConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import run_stream
+from clflow.evaluation import run_seeds, run_stream
 from clflow.io import write_json
-from clflow.learners import learner_from_config
+from clflow.learners import learner_for_method, learner_from_config
 from clflow.metrics import mean_std
 from clflow.plugins import ReplayPlugin, RetrievalReplayPlugin
 from clflow.retrieval import BankConfig
@@ -36,8 +36,7 @@ def augmented(stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalCon
     for method in ("finetune", "replay"):
         alone, blended = [], []
         for seed in train.seeds:
-            plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
-            learner = learner_from_config(len(stream.classes), train, stream.shape, seed, plugins)
+            learner = learner_for_method(method, len(stream.classes), train, stream.shape, seed, memory)
             a, w = augmented_run(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
                                  k=cfg.k, weight=cfg.weight, config=bank, embed_with_model=cfg.embedding == "model")
             alone.append(a.metrics())
@@ -47,10 +46,11 @@ def augmented(stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalCon
 
 
 def replay_variants(stream: Stream, train: TrainConfig, memory: int) -> dict:
-    return {name: mean_std([run_stream(learner_from_config(len(stream.classes), train, stream.shape, seed,
-                                                           [make(memory, seed)]),
-                                       stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed).metrics()
-                            for seed in train.seeds])
+    def learner(make, seed: int):
+        return learner_from_config(len(stream.classes), train, stream.shape, seed, [make(memory, seed)])
+
+    return {name: mean_std([r.metrics() for _, r in run_seeds(lambda seed: learner(make, seed), stream, train,
+                                                                desc=name)])
             for name, make in REPLAYS.items()}
 
 
@@ -58,8 +58,7 @@ def embedder(stream: Stream, train: TrainConfig, cfg: RetrievalConfig, memory: i
     """Raw features, or the penultimate features of a replay learner trained without the held-out classes."""
     if cfg.embedding == "raw":
         return lambda X: X
-    learner = learner_from_config(len(stream.classes), train, stream.shape, train.seeds[0],
-                                  [ReplayPlugin(memory, seed=train.seeds[0])])
+    learner = learner_for_method("replay", len(stream.classes), train, stream.shape, train.seeds[0], memory)
     keep = ~np.isin(stream.train.y, held_out)
     run_stream(learner, Stream(stream.train.select(keep), stream.test.select(~np.isin(stream.test.y, held_out)),
                                stream.classes, stream.shape),

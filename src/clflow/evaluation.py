@@ -73,3 +73,14 @@ def run_stream(learner, stream: Stream, *, batch_size: int, epochs: int, seed: i
         batch_experience += [i] * n
         R[i] = experience_accuracies(learner.predict, stream.test, T)
     return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64))
+
+
+def run_seeds(make: Callable[[int], object], stream: Stream, train, *, cumulative: bool = False, desc: str = "train",
+              ) -> list[tuple[object, RunResult]]:
+    """(learner, result) for every seed in `train.seeds`; `make(seed)` builds each learner."""
+    out = []
+    for seed in train.seeds:
+        learner = make(seed)
+        out.append((learner, run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
+                                        cumulative=cumulative, desc=f"{desc} seed {seed}")))
+    return out

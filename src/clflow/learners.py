@@ -151,3 +151,13 @@ def learner_from_config(n_classes: int, train, shape: tuple[int, ...] | None, se
     """The learner described by params.yaml `train` (a TrainConfig); `head`: targets / mask_unseen."""
     return ContinualLearner(n_classes, backbone=train.backbone, hidden=train.hidden, lr=train.lr, shape=shape,
                             device=train.device, seed=seed, plugins=plugins, **head)
+
+
+def learner_for_method(method: str, n_classes: int, train, shape: tuple[int, ...] | None, seed: int, memory: int,
+                       **head) -> ContinualLearner:
+    """finetune (no plugin) or replay (a reservoir of `memory` samples); `joint` trains like finetune
+    (the harness feeds it every experience seen so far)."""
+    from clflow.plugins import ReplayPlugin
+
+    plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
+    return learner_from_config(n_classes, train, shape, seed, plugins, **head)
