@@ -16,7 +16,10 @@ export TRANSFORMERS_OFFLINE := 1
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench clean help
+.PHONY: install run test bench clean help ui serve update
+
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +40,21 @@ install: $(STAMP)  ## create .venv and install the pinned project
 run: install .dvc/config  ## run the whole default pipeline through the Prefect flow
 	$(BIN)/python flows/pipeline.py
 
+update: install .dvc/config  ## continual update: take in data/incoming/, update TAME, register the model
+	$(BIN)/python flows/continual.py
+
+ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
+	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & \
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) & \
+	wait
+
+serve: install .dvc/config  ## serve the deployments of prefect.yaml against the `make ui` server
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
+	CLFLOW_MLFLOW_UI=$${CLFLOW_MLFLOW_UI:-http://127.0.0.1:$(MLFLOW_PORT)} $(BIN)/python flows/serve.py
+
 test: install  ## run the test suite
 	$(BIN)/python -m pytest tests
 
@@ -44,4 +62,4 @@ bench: install  ## run the benchmarks (prints tables)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:  ## remove generated state (keeps .venv)
-	rm -rf mlflow.db mlruns .prefect metrics plots models data/stream
+	rm -rf mlflow.db mlruns .prefect .clflow metrics plots models data/stream

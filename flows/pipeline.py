@@ -1,7 +1,10 @@
 """Prefect flow `clflow-pipeline`: every DVC stage as a Prefect task, in dvc.yaml order.
 
-Stages run through `dvc repro --single-item`, so a flow run and `dvc repro`
-share the cache and the results. Run: `python flows/pipeline.py --help`.
+Stages run through `dvc repro --single-item`, so a flow run and `dvc repro` share
+the cache and the results. With parameter overrides the run is a DVC experiment
+(`dvc exp run --temp -S key=value`): tracked, comparable with `dvc exp show` /
+`dvc metrics diff`, and the workspace is left as it was. One run per project at a
+time (a project lock). Run: `python flows/pipeline.py --help`.
 """
 
 from __future__ import annotations
@@ -9,30 +12,40 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 
-from clflow.dvcrun import repro_stage, stage_names
-from clflow.errors import cli_errors
+from clflow.config import check_overrides
+from clflow.dvcrun import experiment_metrics, stage_names
+from clflow.errors import ConfigError, cli_errors
+from clflow.locks import project_lock
+from clflow.orchestration import publish, run_experiment, run_stage
 from clflow.reporting import read_metrics, summary_table
+from clflow.services import check_prefect_api
 from clflow.tracking import pipeline_run
 
 
-@task(name="dvc-stage", task_run_name="{stage}")
-def run_stage(stage: str, project: str, env: dict[str, str]) -> str:
-    """One DVC stage; DVC skips it when its deps and params are unchanged."""
-    return repro_stage(stage, project, env)
-
-
 @flow(name="clflow-pipeline")
-def pipeline(project: str = ".", stages: list[str] | None = None) -> dict:
-    """Run the pipeline's stages in order and return the metrics of every stage."""
+def pipeline(project: str = ".", stages: list[str] | None = None, overrides: dict[str, Any] | None = None,
+             experiment: str | None = None, lock_timeout: float = 600.0) -> dict:
+    """Run the pipeline's stages in order (or one DVC experiment with `overrides`); return every stage's metrics.
+
+    `stages` limits the run to those stages (with overrides: to them and what they depend on).
+    """
     logger = get_run_logger()
-    project = str(Path(project).resolve())
-    with pipeline_run(project) as env:
-        for stage in stages or stage_names(project):
-            logger.info("stage %s: %s", stage, run_stage(stage, project, env))
-        metrics = read_metrics(Path(project) / "metrics")
+    root = Path(project).resolve()
+    if overrides:
+        check_overrides(root / "params.yaml", overrides)  # a typo stops here, not inside the experiment
+    with project_lock(root, lock_timeout), pipeline_run(root) as env:
+        if overrides:
+            name = run_experiment(str(root), overrides, experiment, env, stages)
+            done, metrics = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}, \
+                experiment_metrics(root, name)
+        else:
+            done = {stage: run_stage(stage, str(root), env) for stage in stages or stage_names(root)}
+            metrics = read_metrics(root / "metrics")
+        publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root)
     logger.info("summary\n%s", summary_table(metrics))
     return metrics
 
@@ -42,8 +55,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
     parser.add_argument("--stage", action="append", help="run only these stages (repeatable)")
+    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param (YAML value); the run becomes a DVC experiment")
+    parser.add_argument("--name", help="name of the DVC experiment (with -S)")
+    parser.add_argument("--lock-timeout", type=float, default=600.0,
+                        help="seconds to wait while another run holds the project (default 600)")
     args = parser.parse_args(argv)
-    print(summary_table(pipeline(project=args.project, stages=args.stage)))
+    check_prefect_api()  # a configured server that is down: one line, not a retry loop
+    overrides = {}
+    for item in args.set_param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", field="-S")
+        overrides[key] = value  # DVC parses it as YAML, like `dvc exp run -S`
+    print(summary_table(pipeline(project=args.project, stages=args.stage, overrides=overrides or None,
+                                 experiment=args.name, lock_timeout=args.lock_timeout)))
 
 
 if __name__ == "__main__":

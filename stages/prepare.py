@@ -1,4 +1,8 @@
-"""DVC stage `prepare`: build the stream directory described by params.yaml `stream`."""
+"""DVC stage `prepare`: build the stream directory described by params.yaml `stream`.
+
+Experiences accepted by the continual update (`data/experiences/`) are appended
+after the built ones, in arrival order.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from clflow.errors import ConfigError, cli_errors
 from clflow.io import atomic_dir
 from clflow.stage import stage_args
 from clflow.streams import Stream, build_stream, write_stream
+from clflow.streams.incoming import append_experiences
 from clflow.tracking import stage_run
 
 log = logging.getLogger("clflow.prepare")
@@ -28,13 +33,14 @@ def describe(stream: Stream) -> dict[str, float]:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`stream`, `tracking`", argv, out="data/stream")
+    args = stage_args(__doc__, "`stream`, `tracking`", argv, out="data/stream", experiences="data/experiences")
 
     params = load_params(args.params)
     try:
         stream = build_stream(params.stream)
     except ValueError as exc:  # e.g. more experiences than classes
         raise ConfigError(str(exc), file=args.params, field="stream") from None
+    stream = append_experiences(stream, args.experiences)
     with atomic_dir(args.out) as tmp:
         write_stream(stream, tmp)
     stats = describe(stream)

@@ -64,6 +64,9 @@ def write_plots(learner: TameLearner, result: RunResult, stream: Stream, plots: 
     loss_with_boundaries(loss, true, learner.detections_, "TAME: loss, true (dashed) and detected (red) shifts",
                          plots / "loss.png")
     accuracy_heatmap(np.nan_to_num(result.R), "TAME accuracy matrix", plots / "matrix.png")
+    with atomic_path(plots / "matrix.csv") as tmp:  # R[i][j]: rows trained through i, columns tested on j
+        pl.DataFrame({"trained_through": np.arange(len(result.R)),
+                      **{f"experience_{j}": result.R[:, j] for j in range(result.R.shape[1])}}).write_csv(tmp)
     with atomic_path(plots / "loss.csv") as tmp:
         pl.DataFrame({"batch": np.arange(len(loss)), "loss": loss, "expert": learner.log_.expert}).write_csv(tmp)
 
@@ -92,14 +95,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import mlflow
 
-    from clflow.tracking import log_tame_model, stage_run
+    from clflow.tracking import stage_run
 
     with stage_run("tame", {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
                    params.tracking.experiment):
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]}, "accuracy.json")
         mlflow.log_artifacts(args.plots, "plots")
-        log_tame_model(Path(args.models) / f"seed_{params.train.seeds[0]}.pt", stream.test.X[:2])
 
 
 if __name__ == "__main__":

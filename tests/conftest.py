@@ -27,7 +27,8 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 
 # Small but real: one seed, two epochs.
 FAST_PARAMS = {"train": {"seeds": [0], "epochs": 2}}
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "flows", ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "prefect.yaml", "stages", "src", "flows", ".dvcignore",
+                 "data/experiences/README.md", "data/incoming/README.md"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -53,8 +54,9 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n/metrics/\n/plots/\n/models/\n")
+    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n/models/\n.clflow/\n")
     update_params(dest, {**FAST_PARAMS, **(overrides or {})})
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)
@@ -84,3 +86,110 @@ def prefect_api(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def load_flow(project: Path, module: str, name: str):
+    """A flow function from the project's copy of flows/<module>.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"flows_{module}_{abs(hash(str(project)))}",
+                                                  project / "flows" / f"{module}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, name)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Poll `url` until it answers 200; fail early if `proc` died."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a service process group and wait for it."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on a free 127.0.0.1 port; yields the env that points at it."""
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect_server_home")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
+        yield env
+    finally:
+        stop(proc)
+        log.close()
+
+
+def file_hashes(root: Path, *rel: str) -> dict[str, str]:
+    """SHA-256 of every file under the given paths (to prove nothing changed)."""
+    import hashlib
+
+    out = {}
+    for r in rel:
+        base = root / r
+        files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
+        out.update({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+    return out
+
+
+def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int = 400) -> Path:
+    from clflow.io import write_parquet
+    from clflow.streams import load_stream
+    from clflow.streams.incoming import example_experience
+
+    path = project / "data" / "incoming" / name
+    write_parquet(path, example_experience(load_stream(project / "data" / "stream"), rotate=rotate, limit=limit))
+    return path
+
+
+@pytest.fixture(scope="session")
+def updated_project(tmp_path_factory, prefect_api):
+    """A project whose model was registered, then updated by the continual flow with one good and one bad file."""
+    import polars as pl
+
+    dest = make_project(tmp_path_factory.mktemp("updated") / "project")
+    run([sys.executable, "-m", "dvc", "repro", "register"], dest)
+    before = {"stream": file_hashes(dest, "data/stream"), "train": pl.read_parquet(dest / "data/stream/train.parquet")}
+    drop_experience(dest, "rotated.parquet")
+    bad = drop_experience(dest, "bad.parquet", rotate=0, limit=50)
+    pl.read_parquet(bad).with_columns(pl.lit(42, dtype=pl.Int64).alias("y")).write_parquet(bad)
+    result = load_flow(dest, "continual", "continual_update")(project=str(dest))
+    return dest, result, before

@@ -63,3 +63,27 @@ def test_errors_are_one_line(bank_and_queries, tmp_path, case):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["registry", "promote"], "which version?"),
+    (["registry", "promote", "7"], "no version 7"),
+    (["registry", "rollback"], "no champion to roll back"),
+    (["new-experience", "x.parquet", "--stream", "no-such-dir"], "stream directory not found"),
+])
+def test_registry_and_experience_errors_are_one_line(tmp_path, args, words):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("clflow-tame")
+    proc = subprocess.run(CLI + args + (["--project", str(tmp_path)] if args[0] == "registry" else []),
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr
+
+
+def test_every_subcommand_has_help():
+    for sub in ("retrieve", "registry", "new-experience"):
+        out = subprocess.run(CLI + [sub, "--help"], capture_output=True, text=True, check=True).stdout
+        assert "usage: clflow" in out

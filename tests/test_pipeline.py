@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import make_project, run
+from conftest import load_flow, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_mlflow_holds_the_runs_with_tags(built_project):
 
 def test_prefect_flow_runs_stages_through_dvc(tmp_path, prefect_api):
     project = make_project(tmp_path / "p")
-    metrics = load_flow(project)(project=str(project))
+    metrics = load_flow(project, "pipeline", "pipeline")(project=str(project))
     assert metrics["baselines"]["joint"]["avg_accuracy"] > 0.8
     # the flow went through DVC: the lock records both stages and a plain repro has nothing to do
     lock = (project / "dvc.lock").read_text()
@@ -118,22 +118,13 @@ def test_use_store_leaves_the_environment_alone(monkeypatch, tmp_path):
     assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
 
 
-def load_flow(project):
-    sys.path.insert(0, str(project / "flows"))
-    try:
-        from pipeline import pipeline
-    finally:
-        sys.path.pop(0)
-    return pipeline
-
-
 def test_flow_surfaces_the_stage_error(tmp_path, prefect_api):
     from clflow.dvcrun import StageFailed
 
     missing = tmp_path / "no-such-stream"
     project = make_project(tmp_path / "bad", {"stream": {"source": "parquet", "path": str(missing)}})
     with pytest.raises(StageFailed, match=rf"stage 'prepare' failed \(exit \d+\):\nerror: {missing}: stream directory"):
-        load_flow(project)(project=str(project))
+        load_flow(project, "pipeline", "pipeline")(project=str(project))
 
 
 def test_flow_rejects_a_params_typo_before_running(tmp_path, prefect_api):
@@ -142,7 +133,7 @@ def test_flow_rejects_a_params_typo_before_running(tmp_path, prefect_api):
     project = make_project(tmp_path / "typo")
     (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("memory:", "memroy:"))
     with pytest.raises(ConfigError, match=r"baselines.memroy.*did you mean 'baselines.memory'"):
-        load_flow(project)(project=str(project))
+        load_flow(project, "pipeline", "pipeline")(project=str(project))
     assert not (project / "dvc.lock").exists()
 
 
@@ -200,3 +191,12 @@ def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     out = served.predict(X)
     assert np.array_equal(out["label"].to_numpy(), local.predict(X))
     assert set(out.columns) == {"label", "class_name", "expert"}
+
+
+def test_dvc_plots_show_renders_loss_and_heatmaps(built_project, tmp_path):
+    out = tmp_path / "plots"
+    dvc(built_project, "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text()
+    for image in ("loss.png", "matrix.png", "matrix_finetune.png"):
+        assert image in html
+    assert "accuracy.csv" in html and "loss.csv" in html

@@ -1,6 +1,10 @@
-"""`clflow` command line: inspect what the pipeline built.
+"""`clflow` command line: inspect what the pipeline built, manage the model registry.
 
     clflow retrieve --bank models/retrieval/bank --query data/stream/test.parquet -k 5
+    clflow registry list                  # versions, aliases, metrics, decisions
+    clflow registry promote 3             # make version 3 the champion by hand
+    clflow registry rollback              # restore the previous champion
+    clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo experience file
 """
 
 from __future__ import annotations
@@ -60,6 +64,38 @@ def retrieve(args: argparse.Namespace) -> None:
         print(table)
 
 
+def registry(args: argparse.Namespace) -> None:
+    from clflow.registry import Registry
+    from clflow.tracking import tracking_uri
+
+    reg = Registry(args.model, args.uri or tracking_uri(Path(args.project)))
+    if args.action == "promote":
+        if args.version is None:
+            raise StreamError("which version? e.g. `clflow registry promote 3`", field="version")
+        reg.promote(args.version, args.reason or "promoted by hand")
+        print(f"{args.model}: version {args.version} is the champion")
+    elif args.action == "rollback":
+        print(f"{args.model}: version {reg.rollback(args.reason or 'rolled back by hand')} is the champion again")
+    rows = reg.table()
+    if not rows:
+        print(f"{args.model}: no versions in {reg.uri}")
+        return
+    with pl.Config(tbl_rows=len(rows), tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                   fmt_str_lengths=80):
+        print(pl.DataFrame(rows))
+
+
+def new_experience(args: argparse.Namespace) -> None:
+    from clflow.io import write_parquet
+    from clflow.streams import load_stream
+    from clflow.streams.incoming import example_experience
+
+    df = example_experience(load_stream(args.stream), rotate=args.rotate, permute=args.permute, seed=args.seed,
+                            limit=args.limit)
+    write_parquet(args.out, df)
+    print(f"wrote {args.out}: {df.height} rows")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="clflow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +106,22 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
     r.add_argument("--limit", type=int, default=5, help="query at most this many rows (default 5)")
     r.set_defaults(func=retrieve)
+    g = sub.add_parser("registry", help="list, promote or roll back versions of the registered model")
+    g.add_argument("action", choices=["list", "promote", "rollback"])
+    g.add_argument("version", nargs="?", help="version to promote")
+    g.add_argument("--model", default="clflow-tame", help="registered model name (default clflow-tame)")
+    g.add_argument("--project", default=".", help="project whose mlflow.db holds the registry (default .)")
+    g.add_argument("--uri", help="tracking/registry URI (default MLFLOW_TRACKING_URI or the project's mlflow.db)")
+    g.add_argument("--reason", help="recorded as the version's clflow.reason tag")
+    g.set_defaults(func=registry)
+    n = sub.add_parser("new-experience", help="write a demo experience file (a shifted copy of the stream's rows)")
+    n.add_argument("out", help="parquet file to write, e.g. data/incoming/rotated.parquet")
+    n.add_argument("--stream", default="data/stream", help="stream directory (default data/stream)")
+    n.add_argument("--rotate", type=float, default=0.0, help="rotate images by this many degrees")
+    n.add_argument("--permute", action="store_true", help="permute the pixels (a new domain)")
+    n.add_argument("--limit", type=int, default=600, help="rows (default 600; 0 = all)")
+    n.add_argument("--seed", type=int, default=0)
+    n.set_defaults(func=new_experience)
     args = parser.parse_args(argv)
     cli_errors(args.func)(args)
 

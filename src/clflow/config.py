@@ -18,7 +18,7 @@ SOURCES = ("digits", "permuted_digits", "rotated_digits", "mnist", "fashion_mnis
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class StreamConfig(Section):
@@ -121,6 +121,15 @@ class TrackingConfig(Section):
     experiment: str = "clflow"
 
 
+class RegisterConfig(Section):
+    """Model registry: every TAME model becomes a version; the better one becomes `champion`."""
+
+    model_name: str = Field("clflow-tame", min_length=1)
+    seed: int | None = Field(None, description="which train seed's model to register; null = the first")
+    max_forgetting_increase: float = Field(0.02, ge=0, description="tolerated rise in forgetting over the champion")
+    lock_timeout: float = Field(120.0, ge=0, description="seconds to wait for another registration's decision")
+
+
 class Params(Section):
     stream: StreamConfig = StreamConfig()
     train: TrainConfig = TrainConfig()
@@ -130,11 +139,14 @@ class Params(Section):
     lingo: LingoConfig = LingoConfig()
     federated: FederatedConfig = FederatedConfig()
     tracking: TrackingConfig = TrackingConfig()
+    # `register` would shadow pydantic's BaseModel.register: the attribute is `registry`
+    registry: RegisterConfig = Field(RegisterConfig(), alias="register")
 
 
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
+        name = field.alias or name
         keys.append(prefix + name)
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
@@ -153,9 +165,7 @@ def _explain(err: ValidationError, path: Path) -> ConfigError:
     return ConfigError(f"{msg} (got {first.get('input')!r})", file=path, field=key or None)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate `params.yaml`; raise ConfigError with one readable line."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError("file not found", file=path)
     try:
@@ -166,7 +176,32 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"not valid YAML{where}", file=path) from None
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of sections", file=path)
+    return raw
+
+
+def _validate(raw: dict, path: Path) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise _explain(err, path) from None
+
+
+def check_overrides(path: str | Path, overrides: dict[str, object]) -> Params:
+    """Validate `params.yaml` with `dvc exp run -S`-style overrides {'train.epochs': '2'} applied."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError("not a section", file=path, field=key)
+        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+    return _validate(raw, path)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate `params.yaml`; raise ConfigError with one readable line."""
+    path = Path(path)
+    return _validate(_read_yaml(path), path)

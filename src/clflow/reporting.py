@@ -14,7 +14,7 @@ def read_metrics(metrics_dir: str | Path) -> dict[str, dict]:
 
 
 def _walk(body: dict, path: str) -> list[tuple[str, dict]]:
-    if "avg_accuracy" in body:
+    if all(k in body for k in KEYS):
         return [(path, body)]
     found = []
     for name, vals in body.items():

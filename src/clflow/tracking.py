@@ -20,6 +20,7 @@ from typing import Any
 PARENT_ENV = "CLFLOW_PARENT_RUN_ID"
 PIPELINE_ENV = "CLFLOW_PIPELINE_RUN"
 URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "CLFLOW_EXPERIMENT_ID"
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -75,8 +76,12 @@ def setup(experiment: str, root: Path | None = None) -> str:
     """Point MLflow at the project store and make sure the experiment exists; return its id."""
     import mlflow
 
+    from clflow.services import check_tracking_uri
+
     root = (root or Path.cwd()).resolve()
-    use_store(tracking_uri(root))
+    uri = tracking_uri(root)
+    check_tracking_uri(uri)  # a server that is down: one line naming it, in bounded time
+    use_store(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
@@ -132,21 +137,28 @@ def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator
     group = f"pipeline-{uuid.uuid4().hex[:12]}"
     tags = {"clflow.stage": "pipeline", "clflow.pipeline_run": group, "mlflow.source.git.commit": git_commit(root)}
     with mlflow.start_run(experiment_id=exp_id, run_name="pipeline", tags=tags) as run:
-        env = {PARENT_ENV: run.info.run_id, PIPELINE_ENV: group, URI_ENV: tracking_uri(root)}
+        env = {PARENT_ENV: run.info.run_id, PIPELINE_ENV: group, URI_ENV: tracking_uri(root), EXPERIMENT_ENV: exp_id}
         yield env
         mlflow.set_tag("clflow.dvc_lock", dvc_lock_hash(root))
 
 
-def log_tame_model(checkpoint: str | Path, example: Any, name: str = "tame") -> Any:
-    """Log a TAME checkpoint as a pyfunc model (selector + experts) with a signature."""
+def log_tame_model(checkpoint: str | Path, example: Any, name: str = "tame",
+                   registered_model_name: str | None = None) -> Any:
+    """Log a TAME checkpoint as a pyfunc model (selector, experts, class names) with a signature.
+
+    The clflow package travels as code, so the model loads wherever its pinned requirements do.
+    """
     import mlflow.pyfunc
     import numpy as np
     import torch
 
+    import clflow
     from clflow.tame.pyfunc import TameModel
 
     return mlflow.pyfunc.log_model(
         name=name, python_model=TameModel(), artifacts={"checkpoint": str(checkpoint)},
-        input_example=np.asarray(example, dtype=np.float32),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+        input_example=np.asarray(example, dtype=np.float32), code_paths=[str(Path(clflow.__file__).parent)],
+        registered_model_name=registered_model_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                          f"mlflow=={mlflow.__version__}"],
     )

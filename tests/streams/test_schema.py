@@ -48,6 +48,7 @@ CASES = {
     "empty": (lambda df: df.head(0), "no rows: the stream is empty"),
     "experience gap": (lambda df: df.filter(pl.col("experience") != 1), "field 'experience': experience 1 has no rows"),
     "x not a list": (lambda df: df.with_columns(pl.lit(1.0).alias("x")), "field 'x': expected a list"),
+    "duplicate rows": (lambda df: pl.concat([df, df.slice(10, 2)]), "field 'x': 2 duplicate rows.*drop them"),
 }
 
 
@@ -62,8 +63,8 @@ def test_schema_violations_give_one_readable_line(stream_dir, case):
 
 
 def test_feature_length_mismatch_between_splits(stream_dir):
-    corrupt(stream_dir, lambda df: df.with_columns(pl.col("x").list.head(10)), "test.parquet")
-    with pytest.raises(StreamError, match="test.parquet: field 'x': feature length 10 differs"):
+    corrupt(stream_dir, lambda df: df.with_columns(pl.col("x").list.concat(pl.lit([0.5]))), "test.parquet")
+    with pytest.raises(StreamError, match="test.parquet: field 'x': feature length 65 differs"):
         load_stream(stream_dir)
 
 

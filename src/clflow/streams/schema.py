@@ -76,6 +76,14 @@ def read_features(df: pl.DataFrame, path: Path) -> np.ndarray:
     return X
 
 
+def check_duplicates(df: pl.DataFrame, path: Path) -> None:
+    """Identical (x, y) rows are a data error (a file appended twice, a bad join): name the first."""
+    dup = ~df.select(pl.struct("x", "y").is_first_distinct()).to_series().to_numpy()  # repeats of an earlier row
+    if dup.any():
+        raise StreamError(f"{int(dup.sum())} duplicate rows (first at row {int(np.argmax(dup))}); drop them first",
+                          file=path, field="x")
+
+
 def _int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
     dtype = df.schema[name]
     if not dtype.is_integer():
@@ -101,6 +109,7 @@ def read_split(path: Path, n_classes: int | None) -> Split:
         raise StreamError("no rows: the stream is empty", file=path)
     X = read_features(df, path)
     y = _int_column(df, "y", path).astype(np.int64)
+    check_duplicates(df, path)
     exp = _int_column(df, "experience", path).astype(np.int32)
     task = _int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()
     if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):

@@ -32,3 +32,10 @@ class TameModel(mlflow.pyfunc.PythonModel):
         experts = self.learner.route(X)
         labels = self.learner.predict_with(X, experts)
         return pd.DataFrame({"label": labels, "class_name": [self.classes[i] for i in labels], "expert": experts})
+
+
+def stream_accuracy(model, stream) -> float:
+    """avg_accuracy of a loaded pyfunc model on the stream's test rows: mean over experiences."""
+    labels = model.predict(stream.test.X)["label"].to_numpy()
+    exps = stream.test.experience
+    return float(np.mean([(labels[exps == e] == stream.test.y[exps == e]).mean() for e in np.unique(exps)]))

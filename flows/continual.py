@@ -1,0 +1,82 @@
+"""Prefect flow `continual-update`: new experiences from `data/incoming/` update the model.
+
+1. intake: each `data/incoming/*.parquet` is validated against the current stream;
+   good files move into `data/experiences/` (a DVC dependency of `prepare`), bad
+   ones into `data/incoming/rejected/` with a `.reason.txt`;
+2. the stages that lead to the model rerun through DVC: `prepare` appends the new
+   experiences, `tame` continues from its checkpoint, `register` logs a new
+   version of the model and promotes it only if it is better.
+Nothing runs when no file arrived. Run: `python flows/continual.py --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from clflow.config import load_params
+from clflow.errors import cli_errors
+from clflow.locks import project_lock
+from clflow.orchestration import publish, run_stage
+from clflow.reporting import read_metrics
+from clflow.services import check_prefect_api
+from clflow.streams import load_stream
+from clflow.streams.incoming import Intake, intake
+from clflow.tracking import pipeline_run
+
+UPDATE_STAGES = ["prepare", "embed_classes", "tame", "register"]
+
+
+@task(name="intake")
+def intake_files(project: Path) -> Intake:
+    """Validate and accept (or move aside) every incoming experience file."""
+    params = load_params(project / "params.yaml")
+    stream = load_stream(project / "data" / "stream")
+    return intake(project / "data" / "incoming", project / "data" / "experiences", stream,
+                  test_size=params.stream.test_size, seed=params.stream.seed)
+
+
+@flow(name="continual-update")
+def continual_update(project: str = ".", stages: list[str] | None = None, lock_timeout: float = 600.0) -> dict:
+    """Take in new experience files, update TAME incrementally and register the new model."""
+    logger = get_run_logger()
+    root = Path(project).resolve()
+    stages = stages or UPDATE_STAGES
+    with project_lock(root, lock_timeout), pipeline_run(root) as env:
+        if not (root / "data" / "stream").exists():  # first run: build the stream the files must match
+            run_stage("prepare", str(root), env)
+        report = intake_files(root)
+        for name, reason in report.rejected.items():
+            logger.warning("rejected %s: %s", name, reason)
+        done = {}
+        if report.accepted:
+            done = {stage: run_stage(stage, str(root), env) for stage in stages}
+        metrics = read_metrics(root / "metrics")
+        result = {"accepted": report.accepted, "rejected": report.rejected, "stages": done,
+                  "register": metrics.get("register", {}) if report.accepted else {}}
+        rejected = "".join(f"\n- rejected `{n}`: {r}" for n, r in report.rejected.items())
+        publish("clflow continual update", "clflow-continual-update", done,
+                {k: v for k, v in metrics.items() if k == "tame"}, env, root,
+                extra=f"\naccepted: {len(report.accepted)} file(s){rejected}\n\nregister: "
+                      f"`{json.dumps(result['register'])}`")
+    logger.info("continual update: %s", json.dumps({k: v for k, v in result.items() if k != "stages"}))
+    return result
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
+    parser.add_argument("--lock-timeout", type=float, default=600.0,
+                        help="seconds to wait while another run holds the project (default 600)")
+    args = parser.parse_args(argv)
+    check_prefect_api()  # a configured server that is down: one line, not a retry loop
+    print(json.dumps(continual_update(project=args.project, lock_timeout=args.lock_timeout), indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

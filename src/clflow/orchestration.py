@@ -1,0 +1,121 @@
+"""Prefect tasks and reports shared by the flows in `flows/`.
+
+Every stage runs through DVC (`dvc repro --single-item`, or `dvc exp run` with
+parameter overrides), so flow runs and `dvc repro` share one cache and one
+`dvc.lock`. A stage is retried only when it failed for a reason a retry can fix
+(a crash, a held lock, I/O); a user error (the stage printed `error: ...`) is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from clflow.dvcrun import StageFailed, dvc, error_lines, own_errors, repro_stage
+from clflow.errors import ClflowError
+from clflow.reporting import method_rows, summary_table
+from clflow.tracking import EXPERIMENT_ENV, PARENT_ENV
+
+
+def _retryable(task_obj, task_run, state) -> bool:
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, StageFailed) or exc.retryable
+
+
+@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=_retryable)
+def run_stage(stage: str, project: str, env: dict[str, str]) -> str:
+    """One DVC stage; DVC skips it when its deps and params are unchanged."""
+    return repro_stage(stage, project, env)
+
+
+def override_args(overrides: Mapping[str, Any]) -> list[str]:
+    """{'train.epochs': 2} -> ['-S', 'train.epochs=2'] (YAML scalars; lists as [a,b])."""
+    import yaml
+
+    args: list[str] = []
+    for key, value in overrides.items():
+        text = value if isinstance(value, str) else \
+            yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
+@task(name="dvc-exp-run", retries=1, retry_delay_seconds=5, retry_condition_fn=_retryable)
+def run_experiment(project: str, overrides: dict[str, Any], name: str | None, env: dict[str, str],
+                   targets: list[str] | None = None) -> str:
+    """`dvc exp run --temp -S key=value ... [targets]`: a tracked DVC experiment, workspace untouched.
+
+    Returns the experiment's name. `targets` limits it to those stages and what they depend on.
+    """
+    args = ["exp", "run", "--temp", *override_args(overrides)] + (["--name", name] if name else []) + (targets or [])
+    proc = dvc(args, project, env)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise StageFailed(f"dvc exp run failed (exit {proc.returncode}):\n{error_lines(output)}",
+                          file=Path(project) / "params.yaml", field=", ".join(overrides),
+                          retryable=not own_errors(output))
+    for line in output.splitlines():  # "Ran experiment(s): <name>"
+        if line.startswith("Ran experiment"):
+            return line.split(":", 1)[1].strip()
+    return name or ""
+
+
+def mlflow_link(env: Mapping[str, str]) -> str:
+    """A link to the pipeline's parent run in the MLflow UI (CLFLOW_MLFLOW_UI, default 127.0.0.1:5000)."""
+    ui = os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+    exp, run = env.get(EXPERIMENT_ENV, ""), env.get(PARENT_ENV, "")
+    return f"{ui}/#/experiments/{exp}/runs/{run}" if exp and run else ui
+
+
+def run_markdown(title: str, stages: Mapping[str, str], metrics: dict[str, dict], link: str,
+                 extra: str = "") -> str:
+    """The markdown artifact of a run: what each stage did, the metrics table, the MLflow link."""
+    lines = [f"# {title}", "", "| stage | result |", "|---|---|"]
+    lines += [f"| {s} | {r} |" for s, r in stages.items()]
+    lines += ["", summary_table(metrics) if method_rows(metrics) else "_no metrics yet_", "",
+              f"MLflow run: [{link}]({link})"]
+    return "\n".join(lines + ([extra] if extra else [])) + "\n"
+
+
+def matrix_table(path: Path) -> list[dict[str, Any]]:
+    """The accuracy matrix CSV (rows: trained through experience i) as table-artifact rows."""
+    import polars as pl
+
+    if not path.exists():
+        return []
+    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in pl.read_csv(path).to_dicts()]
+
+
+def publish(title: str, key: str, stages: Mapping[str, str], metrics: dict[str, dict], env: Mapping[str, str],
+            project: Path, extra: str = "") -> None:
+    """Markdown and table artifacts of a flow run (shown in the Prefect UI)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(run_markdown(title, stages, metrics, mlflow_link(env), extra), key=key,
+                             description=title)
+    table = matrix_table(project / "plots" / "tame" / "matrix.csv")
+    if table:
+        create_table_artifact(table, key=f"{key}-accuracy-matrix",
+                              description="TAME accuracy matrix R[i][j]: trained through i, tested on j")
+
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a task or flow exception with its traceback; a ClflowError is a user error: one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ClflowError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.flow_runs", "prefect.task_runs"):
+    logging.getLogger(_name).addFilter(_UserErrorsWithoutTraceback())

@@ -1,0 +1,225 @@
+"""New experiences for a running stream: validate an incoming file, accept it, append it.
+
+An incoming file is a parquet file with the stream contract's `x` and `y` columns,
+an optional `task` (a recurring task reuses its id) and an optional `split`
+("train" / "test"; without it a seeded share of `stream.test_size` rows is held out).
+Accepted files are normalised into `data/experiences/` (a dependency of `prepare`),
+so `prepare` rebuilds the same base stream and appends them in order: the stream
+is DVC-versioned with every accepted experience and reproducible from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.errors import StreamError
+from clflow.io import write_json, write_parquet
+from clflow.streams.schema import Split, Stream, _int_column, check_duplicates, read_features
+
+SPLITS = ("train", "test")
+SOURCES_FILE = "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One validated new experience: train and test rows, and its task id (None = a new task)."""
+
+    train_X: np.ndarray
+    train_y: np.ndarray
+    test_X: np.ndarray
+    test_y: np.ndarray
+    task: int | None
+
+
+def _read(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise StreamError("file not found", file=path)
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise StreamError(f"not a readable parquet file ({type(exc).__name__})", file=path) from None
+    missing = {"x", "y"} - set(df.columns)
+    if missing:
+        raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0])
+    if df.height == 0:
+        raise StreamError("no rows: the experience is empty", file=path)
+    return df
+
+
+def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np.ndarray:
+    """True for test rows: the file's `split` column, else a seeded random share."""
+    if "split" in df.columns:
+        split = df["split"].cast(pl.String)
+        bad = split.filter(~split.is_in(SPLITS) | split.is_null())
+        if len(bad):
+            raise StreamError(f"value {bad[0]!r} is not one of {list(SPLITS)}", file=path, field="split")
+        return (split == "test").to_numpy()
+    n = df.height
+    n_test = int(round(n * test_size))
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[:n_test]] = True
+    return mask
+
+
+def read_experience(path: str | Path, n_features: int, n_classes: int, *, test_size: float = 0.3,
+                    seed: int = 0) -> Experience:
+    """Read and validate one incoming experience file against the stream it joins."""
+    path = Path(path)
+    df = _read(path)
+    X = read_features(df, path)
+    if X.shape[1] != n_features:
+        raise StreamError(f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x")
+    y = _int_column(df, "y", path).astype(np.int64)
+    if y.min() < 0 or y.max() >= n_classes:
+        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        raise StreamError(f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y")
+    task = None
+    if "task" in df.columns:
+        tasks = np.unique(_int_column(df, "task", path))
+        if len(tasks) != 1 or tasks[0] < 0:
+            raise StreamError(f"one experience has one task id >= 0, got {tasks.tolist()[:5]}", file=path,
+                              field="task")
+        task = int(tasks[0])
+    check_duplicates(df, path)
+    test = _split_mask(df, path, test_size, seed)
+    if test.all() or not test.any():
+        raise StreamError("needs both train and test rows", file=path, field="split")
+    return Experience(X[~test], y[~test], X[test], y[test], task)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_experience(exp: Experience, directory: str | Path, index: int, name: str) -> Path:
+    """Write an accepted experience as `<index>-<name>.parquet`, atomically; return its path."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+    out = Path(directory) / f"{index:04d}-{stem}.parquet"
+    n_tr, n_te = len(exp.train_y), len(exp.test_y)
+    df = pl.DataFrame({
+        "x": pl.Series("x", np.concatenate([exp.train_X, exp.test_X])).cast(pl.List(pl.Float32)),
+        "y": pl.Series("y", np.concatenate([exp.train_y, exp.test_y]), dtype=pl.Int64),
+        "split": ["train"] * n_tr + ["test"] * n_te,
+        "task": pl.Series("task", [-1 if exp.task is None else exp.task] * (n_tr + n_te), dtype=pl.Int32),
+    })
+    write_parquet(out, df)
+    return out
+
+
+def accepted_files(directory: str | Path) -> list[Path]:
+    """Accepted experiences in arrival order (their index prefix)."""
+    directory = Path(directory)
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]-*.parquet")) if directory.is_dir() else []
+
+
+def _append(split: Split, X: np.ndarray, y: np.ndarray, experience: int, task: int) -> Split:
+    n = len(y)
+    return Split(np.concatenate([split.X, X]), np.concatenate([split.y, y]),
+                 np.concatenate([split.experience, np.full(n, experience, np.int32)]),
+                 np.concatenate([split.task, np.full(n, task, np.int32)]))
+
+
+def append_experiences(stream: Stream, directory: str | Path) -> Stream:
+    """The stream with every accepted experience in `directory` appended, in order."""
+    train, test = stream.train, stream.test
+    for path in accepted_files(directory):
+        df = pl.read_parquet(path)
+        test_rows = (df["split"] == "test").to_numpy()
+        X, y = read_features(df, path), df["y"].to_numpy().astype(np.int64)
+        task = int(df["task"][0])
+        if task < 0:  # a new task: the next unused id
+            task = int(max(train.task.max(), test.task.max())) + 1
+        exp = int(train.experience.max()) + 1
+        train = _append(train, X[~test_rows], y[~test_rows], exp, task)
+        test = _append(test, X[test_rows], y[test_rows], exp, task)
+    return Stream(train, test, stream.classes, stream.shape)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What one intake did: accepted files (their new paths) and rejected files with reasons."""
+
+    accepted: list[str]
+    rejected: dict[str, str]
+
+
+def _reject(path: Path, rejected_dir: Path, reason: str) -> None:
+    """Move a bad file aside with its reason beside it (nothing is deleted)."""
+    rejected_dir.mkdir(parents=True, exist_ok=True)
+    target = rejected_dir / path.name
+    if target.exists():  # keep earlier rejects of the same name
+        target = rejected_dir / f"{path.stem}-{file_digest(path)[:8]}{path.suffix}"
+    (target.parent / f"{target.name}.reason.txt").write_text(reason + "\n")
+    path.replace(target)
+
+
+def intake(incoming: str | Path, experiences: str | Path, stream: Stream, *, test_size: float = 0.3,
+           seed: int = 0) -> Intake:
+    """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move aside.
+
+    Accepted files are written (atomically) into `experiences` before the source is
+    removed, so a crash in between loses nothing (the file is merely seen twice, and
+    the second copy is rejected as a duplicate).
+    """
+    incoming, experiences = Path(incoming), Path(experiences)
+    seen = {entry.get("sha256") for entry in _sources(experiences).values()}
+    accepted, rejected = [], {}
+    index = len(accepted_files(experiences))
+    for path in sorted(incoming.glob("*.parquet")):
+        digest = file_digest(path)
+        try:
+            if digest in seen:
+                raise StreamError("the same file was already accepted", file=path)
+            exp = read_experience(path, stream.n_features, len(stream.classes), test_size=test_size, seed=seed)
+        except StreamError as err:
+            rejected[path.name] = err.line()
+            _reject(path, incoming / "rejected", err.line())
+            continue
+        out = write_experience(exp, experiences, index, path.stem)
+        _record_source(experiences, out.name, path.name, digest)
+        path.unlink()
+        seen.add(digest)
+        accepted.append(str(out))
+        index += 1
+    return Intake(accepted, rejected)
+
+
+
+def _sources(experiences: Path) -> dict[str, dict]:
+    path = experiences / SOURCES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _record_source(experiences: Path, accepted: str, source: str, digest: str) -> None:
+    write_json(experiences / SOURCES_FILE, {**_sources(experiences), accepted: {"source": source, "sha256": digest}})
+
+
+def example_experience(stream: Stream, *, rotate: float = 0.0, permute: bool = False, seed: int = 0,
+                       limit: int = 0) -> pl.DataFrame:
+    """A new-domain experience drawn from the stream's own rows (every class), for demos and tests.
+
+    The rows are rotated (image streams) or pixel-permuted, so the experience is a
+    genuine distribution shift with the stream's labels.
+    """
+    from clflow.streams.builders import permutation
+    from clflow.streams.builders import rotate as rotate_images
+
+    X = np.concatenate([stream.train.X, stream.test.X])
+    y = np.concatenate([stream.train.y, stream.test.y])
+    rows = np.random.default_rng(seed).permutation(len(y))[: limit or None]
+    X, y = X[rows], y[rows]
+    if rotate:
+        if not stream.shape:
+            raise StreamError("rotation needs the image shape (meta.json)", field="rotate")
+        X = rotate_images(X, stream.shape, rotate)
+    if permute:
+        X = X[:, permutation(seed + 1, X.shape[1], seed)]
+    keep = ~pl.DataFrame({"x": X.tolist(), "y": y}).is_duplicated().to_numpy()  # rotation can merge rows
+    return pl.DataFrame({"x": pl.Series("x", X[keep]).cast(pl.List(pl.Float32)), "y": pl.Series(y[keep])})

@@ -1,0 +1,65 @@
+"""The continual-update flow on a real project: intake, incremental TAME, registration, rejects."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import drop_experience, file_hashes, load_flow
+
+pytestmark = pytest.mark.slow
+
+
+def registry(project):
+    from clflow.registry import Registry
+
+    return Registry("clflow-tame", f"sqlite:///{project / 'mlflow.db'}")
+
+
+def test_new_experience_ends_with_a_registered_version(updated_project):
+    project, result, before = updated_project
+    assert [p.rsplit("/", 1)[-1] for p in result["accepted"]] == ["0000-rotated.parquet"]
+    assert result["stages"] == {"prepare": "ran", "embed_classes": "cached", "tame": "ran", "register": "ran"}
+    reg = registry(project)
+    assert result["register"]["version"] == 2
+    assert str(reg.version("challenger").version) == "2"
+    tags = reg.get(2).tags
+    assert tags["clflow.decision"] in {"promoted", "rejected"} and tags["clflow.reason"]
+    assert tags["clflow.experiences"] == "6"
+    # TAME continued from its checkpoint instead of retraining
+    assert json.loads((project / "metrics" / "tame.json").read_text())["resumed_from_experience"] == 5.0
+
+
+def test_the_stream_gained_the_experience_and_lost_nothing(updated_project):
+    project, _, before = updated_project
+    train = pl.read_parquet(project / "data" / "stream" / "train.parquet")
+    old = before["train"]
+    assert train.head(old.height).equals(old)  # every earlier row, in order
+    assert train["experience"].max() == 5 and (train["experience"] == 5).sum() > 0
+    assert train.filter(pl.col("experience") == 5)["y"].is_in(list(range(10))).all()
+
+
+def test_bad_file_is_moved_aside_with_its_reason(updated_project):
+    project, result, _ = updated_project
+    assert "label 42 outside 0..9" in result["rejected"]["bad.parquet"]
+    rejected = project / "data" / "incoming" / "rejected"
+    assert (rejected / "bad.parquet").exists()
+    assert "field 'y'" in (rejected / "bad.parquet.reason.txt").read_text()
+    assert not list((project / "data" / "incoming").glob("*.parquet"))
+
+
+def test_only_bad_files_change_nothing(updated_project):
+    project, _, _ = updated_project
+    watched = ("data/stream", "data/experiences", "dvc.lock", "models/tame", "metrics")
+    before = file_hashes(project, *watched)
+    champion = registry(project).version("champion").version
+    bad = drop_experience(project, "short.parquet", limit=50)
+    x = np.stack(pl.read_parquet(bad)["x"].to_list())[:, :10]
+    pl.DataFrame({"x": x.tolist(), "y": list(range(len(x)))}).write_parquet(bad)  # wrong feature length
+    result = load_flow(project, "continual", "continual_update")(project=str(project))
+    assert result["accepted"] == [] and result["stages"] == {} and "feature length 10" in result["rejected"]["short.parquet"]
+    assert file_hashes(project, *watched) == before
+    assert registry(project).version("champion").version == champion

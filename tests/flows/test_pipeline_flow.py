@@ -1,0 +1,73 @@
+"""The pipeline flow: parameter overrides as DVC experiments, Prefect artifacts, retries, the project lock."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import load_flow, make_project, run
+
+pytestmark = pytest.mark.slow
+
+
+def read_artifacts(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
+    project = make_project(tmp_path / "p")
+    pipeline = load_flow(project, "pipeline", "pipeline")
+    params_before = (project / "params.yaml").read_bytes()
+    metrics = pipeline(project=str(project), stages=["baselines"], overrides={"baselines.memory": 50},
+                       experiment="mem50")
+    assert set(metrics) == {"baselines"} and 0 < metrics["baselines"]["replay"]["avg_accuracy"] <= 1
+    # the workspace is untouched; the experiment is in DVC with its params
+    assert (project / "params.yaml").read_bytes() == params_before
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], project).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert any(e.get("name") == "mem50" for e in exps)
+    # a markdown summary with the MLflow link and the (TAME) accuracy-matrix table
+    md = read_artifacts("clflow-pipeline")
+    assert md and "dvc exp run mem50" in md[0].data and "MLflow run:" in md[0].data
+    # a second experiment; `dvc metrics diff` compares the two
+    pipeline(project=str(project), stages=["baselines"], overrides={"baselines.memory": 150}, experiment="mem150")
+    diff = json.loads(run([sys.executable, "-m", "dvc", "metrics", "diff", "mem50", "mem150", "--json"], project).stdout)
+    replay = diff["metrics/baselines.json"]["replay.avg_accuracy"]
+    assert replay["old"] != replay["new"]
+
+
+def test_a_typo_in_an_override_stops_before_running(tmp_path, prefect_api):
+    from clflow.errors import ConfigError
+
+    project = make_project(tmp_path / "p")
+    with pytest.raises(ConfigError, match=r"baselines.memroy.*did you mean 'baselines.memory'"):
+        load_flow(project, "pipeline", "pipeline")(project=str(project), overrides={"baselines.memroy": 5})
+    assert not (project / "dvc.lock").exists()
+
+
+def test_a_second_run_waits_for_the_project_lock_then_stops_clearly(tmp_path, prefect_api):
+    from clflow.locks import LockTimeout, project_lock
+
+    project = make_project(tmp_path / "p")
+    with project_lock(project, timeout=0):  # another run holds the project
+        with pytest.raises(LockTimeout, match=r"run.lock: the project is held by another run"):
+            load_flow(project, "pipeline", "pipeline")(project=str(project), stages=["prepare"], lock_timeout=1)
+    assert not (project / "data" / "stream").exists()
+
+
+def test_user_errors_are_not_retried_but_crashes_are():
+    from prefect.states import Failed
+
+    from clflow.dvcrun import StageFailed
+    from clflow.orchestration import _retryable
+
+    user = StageFailed("stage 'prepare' failed:\nerror: x: field 'y': bad", retryable=False)
+    crash = StageFailed("stage 'tame' failed: Killed", retryable=True)
+    assert not _retryable(None, None, Failed(data=user))
+    assert _retryable(None, None, Failed(data=crash))

@@ -1,0 +1,190 @@
+"""The fault catalogue (README): each fault, what the user sees, and proof that nothing was lost.
+
+All on one real project (DVC, MLflow SQLite registry, Prefect) that has a registered
+champion. Each test injects one fault, checks the one-line error, compares file
+hashes and the registry before and after, and puts the project back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import file_hashes, free_port, make_project, run, update_params
+
+pytestmark = pytest.mark.slow
+WATCHED = ("data/stream", "data/experiences", "dvc.lock", "models/tame", "metrics", "plots")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    dest = make_project(tmp_path_factory.mktemp("faults") / "project")
+    run([sys.executable, "-m", "dvc", "repro", "register"], dest)
+    return dest
+
+
+def champion(project: Path) -> tuple[str, int]:
+    from clflow.registry import Registry
+
+    reg = Registry("clflow-tame", f"sqlite:///{project / 'mlflow.db'}")
+    return str(reg.version("champion").version), len(reg.table())
+
+
+def dvc_repro(project: Path, *targets: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", "repro", *targets], project, check=False,
+               env={**os.environ, **(env or {})})
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    own = [ln for ln in out.splitlines() if ln.startswith("error: ") and not ln.startswith("error: failed to")]
+    assert len(own) == 1, out
+    return own[0]
+
+
+class Unchanged:
+    """Context: the watched files and the registry are byte-identical afterwards."""
+
+    def __init__(self, project: Path):
+        self.project = project
+
+    def __enter__(self):
+        self.hashes, self.registry = file_hashes(self.project, *WATCHED), champion(self.project)
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            assert file_hashes(self.project, *WATCHED) == self.hashes
+            assert champion(self.project) == self.registry
+
+
+def edit(path: Path, old: str, new: str) -> str:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    return text
+
+
+def test_params_typo(project):
+    before = edit(project / "params.yaml", "  alpha:", "  alpah:")
+    try:
+        with Unchanged(project):
+            line = one_error_line(dvc_repro(project))
+        assert line == "error: params.yaml: field 'tame.alpah': unknown key; did you mean 'tame.alpha'?"
+    finally:
+        (project / "params.yaml").write_text(before)
+
+
+def test_bad_stream_directory(project, tmp_path):
+    import numpy as np
+    import polars as pl
+
+    from clflow.streams import load_stream, write_stream
+
+    bad = tmp_path / "stream"
+    write_stream(load_stream(project / "data" / "stream"), bad)
+    df = pl.read_parquet(bad / "train.parquet")
+    x = np.stack(df["x"].to_list())
+    x[5, 3] = np.inf
+    df.with_columns(pl.Series("x", x).cast(pl.List(pl.Float32))).write_parquet(bad / "train.parquet")
+    before = (project / "params.yaml").read_text()
+    update_params(project, {"stream": {"source": "parquet", "path": str(bad)}})
+    try:
+        with Unchanged(project):
+            line = one_error_line(dvc_repro(project, "prepare"))
+        assert line == f"error: {bad / 'train.parquet'}: field 'x': NaN or inf in features (first at row 5)"
+    finally:
+        (project / "params.yaml").write_text(before)
+
+
+def test_corrupt_checkpoint_is_kept_and_nothing_else_changes(project):
+    ckpt = project / "models" / "tame" / "seed_0.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 3])  # truncated, e.g. a full disk
+    try:
+        with Unchanged(project):  # includes the truncated checkpoint itself: kept as found, for inspection
+            line = one_error_line(dvc_repro(project, "register"))
+        assert line.startswith("error: models/tame/seed_0.pt: truncated or corrupt checkpoint")
+    finally:
+        ckpt.write_bytes(good)
+    assert "up to date" in dvc_repro(project, "register").stdout
+
+
+def test_sigkill_mid_training_leaves_no_half_outputs_and_recovers(project):
+    from clflow.checkpoint import load_checkpoint
+
+    before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 101")
+    try:
+        with Unchanged(project):
+            proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "tame"], cwd=project, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            for line in proc.stdout:  # kill once training is under way
+                if "Running stage 'tame'" in line:
+                    time.sleep(3)
+                    break
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        load_checkpoint(project / "models" / "tame" / "seed_0.pt")  # still a whole, readable checkpoint
+        # the next run needs no cleanup: no stale DVC lock, temp files are ignored by DVC
+        done = dvc_repro(project, "tame")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "up to date" in run([sys.executable, "-m", "dvc", "status", "tame"], project).stdout
+    finally:
+        (project / "params.yaml").write_text(before_params)
+        assert dvc_repro(project, "register").returncode == 0
+
+
+def test_unavailable_mlflow_server_is_named_in_bounded_time(project):
+    uri = f"http://127.0.0.1:{free_port()}"
+    with Unchanged(project):
+        t0 = time.monotonic()
+        proc = run([sys.executable, "stages/register.py"], project, check=False,
+                   env={**os.environ, "MLFLOW_TRACKING_URI": uri, "CLFLOW_SERVICE_TIMEOUT": "3"})
+        took = time.monotonic() - t0
+        line = one_error_line(proc)
+    assert line.startswith(f"error: {uri}/health: the MLflow tracking server did not answer within 3 s")
+    assert took < 60
+
+
+def test_unavailable_prefect_api_is_named_in_bounded_time(project):
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with Unchanged(project):
+        proc = run([sys.executable, "flows/pipeline.py", "--stage", "prepare"], project, check=False,
+                   env={**os.environ, "PREFECT_API_URL": url, "CLFLOW_SERVICE_TIMEOUT": "3"})
+        line = one_error_line(proc)
+    assert line.startswith(f"error: {url}/health: the Prefect API did not answer within 3 s")
+
+
+def test_concurrent_runs_wait_for_the_project_lock_or_stop_clearly(project):
+    from clflow.locks import project_lock
+
+    cmd = [sys.executable, "flows/pipeline.py", "--stage", "prepare", "--lock-timeout"]
+    with Unchanged(project):
+        with project_lock(project, timeout=0):
+            refused = run(cmd + ["1"], project, check=False)
+            waiter = subprocess.Popen(cmd + ["300"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            time.sleep(3)
+            assert waiter.poll() is None  # still waiting for us
+        out, err = waiter.communicate(timeout=300)
+    assert "the project is held by another run" in one_error_line(refused)
+    assert waiter.returncode == 0, out + err
+
+
+def test_failed_registration_keeps_the_champion(project):
+    # a model that cannot be read fails the register stage before any alias moves
+    ckpt = project / "models" / "tame" / "seed_0.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(b"not a checkpoint")
+    try:
+        with Unchanged(project):
+            one_error_line(run([sys.executable, "stages/register.py"], project, check=False))
+    finally:
+        ckpt.write_bytes(good)
