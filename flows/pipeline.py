@@ -40,8 +40,8 @@ def pipeline(project: str = ".", stages: list[str] | None = None, overrides: dic
     with project_lock(root, lock_timeout), pipeline_run(root) as env:
         if overrides:
             name = run_experiment(str(root), overrides, experiment, env, stages)
-            done, metrics = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}, \
-                experiment_metrics(root, name)
+            done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
+            metrics = experiment_metrics(root, name)
         else:
             done = {stage: run_stage(stage, str(root), env) for stage in stages or stage_names(root)}
             metrics = read_metrics(root / "metrics")

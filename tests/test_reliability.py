@@ -188,3 +188,23 @@ def test_failed_registration_keeps_the_champion(project):
             one_error_line(run([sys.executable, "stages/register.py"], project, check=False))
     finally:
         ckpt.write_bytes(good)
+
+
+def test_a_held_dvc_lock_is_retried_by_the_flow(project, prefect_api):
+    import threading
+
+    import zc.lockfile
+
+    from clflow.dvcrun import StageFailed, repro_stage
+    from conftest import load_flow
+
+    lock = zc.lockfile.LockFile(str(project / ".dvc" / "tmp" / "lock"))  # what a concurrent `dvc repro` holds
+    try:
+        with pytest.raises(StageFailed) as err:
+            repro_stage("prepare", project)
+        assert err.value.retryable and "Unable to acquire lock" in str(err.value)
+        threading.Timer(3.0, lock.close).start()  # the other `dvc repro` finishes
+        metrics = load_flow(project, "pipeline", "pipeline")(project=str(project), stages=["prepare"])
+    finally:
+        lock.close()
+    assert "tame" in metrics

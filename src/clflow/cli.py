@@ -20,19 +20,9 @@ from clflow.errors import StreamError, cli_errors
 
 def load_queries(path: Path, limit: int) -> pl.DataFrame:
     """Query rows from a parquet file with an `x` column (stream contract); y, if present, is shown."""
-    from clflow.streams.schema import read_features
+    from clflow.streams.schema import read_features, read_frame
 
-    if not path.exists():
-        raise StreamError("file not found", file=path)
-    try:
-        df = pl.read_parquet(path)
-    except Exception as exc:
-        raise StreamError(f"not a readable parquet file ({type(exc).__name__})", file=path) from None
-    if "x" not in df.columns:
-        raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field="x")
-    if df.height == 0:
-        raise StreamError("no rows to query", file=path)
-    df = df.head(limit)
+    df = read_frame(path, {"x"}, empty="no rows to query").head(limit)
     return df.with_columns(pl.Series("x", list(read_features(df, path))))
 
 

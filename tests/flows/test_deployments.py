@@ -50,6 +50,14 @@ def test_served_deployment_runs_to_completed(tmp_path, prefect_server):
     # it ran the real stage through DVC in the project
     assert (project / "data" / "stream" / "train.parquet").exists()
     assert "prepare:" in (project / "dvc.lock").read_text()
+    # the same prefect.yaml deploys to a process work pool (what `prefect worker start -p clflow` runs)
+    run([PREFECT, "work-pool", "create", "clflow", "--type", "process"], project, env=prefect_server)
+    run([PREFECT, "--no-prompt", "deploy", "--all"], project, env={**prefect_server, "PWD": str(project)})
+    pooled = deployments(prefect_server["PREFECT_API_URL"])
+    for name in ("nightly", "continual-update"):
+        assert pooled[name]["work_pool_name"] == "clflow"
+        step = pooled[name]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+        assert step["directory"] == str(project)
 
 
 def test_serve_without_a_server_names_the_api_url(tmp_path):

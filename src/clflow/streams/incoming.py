@@ -21,7 +21,7 @@ import polars as pl
 
 from clflow.errors import StreamError
 from clflow.io import write_json, write_parquet
-from clflow.streams.schema import Split, Stream, _int_column, check_duplicates, read_features
+from clflow.streams.schema import Split, Stream, _int_column, check_duplicates, read_features, read_frame
 
 SPLITS = ("train", "test")
 SOURCES_FILE = "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
@@ -36,21 +36,6 @@ class Experience:
     test_X: np.ndarray
     test_y: np.ndarray
     task: int | None
-
-
-def _read(path: Path) -> pl.DataFrame:
-    if not path.exists():
-        raise StreamError("file not found", file=path)
-    try:
-        df = pl.read_parquet(path)
-    except Exception as exc:  # polars raises several types for a corrupt file
-        raise StreamError(f"not a readable parquet file ({type(exc).__name__})", file=path) from None
-    missing = {"x", "y"} - set(df.columns)
-    if missing:
-        raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0])
-    if df.height == 0:
-        raise StreamError("no rows: the experience is empty", file=path)
-    return df
 
 
 def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np.ndarray:
@@ -72,7 +57,7 @@ def read_experience(path: str | Path, n_features: int, n_classes: int, *, test_s
                     seed: int = 0) -> Experience:
     """Read and validate one incoming experience file against the stream it joins."""
     path = Path(path)
-    df = _read(path)
+    df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty")
     X = read_features(df, path)
     if X.shape[1] != n_features:
         raise StreamError(f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x")

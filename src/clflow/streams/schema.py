@@ -94,19 +94,25 @@ def _int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
     return col.to_numpy()
 
 
-def read_split(path: Path, n_classes: int | None) -> Split:
-    """Read and validate one parquet split."""
+def read_frame(path: Path, required: set[str], empty: str = "no rows: the stream is empty") -> pl.DataFrame:
+    """A parquet file with the `required` columns and at least one row, or a one-line StreamError."""
     if not path.exists():
         raise StreamError("file not found", file=path)
     try:
         df = pl.read_parquet(path)
     except Exception as exc:  # polars raises several types for a corrupt file
         raise StreamError(f"not a readable parquet file ({type(exc).__name__})", file=path) from None
-    missing = REQUIRED - set(df.columns)
+    missing = required - set(df.columns)
     if missing:
         raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0])
     if df.height == 0:
-        raise StreamError("no rows: the stream is empty", file=path)
+        raise StreamError(empty, file=path)
+    return df
+
+
+def read_split(path: Path, n_classes: int | None) -> Split:
+    """Read and validate one parquet split."""
+    df = read_frame(path, REQUIRED)
     X = read_features(df, path)
     y = _int_column(df, "y", path).astype(np.int64)
     check_duplicates(df, path)
