@@ -62,4 +62,4 @@ bench: install  ## run the benchmarks (prints tables)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:  ## remove generated state (keeps .venv)
-	rm -rf mlflow.db mlruns .prefect .clflow metrics plots models data/stream
+	rm -rf mlflow.db .mlflow.db.*.lock mlruns .prefect .clflow metrics plots models data/stream

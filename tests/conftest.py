@@ -56,7 +56,7 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n/models/\n.clflow/\n")
+    (dest / ".gitignore").write_text("mlflow.db\n.mlflow.db.*.lock\nmlruns/\n/models/\n.clflow/\n")
     update_params(dest, {**FAST_PARAMS, **(overrides or {})})
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)
