@@ -55,6 +55,17 @@ def test_champion_is_rescored_on_the_same_test_set(registry):
     assert decision.promote and "0.6000" in decision.reason
 
 
+def test_a_champion_that_cannot_be_rescored_keeps_its_recorded_score(registry):
+    v1, v2 = new_version(registry), new_version(registry)
+    registry.consider(v1, {"avg_accuracy": 0.9, "forgetting": 0.0}, 0.02)
+
+    def broken(uri):
+        raise OSError("artifacts deleted")
+
+    decision = registry.consider(v2, {"avg_accuracy": 0.8, "forgetting": 0.0}, 0.02, evaluate=broken)
+    assert not decision.promote and "0.9000" in decision.reason
+
+
 def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
     v1, v2 = new_version(registry), new_version(registry)
     registry.consider(v1, {"avg_accuracy": 0.8, "forgetting": 0.1}, 0.02)

@@ -114,7 +114,11 @@ class Registry:
             if champ is not None:
                 champ_metrics = self.metrics(champ)
                 if evaluate is not None:
-                    champ_metrics["avg_accuracy"] = evaluate(f"models:/{self.name}/{champ.version}")
+                    try:
+                        champ_metrics["avg_accuracy"] = evaluate(f"models:/{self.name}/{champ.version}")
+                    except Exception as exc:  # e.g. its artifacts were deleted: fall back to its recorded score
+                        log.warning("champion version %s could not be re-scored (%s); using its recorded "
+                                    "avg_accuracy", champ.version, exc)
             decision = decide(metrics, champ_metrics, max_forgetting_increase)
             if decision.promote:
                 self._promote(version, str(champ.version) if champ else "", "promoted", decision.reason)

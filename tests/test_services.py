@@ -1,0 +1,40 @@
+"""Bounded service checks: a dead URI is named within the timeout; a live one passes."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from clflow.services import ServiceUnavailable, check_tracking_uri, wait_for
+from conftest import free_port
+
+
+def test_dead_uri_is_named_within_the_timeout():
+    url = f"http://127.0.0.1:{free_port()}/health"
+    t0 = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as err:
+        wait_for(url, 1.5, "the thing")
+    assert time.monotonic() - t0 < 6
+    assert err.value.line().startswith(f"{url}: the thing did not answer within 1.5 s")
+
+
+def test_live_server_passes_and_file_stores_need_no_check():
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_tracking_uri(f"http://127.0.0.1:{server.server_port}", timeout=5)
+    finally:
+        server.shutdown()
+    check_tracking_uri("sqlite:///nowhere/mlflow.db", timeout=0)
