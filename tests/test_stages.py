@@ -9,7 +9,14 @@ import pytest
 from conftest import ROOT, run
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "stages").glob("*.py")) + ["../flows/pipeline.py"])
+def entry_points() -> list[str]:
+    """Every script a user runs: stages, and the flows and benchmarks that have a `__main__`."""
+    scripts = [p for d in ("stages", "flows", "bench") for p in sorted((ROOT / d).glob("*.py"))
+               if d == "stages" or '__name__ == "__main__"' in p.read_text()]
+    return [f"../{p.parent.name}/{p.name}" for p in scripts]
+
+
+@pytest.mark.parametrize("script", entry_points())
 def test_help(script):
     out = run([sys.executable, str(ROOT / "stages" / script), "--help"], ROOT).stdout
     assert "usage:" in out
