@@ -9,7 +9,6 @@ than `register.max_forgetting_increase`. Writes the decision to metrics/register
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from clflow.checkpoint import load_checkpoint
@@ -19,8 +18,6 @@ from clflow.io import write_json
 from clflow.metrics import forgetting
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
-
-log = logging.getLogger("clflow.register")
 
 
 def evaluator(stream: Stream):
@@ -55,20 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     with stage_run("register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment) as run:
         info = log_tame_model(ckpt_path, stream.test.X[:2], registered_model_name=cfg.model_name)
         version = str(info.registered_model_version)
-        metrics = {"avg_accuracy": evaluate(f"models:/{cfg.model_name}/{version}"), "forgetting": forgetting(ckpt["R"])}
+        metrics = {"avg_accuracy": evaluate(f"models:/{cfg.model_name}/{version}"),
+                   "forgetting": forgetting(ckpt["R"])}
         registry = Registry(cfg.model_name, tracking_uri(), cfg.lock_timeout)
-        registry.client.set_model_version_tag(cfg.model_name, version, "clflow.run_id", run.info.run_id)
-        registry.client.set_model_version_tag(cfg.model_name, version, "clflow.experiences",
-                                              str(stream.n_experiences))
+        registry.tag(version, **{"clflow.run_id": run.info.run_id, "clflow.experiences": str(stream.n_experiences)})
         decision = registry.consider(version, metrics, cfg.max_forgetting_increase, evaluate)
         champion = registry.version("champion")
         out = {**metrics, "version": int(version), "promoted": int(decision.promote),
                "champion_version": int(champion.version) if champion else 0, "reason": decision.reason}
         mlflow.log_metrics({k: float(v) for k, v in out.items() if k != "reason"})
         mlflow.set_tag("clflow.decision", decision.reason)
-    write_json(args.metrics, out)
-    log.info("%s version %s: %s (%s)", cfg.model_name, version, "champion" if decision.promote else "challenger",
-             decision.reason)
+    write_json(args.metrics, out)  # the decision itself is logged by the registry
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from clflow.dvcrun import own_errors
 from conftest import file_hashes, free_port, make_project, run, update_params
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ def dvc_repro(project: Path, *targets: str, env: dict | None = None) -> subproce
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out, out
-    own = [ln for ln in out.splitlines() if ln.startswith("error: ") and not ln.startswith("error: failed to")]
+    own = own_errors(out)
     assert len(own) == 1, out
     return own[0]
 

@@ -10,7 +10,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from clflow.errors import ClflowError
@@ -51,6 +51,6 @@ def file_lock(path: str | Path, timeout: float = 0.0, what: str = "lock") -> Ite
         os.close(fd)
 
 
-def project_lock(project: str | Path, timeout: float) -> contextmanager:
+def project_lock(project: str | Path, timeout: float) -> AbstractContextManager[None]:
     """The lock every pipeline or continual-update run of `project` holds while it runs."""
     return file_lock(Path(project) / ".clflow" / "run.lock", timeout, what="the project")

@@ -95,9 +95,13 @@ class Registry:
     def metrics(version) -> dict[str, float]:
         return {k: float(version.tags[k]) for k in METRICS if k in version.tags}
 
-    def _tag(self, version: str, **tags: str) -> None:
+    def tag(self, version: str, **tags: str) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
+
+    def _decision_lock(self):
+        """Held while the champion is read and moved, so decisions never interleave."""
+        return file_lock(lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision")
 
     def consider(self, version: str, metrics: Mapping[str, float], max_forgetting_increase: float,
                  evaluate: Callable[[str], float] | None = None) -> Decision:
@@ -106,8 +110,8 @@ class Registry:
         `evaluate(model_uri)` measures the champion's avg accuracy on the candidate's test set.
         """
         version = str(version)
-        self._tag(version, **{k: repr(float(metrics[k])) for k in METRICS})
-        with file_lock(lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision"):
+        self.tag(version, **{k: repr(float(metrics[k])) for k in METRICS})
+        with self._decision_lock():
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
             champ = self.version(CHAMPION)
             champ_metrics = None
@@ -123,20 +127,20 @@ class Registry:
             if decision.promote:
                 self._promote(version, str(champ.version) if champ else "", "promoted", decision.reason)
             else:
-                self._tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason})
+                self.tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason})
         log.info("%s version %s: %s (%s)", self.name, version, "promoted" if decision.promote else "not promoted",
                  decision.reason)
         return decision
 
     def _promote(self, version: str, previous: str, decision: str, reason: str) -> None:
         # tags first, alias last: a crash in between leaves the old champion in place
-        self._tag(version, **{TAG_DECISION: decision, TAG_REASON: reason, TAG_PREVIOUS: previous})
+        self.tag(version, **{TAG_DECISION: decision, TAG_REASON: reason, TAG_PREVIOUS: previous})
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
     def promote(self, version: str | int, reason: str = "promoted by hand") -> None:
         """Make `version` the champion regardless of metrics (the previous one is recorded)."""
         version = str(self.get(version).version)
-        with file_lock(lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision"):
+        with self._decision_lock():
             champ = self.version(CHAMPION)
             if champ is not None and str(champ.version) == version:
                 return
@@ -144,7 +148,7 @@ class Registry:
 
     def rollback(self, reason: str = "rolled back by hand") -> str:
         """Restore the champion's predecessor; return the restored version."""
-        with file_lock(lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision"):
+        with self._decision_lock():
             champ = self.version(CHAMPION)
             if champ is None:
                 raise RegistryError("no champion to roll back", file=self.uri, field=self.name)
@@ -153,7 +157,7 @@ class Registry:
                 raise RegistryError(f"champion version {champ.version} has no predecessor", file=self.uri,
                                     field=self.name)
             self.get(previous)
-            self._tag(str(champ.version), **{TAG_DECISION: "rolled_back", TAG_REASON: reason})
+            self.tag(str(champ.version), **{TAG_DECISION: "rolled_back", TAG_REASON: reason})
             self.client.set_registered_model_alias(self.name, CHAMPION, previous)
         return previous
 

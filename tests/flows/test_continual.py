@@ -60,6 +60,7 @@ def test_only_bad_files_change_nothing(updated_project):
     x = np.stack(pl.read_parquet(bad)["x"].to_list())[:, :10]
     pl.DataFrame({"x": x.tolist(), "y": list(range(len(x)))}).write_parquet(bad)  # wrong feature length
     result = load_flow(project, "continual", "continual_update")(project=str(project))
-    assert result["accepted"] == [] and result["stages"] == {} and "feature length 10" in result["rejected"]["short.parquet"]
+    assert result["accepted"] == [] and result["stages"] == {}
+    assert "feature length 10" in result["rejected"]["short.parquet"]
     assert file_hashes(project, *watched) == before
     assert registry(project).version("champion").version == champion

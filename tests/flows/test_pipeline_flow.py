@@ -37,7 +37,8 @@ def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
     assert md and "dvc exp run mem50" in md[0].data and "MLflow run:" in md[0].data
     # a second experiment; `dvc metrics diff` compares the two
     pipeline(project=str(project), stages=["baselines"], overrides={"baselines.memory": 150}, experiment="mem150")
-    diff = json.loads(run([sys.executable, "-m", "dvc", "metrics", "diff", "mem50", "mem150", "--json"], project).stdout)
+    diff = run([sys.executable, "-m", "dvc", "metrics", "diff", "mem50", "mem150", "--json"], project).stdout
+    diff = json.loads(diff)
     replay = diff["metrics/baselines.json"]["replay.avg_accuracy"]
     assert replay["old"] != replay["new"]
 

@@ -21,7 +21,8 @@ import polars as pl
 
 from clflow.errors import StreamError
 from clflow.io import write_json, write_parquet
-from clflow.streams.schema import Split, Stream, _int_column, check_duplicates, read_features, read_frame
+from clflow.streams.schema import (Split, Stream, check_duplicates, check_labels, int_column, read_features,
+                                  read_frame)
 
 SPLITS = ("train", "test")
 SOURCES_FILE = "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
@@ -61,13 +62,11 @@ def read_experience(path: str | Path, n_features: int, n_classes: int, *, test_s
     X = read_features(df, path)
     if X.shape[1] != n_features:
         raise StreamError(f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x")
-    y = _int_column(df, "y", path).astype(np.int64)
-    if y.min() < 0 or y.max() >= n_classes:
-        bad = int(y[(y < 0) | (y >= n_classes)][0])
-        raise StreamError(f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y")
+    y = int_column(df, "y", path).astype(np.int64)
+    check_labels(y, n_classes, path)
     task = None
     if "task" in df.columns:
-        tasks = np.unique(_int_column(df, "task", path))
+        tasks = np.unique(int_column(df, "task", path))
         if len(tasks) != 1 or tasks[0] < 0:
             raise StreamError(f"one experience has one task id >= 0, got {tasks.tolist()[:5]}", file=path,
                               field="task")
@@ -149,9 +148,10 @@ def intake(incoming: str | Path, experiences: str | Path, stream: Stream, *, tes
            seed: int = 0) -> Intake:
     """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move aside.
 
-    Accepted files are written (atomically) into `experiences` before the source is
-    removed, so a crash in between loses nothing (the file is merely seen twice, and
-    the second copy is rejected as a duplicate).
+    An accepted file is written (atomically) into `experiences` and its digest recorded
+    before the source is removed, so a crash never loses a file: after one between the
+    record and the removal, the source is rejected next time as already accepted. A crash
+    between the write and the record (two renames apart) would accept it a second time.
     """
     incoming, experiences = Path(incoming), Path(experiences)
     seen = {entry.get("sha256") for entry in _sources(experiences).values()}
@@ -174,7 +174,6 @@ def intake(incoming: str | Path, experiences: str | Path, stream: Stream, *, tes
         accepted.append(str(out))
         index += 1
     return Intake(accepted, rejected)
-
 
 
 def _sources(experiences: Path) -> dict[str, dict]:

@@ -84,7 +84,14 @@ def check_duplicates(df: pl.DataFrame, path: Path) -> None:
                           file=path, field="x")
 
 
-def _int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
+def check_labels(y: np.ndarray, n_classes: int, path: Path) -> None:
+    """Every label indexes classes.json; name the first that does not."""
+    if y.min() < 0 or y.max() >= n_classes:
+        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        raise StreamError(f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y")
+
+
+def int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
     dtype = df.schema[name]
     if not dtype.is_integer():
         raise StreamError(f"expected an integer column, got {dtype}", file=path, field=name)
@@ -114,13 +121,12 @@ def read_split(path: Path, n_classes: int | None) -> Split:
     """Read and validate one parquet split."""
     df = read_frame(path, REQUIRED)
     X = read_features(df, path)
-    y = _int_column(df, "y", path).astype(np.int64)
+    y = int_column(df, "y", path).astype(np.int64)
     check_duplicates(df, path)
-    exp = _int_column(df, "experience", path).astype(np.int32)
-    task = _int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()
-    if n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
-        bad = int(y[(y < 0) | (y >= n_classes)][0])
-        raise StreamError(f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y")
+    exp = int_column(df, "experience", path).astype(np.int32)
+    task = int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()
+    if n_classes is not None:
+        check_labels(y, n_classes, path)
     if exp.min() < 0:
         raise StreamError("negative experience index", file=path, field="experience")
     present = np.unique(exp)
