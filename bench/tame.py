@@ -1,10 +1,11 @@
 """Benchmark TAME against its targets (issue 3); prints markdown tables.
 
-    python bench/tame.py [--seeds 0 1 2] [--epochs 5]
+    python bench/tame.py [--seeds 0 1 2] [--epochs 5] [--streams NAME ...]
 
-Everything is measured in this run: TAME on four streams, replay with TAME's
-total buffer memory, throughput with and without detection, and an incremental
-update against a full retrain.
+Everything is measured in this run: TAME on six streams; experience replay
+(standard, told the boundaries) and online replay (a reservoir, boundary-free
+like TAME), each with TAME's total buffer memory; throughput with and without
+detection; and an incremental update against a full retrain.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import numpy as np
 
 from clflow.config import StreamConfig, TameConfig, TrainConfig
 from clflow.evaluation import run_stream
-from clflow.learners import learner_from_config
-from clflow.plugins import ReplayPlugin
+from clflow.learners import learner_for_method
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame import TameLearner
 from clflow.tame.evaluate import tame_scores
@@ -33,7 +33,10 @@ STREAMS = {
     "Permuted-Digits (domain-incr.)": StreamConfig(source="permuted_digits", experiences=5),
     "Recurring A B A C B (permuted)": StreamConfig(source="permuted_digits", experiences=3, tasks=[0, 1, 0, 2, 1]),
     "Stationary (digits, 5 chunks)": StreamConfig(source="digits", experiences=1, tasks=[0, 0, 0, 0, 0]),
+    "Split-MNIST-1D (class-incr.)": StreamConfig(source="mnist1d", experiences=5),
+    "Permuted-MNIST-1D (domain-incr.)": StreamConfig(source="permuted_mnist1d", experiences=5),
 }
+REPLAYS = ("replay", "replay_online")
 KEYS = ["avg_accuracy", "forgetting", "detection_f1", "detection_delay", "false_alarms", "n_experts",
         "selector_accuracy", "oracle_avg_accuracy"]
 
@@ -42,11 +45,12 @@ def fmt(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
 
 
-def quality(train: TrainConfig, tame: TameConfig, seeds: list[int]) -> dict[str, dict[str, list[float]]]:
+def quality(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str],
+            ) -> dict[str, dict[str, list[float]]]:
     table: dict[str, dict[str, list[float]]] = {}
-    for name, cfg in STREAMS.items():
-        stream = build_stream(cfg.model_copy(update={"seed": 0}))
-        rows = table.setdefault(name, {k: [] for k in KEYS + ["replay_same_memory", "memory"]})
+    for name in names:
+        stream = build_stream(STREAMS[name].model_copy(update={"seed": 0}))
+        rows = table.setdefault(name, {k: [] for k in KEYS + [*REPLAYS, "memory"]})
         for seed in seeds:
             learner = make_tame(stream, train, tame, seed)
             result = run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed)
@@ -54,10 +58,10 @@ def quality(train: TrainConfig, tame: TameConfig, seeds: list[int]) -> dict[str,
             for k in KEYS:
                 rows[k].append(scores[k])
             memory = sum(len(e.buffer) for e in learner.experts_.values())
-            replay = learner_from_config(len(stream.classes), train, stream.shape, seed,
-                                         [ReplayPlugin(memory, seed=seed)])
-            rows["replay_same_memory"].append(run_stream(replay, stream, batch_size=train.batch_size,
-                                                         epochs=train.epochs, seed=seed).metrics()["avg_accuracy"])
+            for method in REPLAYS:
+                replay = learner_for_method(method, stream, train, seed, memory)
+                rows[method].append(run_stream(replay, stream, batch_size=train.batch_size, epochs=train.epochs,
+                                               seed=seed).metrics()["avg_accuracy"])
             rows["memory"].append(memory)
         print(f"  {name}: done", file=sys.stderr)
     return table
@@ -116,17 +120,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    parser.add_argument("--quality-only", action="store_true", help="skip throughput and incremental timing")
     args = parser.parse_args()
     train, tame = TrainConfig(epochs=args.epochs, seeds=args.seeds), TameConfig()
 
-    table = quality(train, tame, args.seeds)
+    table = quality(train, tame, args.seeds, args.streams)
     print(f"\n### TAME quality ({len(args.seeds)} seeds, mean ± std)\n")
-    print("| stream | avg acc | replay, same memory | forgetting | detection F1 | delay (batches) | false alarms "
-          "| experts | selector acc | oracle-routed acc |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| stream | avg acc | experience replay, same memory | online replay, same memory | memory | forgetting "
+          "| detection F1 | delay (batches) | false alarms | experts | selector acc | oracle-routed acc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in table.items():
-        print(f"| {name} | {fmt(r['avg_accuracy'])} | {fmt(r['replay_same_memory'])} (mem {np.mean(r['memory']):.0f}) | "
-              + " | ".join(fmt(r[k]) for k in KEYS[1:]) + " |")
+        print(f"| {name} | {fmt(r['avg_accuracy'])} | {fmt(r['replay'])} | {fmt(r['replay_online'])} | "
+              f"{np.mean(r['memory']):.0f} | " + " | ".join(fmt(r[k]) for k in KEYS[1:]) + " |")
+    if args.quality_only:
+        return
 
     print("\n### Training throughput (batches/s in partial_fit, median)\n")
     print("| stream | without detection | with detection | ratio |")

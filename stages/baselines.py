@@ -25,7 +25,7 @@ log = logging.getLogger("clflow.baselines")
 def run_method(method: str, stream: Stream, train: TrainConfig, cfg: BaselinesConfig,
                ) -> tuple[list[RunResult], ContinualLearner]:
     """All seeds of one method; returns the results and the first seed's learner."""
-    runs = run_seeds(lambda seed: learner_for_method(method, len(stream.classes), train, stream.shape, seed, cfg.memory),
+    runs = run_seeds(lambda seed: learner_for_method(method, stream, train, seed, cfg.memory),
                      stream, train, cumulative=method == "joint", desc=method)
     return [r for _, r in runs], runs[0][0]  # type: ignore[return-value]
 

@@ -37,7 +37,7 @@ def load_flow_module():
 
 def finetune_accuracy(stream, train) -> float:
     """The finetune baseline on the same class sequence: accuracy on all test rows at the end."""
-    learner = learner_from_config(len(stream.classes), train, stream.shape, train.seeds[0])
+    learner = learner_from_config(stream, train, train.seeds[0])
     run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=train.seeds[0])
     return float(np.mean(learner.predict(stream.test.X) == stream.test.y))
 

@@ -37,7 +37,7 @@ def compare(stream: Stream, language: np.ndarray, train: TrainConfig, cfg: Lingo
     for method in cfg.methods:
         for head in cfg.heads:
             make = lambda seed: learner_for_method(  # noqa: E731
-                method, len(stream.classes), train, stream.shape, seed, memory,
+                method, stream, train, seed, memory,
                 targets=head_targets(head, language, seed), mask_unseen=True)
             out.setdefault(method, {})[head] = [r for _, r in run_seeds(make, stream, train, desc=f"{method}/{head}")]
     return out

@@ -1,7 +1,9 @@
 """DVC stage `prepare`: build the stream directory described by params.yaml `stream`.
 
 Experiences accepted by the continual update (`data/experiences/`) are appended
-after the built ones, in arrival order.
+after the built ones, in arrival order. Identical rows are counted, then kept,
+dropped or refused (`stream.duplicates`); the counts, the test rows that leak from
+train, and the input normalizer (`stream.normalize`) go into `meta.json`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from clflow.errors import ConfigError, cli_errors
 from clflow.io import atomic_dir
 from clflow.stage import stage_args
 from clflow.streams import Stream, build_stream, write_stream
+from clflow.streams.duplicates import apply_policy
 from clflow.streams.incoming import append_experiences
 from clflow.tracking import stage_run
 
@@ -41,9 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:  # e.g. more experiences than classes
         raise ConfigError(str(exc), file=args.params, field="stream") from None
     stream = append_experiences(stream, args.experiences)
+    where = params.stream.path if params.stream.source == "parquet" else f"stream.source {params.stream.source}"
+    stream, dups = apply_policy(stream, params.stream.duplicates, where)
     with atomic_dir(args.out) as tmp:
-        write_stream(stream, tmp)
-    stats = describe(stream)
+        write_stream(stream, tmp, {"duplicates": dups.to_dict()})
+    stats = {**describe(stream), "duplicate_train_rows": dups.train, "duplicate_test_rows": dups.test,
+             "test_rows_in_train": dups.test_in_train}
     log.info("wrote %s: %s", args.out, stats)
     with stage_run("prepare", {"stream": params.stream.model_dump()}, params.tracking.experiment):
         import mlflow

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def augmented(stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalCon
     for method in ("finetune", "replay"):
         alone, blended = [], []
         for seed in train.seeds:
-            learner = learner_for_method(method, len(stream.classes), train, stream.shape, seed, memory)
+            learner = learner_for_method(method, stream, train, seed, memory)
             a, w = augmented_run(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
                                  k=cfg.k, weight=cfg.weight, config=bank, embed_with_model=cfg.embedding == "model")
             alone.append(a.metrics())
@@ -47,7 +48,7 @@ def augmented(stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalCon
 
 def replay_variants(stream: Stream, train: TrainConfig, memory: int) -> dict:
     def learner(make, seed: int):
-        return learner_from_config(len(stream.classes), train, stream.shape, seed, [make(memory, seed)])
+        return learner_from_config(stream, train, seed, [make(memory, seed)])
 
     return {name: mean_std([r.metrics() for _, r in run_seeds(lambda seed: learner(make, seed), stream, train,
                                                                 desc=name)])
@@ -58,10 +59,10 @@ def embedder(stream: Stream, train: TrainConfig, cfg: RetrievalConfig, memory: i
     """Raw features, or the penultimate features of a replay learner trained without the held-out classes."""
     if cfg.embedding == "raw":
         return lambda X: X
-    learner = learner_for_method("replay", len(stream.classes), train, stream.shape, train.seeds[0], memory)
+    learner = learner_for_method("replay", stream, train, train.seeds[0], memory)
     keep = ~np.isin(stream.train.y, held_out)
-    run_stream(learner, Stream(stream.train.select(keep), stream.test.select(~np.isin(stream.test.y, held_out)),
-                               stream.classes, stream.shape),
+    run_stream(learner, replace(stream, train=stream.train.select(keep),
+                                test=stream.test.select(~np.isin(stream.test.y, held_out))),
                batch_size=train.batch_size, epochs=train.epochs, seed=train.seeds[0])
     return learner.features
 

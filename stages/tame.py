@@ -31,7 +31,7 @@ log = logging.getLogger("clflow.tame")
 def make_tame(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int,
               targets: np.ndarray | None = None) -> TameLearner:
     """TAME whose experts clone the `train` learner (with language targets when tame.head is lingo)."""
-    expert = learner_from_config(len(stream.classes), train, stream.shape, seed, targets=targets)
+    expert = learner_from_config(stream, train, seed, targets=targets)
     return TameLearner(expert, seed=seed, **cfg.model_dump(exclude={"match_tolerance", "head"}))
 
 

@@ -18,7 +18,7 @@ def dvc(project, *args, check=True):
 
 def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
     metrics = json.loads((built_project / "metrics" / "baselines.json").read_text())
-    assert set(metrics) == {"finetune", "replay", "joint"}
+    assert set(metrics) == {"finetune", "replay", "replay_online", "joint"}
     for vals in metrics.values():
         assert {"avg_accuracy", "forgetting", "bwt", "fwt"} <= set(vals)
     # catastrophic forgetting on Split-Digits: finetune far below joint, replay in between
@@ -37,6 +37,39 @@ def test_repro_writes_tame_outputs(built_project):
     assert (built_project / "models" / "tame" / "seed_0.pt").stat().st_size > 0
     for name in ("loss.png", "matrix.png", "loss.csv"):
         assert (built_project / "plots" / "tame" / name).stat().st_size > 0
+
+
+def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path):
+    """A recurring task's test rows appear under each of its experiences: the stream loads, the
+    stages run, and meta.json records the duplicate counts and the normalizer."""
+    project = make_project(tmp_path / "recurring", {
+        "stream": {"source": "permuted_mnist1d", "experiences": 3, "tasks": [0, 1, 0, 2, 1], "limit": 1200},
+        "baselines": {"methods": ["replay", "replay_online"], "memory": 100}})
+    dvc(project, "repro", "baselines", "tame")
+    meta = json.loads((project / "data" / "stream" / "meta.json").read_text())
+    assert meta["duplicates"] == {"train": 0, "test": 0, "test_in_train": 0, "policy": "keep", "dropped": 0}
+    assert meta["normalize"]["kind"] == "standard" and len(meta["normalize"]["mean"]) == 40
+    base = json.loads((project / "metrics" / "baselines.json").read_text())
+    assert set(base) == {"replay", "replay_online"}
+    tame = json.loads((project / "metrics" / "tame.json").read_text())
+    assert tame["n_experts"] <= 4 and 0 < tame["avg_accuracy"] <= 1  # three tasks, a recurring one reused
+    # the policy is a parameter: refusing duplicates stops prepare with one line and keeps the stream
+    from conftest import file_hashes, update_params
+
+    before = file_hashes(project, "data/stream")
+    update_params(project, {"stream": {"duplicates": "error", "source": "parquet",
+                                       "path": str(project / "dup")}})
+    import shutil
+
+    import polars as pl
+
+    shutil.copytree(project / "data" / "stream", project / "dup")
+    train = pl.read_parquet(project / "dup" / "train.parquet")
+    pl.concat([train, train.head(3)]).write_parquet(project / "dup" / "train.parquet")
+    proc = dvc(project, "repro", "prepare", check=False)
+    assert proc.returncode != 0
+    assert "stream.duplicates" in proc.stderr + proc.stdout and "3 duplicate rows" in proc.stderr + proc.stdout
+    assert file_hashes(project, "data/stream") == before
 
 
 def test_second_repro_has_nothing_to_do(built_project):

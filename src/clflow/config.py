@@ -14,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clflow.errors import ConfigError
 
-SOURCES = ("digits", "permuted_digits", "rotated_digits", "mnist", "fashion_mnist", "cifar10", "parquet")
+SOURCES = ("digits", "permuted_digits", "rotated_digits", "mnist1d", "permuted_mnist1d", "mnist", "fashion_mnist",
+           "cifar10", "parquet")
+DOMAIN_SOURCES = ("permuted_digits", "rotated_digits", "permuted_mnist1d")  # every class in every task
+FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
 
 
 class Section(BaseModel):
@@ -32,6 +35,11 @@ class StreamConfig(Section):
     test_size: float = Field(0.3, gt=0.0, lt=1.0)
     rotation_step: float = Field(30.0, description="degrees between consecutive rotated_digits tasks")
     limit: int = Field(0, ge=0, description="keep at most this many source rows (0 = all)")
+    duplicates: Literal["keep", "drop", "error"] = Field(
+        "keep", description="identical rows: keep (counted in meta.json), drop later repeats, or stop")
+    normalize: Literal["none", "standard"] = Field(
+        "standard", description="per-feature scaling fitted on the first experience's training rows, applied "
+                                "inside every model (models take raw features)")
 
     @model_validator(mode="after")
     def _tasks_in_range(self) -> StreamConfig:
@@ -41,7 +49,7 @@ class StreamConfig(Section):
             bad = [t for t in self.tasks if not 0 <= t < self.experiences]
             if bad:
                 raise ValueError(f"task ids {bad} outside 0..{self.experiences - 1}")
-        if self.source in ("mnist", "fashion_mnist", "cifar10", "parquet") and not self.path:
+        if self.source in FILE_SOURCES and not self.path:
             raise ValueError(f"source '{self.source}' reads a local directory: set stream.path")
         return self
 
@@ -62,8 +70,9 @@ class TrainConfig(Section):
 
 
 class BaselinesConfig(Section):
-    methods: list[Literal["finetune", "replay", "joint"]] = ["finetune", "replay", "joint"]
-    memory: int = Field(200, ge=1, description="replay buffer size in samples")
+    methods: list[Literal["finetune", "replay", "replay_online", "joint"]] = [
+        "finetune", "replay", "replay_online", "joint"]
+    memory: int = Field(200, ge=1, description="replay buffer size in samples (both replay methods)")
 
 
 class TameConfig(Section):

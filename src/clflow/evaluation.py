@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -12,6 +13,13 @@ from clflow.metrics import summarize
 from clflow.streams import Split, Stream, iter_batches
 
 Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class BoundaryAware(Protocol):
+    """A learner that is told when an experience ends (experience replay needs it; TAME must not)."""
+
+    def end_experience(self, X: np.ndarray, y: np.ndarray) -> object: ...
 
 
 @dataclass
@@ -33,12 +41,18 @@ def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> 
 
 def fit_experience(learner, X: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
                    experience: int) -> int:
-    """`epochs` shuffled passes over one experience's rows; returns the number of batches."""
+    """`epochs` shuffled passes over one experience's rows; returns the number of batches.
+
+    A learner that takes boundaries (ContinualLearner.end_experience) is told the
+    experience ended; a task-agnostic one (TAME) only ever sees the batches.
+    """
     n = 0
     for epoch in range(epochs):
         for xb, yb in iter_batches(X, y, batch_size, seed=seed * 100_003 + experience * 101 + epoch):
             learner.partial_fit(xb, yb)
             n += 1
+    if isinstance(learner, BoundaryAware):
+        learner.end_experience(X, y)
     return n
 
 

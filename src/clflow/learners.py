@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import make_backbone, make_head, resolve_device
+from clflow.models import make_backbone, make_head, resolve_device, scaled_input
 from clflow.plugins import Plugin
+from clflow.streams.normalize import Normalizer
+from clflow.streams.schema import Stream
 
 
 class NotFittedError(RuntimeError):
@@ -28,12 +30,14 @@ class ParamsMixin:
 class ContinualLearner(ParamsMixin):
     """A backbone and a linear head over all classes, trained one batch at a time.
 
-    With no plugins this is naive finetuning; add a ReplayPlugin for rehearsal.
+    With no plugins this is naive finetuning; add a replay plugin for rehearsal. With a
+    `normalizer` the model's first layer scales raw features, so it takes raw input.
     """
 
     def __init__(self, n_classes: int, *, backbone: str = "mlp", hidden: int = 256, lr: float = 1e-3,
                  shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
-                 plugins: Sequence[Plugin] = (), targets: np.ndarray | None = None, mask_unseen: bool = False):
+                 plugins: Sequence[Plugin] = (), targets: np.ndarray | None = None, mask_unseen: bool = False,
+                 normalizer: Normalizer | None = None):
         self.n_classes = n_classes
         self.backbone = backbone
         self.hidden = hidden
@@ -44,13 +48,14 @@ class ContinualLearner(ParamsMixin):
         self.plugins = list(plugins)
         self.targets = targets  # frozen class targets (LingoCL) instead of a one-hot head
         self.mask_unseen = mask_unseen  # the head only scores classes seen so far (a growing head)
+        self.normalizer = normalizer
 
     def initialize(self, n_features: int) -> ContinualLearner:
         """Build the untrained model (its accuracy is the FWT reference b_j)."""
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            body = make_backbone(self.backbone, n_features, self.hidden, self.shape)
+            body = scaled_input(make_backbone(self.backbone, n_features, self.hidden, self.shape), self.normalizer)
             self.model_ = nn.Sequential(body, make_head(body.out_dim, self.n_classes, self.targets)).to(self.device_)
         self.seen_ = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device_)
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
@@ -100,6 +105,15 @@ class ContinualLearner(ParamsMixin):
             p.after_step(X, y)
         return self
 
+    def end_experience(self, X: np.ndarray, y: np.ndarray) -> ContinualLearner:
+        """The harness's boundary signal with the experience's rows (Avalanche's after_training_exp).
+
+        Only learners that are told boundaries get it: TAME never is.
+        """
+        for p in self.plugins:
+            p.after_experience(X, y)
+        return self
+
     def _check(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(f"{type(self).__name__} is not initialised; call partial_fit or initialize first")
@@ -146,18 +160,29 @@ class ContinualLearner(ParamsMixin):
         return self
 
 
-def learner_from_config(n_classes: int, train, shape: tuple[int, ...] | None, seed: int,
-                        plugins: Sequence[Plugin] = (), **head) -> ContinualLearner:
-    """The learner described by params.yaml `train` (a TrainConfig); `head`: targets / mask_unseen."""
-    return ContinualLearner(n_classes, backbone=train.backbone, hidden=train.hidden, lr=train.lr, shape=shape,
-                            device=train.device, seed=seed, plugins=plugins, **head)
+def learner_from_config(stream: Stream, train, seed: int, plugins: Sequence[Plugin] = (), **head,
+                        ) -> ContinualLearner:
+    """The learner described by params.yaml `train` (a TrainConfig) for a stream (its classes, image
+    shape and input normalizer); `head`: targets / mask_unseen."""
+    return ContinualLearner(len(stream.classes), backbone=train.backbone, hidden=train.hidden, lr=train.lr,
+                            shape=stream.shape, device=train.device, seed=seed, plugins=plugins,
+                            normalizer=stream.normalizer, **head)
 
 
-def learner_for_method(method: str, n_classes: int, train, shape: tuple[int, ...] | None, seed: int, memory: int,
-                       **head) -> ContinualLearner:
-    """finetune (no plugin) or replay (a reservoir of `memory` samples); `joint` trains like finetune
+def replay_plugin(method: str, memory: int, seed: int) -> list[Plugin]:
+    """The plugins of a baseline method: `replay` is experience replay as Avalanche has it (a buffer
+    of past experiences, balanced over them, updated at each boundary); `replay_online` a reservoir
+    updated after every batch, which needs no boundary (the fair peer of TAME)."""
+    from clflow.plugins import ExperienceReplayPlugin, ReplayPlugin
+
+    if method == "replay":
+        return [ExperienceReplayPlugin(memory, seed=seed)]
+    if method == "replay_online":
+        return [ReplayPlugin(memory, seed=seed)]
+    return []
+
+
+def learner_for_method(method: str, stream: Stream, train, seed: int, memory: int, **head) -> ContinualLearner:
+    """finetune (no plugin), replay or replay_online (`memory` samples); `joint` trains like finetune
     (the harness feeds it every experience seen so far)."""
-    from clflow.plugins import ReplayPlugin
-
-    plugins = [ReplayPlugin(memory, seed=seed)] if method == "replay" else []
-    return learner_from_config(n_classes, train, shape, seed, plugins, **head)
+    return learner_from_config(stream, train, seed, replay_plugin(method, memory, seed), **head)

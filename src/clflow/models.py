@@ -56,6 +56,27 @@ def make_backbone(kind: str, n_features: int, hidden: int, shape: tuple[int, ...
     raise ValueError(f"unknown backbone {kind!r}")
 
 
+class Standardize(nn.Module):
+    """A fixed first layer: (x - mean) / std per feature (stream.normalize), saved with the weights."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def scaled_input(body: nn.Module, normalizer) -> nn.Module:
+    """`body` behind a Standardize layer when a normalizer is given (keeps `out_dim`)."""
+    if normalizer is None:
+        return body
+    scaled = nn.Sequential(Standardize(normalizer.mean, normalizer.std), body)
+    scaled.out_dim = body.out_dim
+    return scaled
+
+
 class TargetHead(nn.Module):
     """Logits = learnable scale × cosine(projected features, frozen class targets).
 

@@ -64,6 +64,54 @@ class ReservoirBuffer:
         return self.X[idx], self.y[idx]  # type: ignore[index]
 
 
+class ExperienceBalancedBuffer:
+    """A buffer of past experiences split evenly among them (Avalanche's ExperienceBalancedBuffer,
+    adaptive size).
+
+    Each experience keeps a uniform random subset of its rows. When experience k
+    arrives every group shrinks to capacity // k rows (the first capacity % k groups
+    keep one more), each keeping a subset of what it held, as Avalanche's
+    weight-ordered reservoir groups do.
+    """
+
+    def __init__(self, capacity: int, seed: int = 0):
+        self.capacity = capacity
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.groups: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return sum(len(g[1]) for g in self.groups)
+
+    def group_sizes(self, n_groups: int) -> list[int]:
+        sizes = [self.capacity // n_groups] * n_groups
+        for i in range(self.capacity - sum(sizes)):
+            sizes[i] += 1
+        return sizes
+
+    def add_experience(self, X: np.ndarray, y: np.ndarray) -> None:
+        order = self.rng.permutation(len(y))  # a uniform random order; a prefix is a uniform subset
+        self.groups.append((X[order], y[order]))
+        sizes = self.group_sizes(len(self.groups))
+        self.groups = [(gx[:n].copy(), gy[:n].copy()) for (gx, gy), n in zip(self.groups, sizes)]
+
+    @property
+    def X(self) -> np.ndarray | None:
+        return np.concatenate([g[0] for g in self.groups]) if self.groups else None
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.concatenate([g[1] for g in self.groups]) if self.groups else np.empty(0, dtype=np.int64)
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to n stored examples, drawn without replacement."""
+        if not len(self):
+            raise ValueError("empty buffer")
+        X, y = self.X, self.y
+        idx = self.rng.choice(len(y), size=min(n, len(y)), replace=False)
+        return X[idx], y[idx]  # type: ignore[index]
+
+
 class Plugin:
     """Base plugin: override the hooks you need."""
 
@@ -73,18 +121,47 @@ class Plugin:
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
         return None
 
+    def after_experience(self, X: np.ndarray, y: np.ndarray) -> None:
+        """Called with an experience's training rows when it ends (only by boundary-aware harnesses)."""
+        return None
 
-class ReplayPlugin(Plugin):
-    """Experience replay: each batch is joined by as many samples from a reservoir buffer."""
 
-    def __init__(self, memory: int, seed: int = 0):
-        self.buffer = ReservoirBuffer(memory, seed)
+class _Rehearsal(Plugin):
+    """Join each batch with as many samples drawn from `self.buffer` (all of it when smaller)."""
+
+    buffer: ReservoirBuffer | ExperienceBalancedBuffer
 
     def before_step(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(self.buffer):
             return X, y
         Xr, yr = self.buffer.sample(len(y))
         return np.concatenate([X, Xr]), np.concatenate([y, yr])
+
+
+class ExperienceReplayPlugin(_Rehearsal):
+    """Standard experience replay (Avalanche's `Replay` with its default storage policy).
+
+    The buffer holds past experiences only and is updated when an experience ends;
+    each training batch is joined by as many samples drawn from it.
+    """
+
+    def __init__(self, memory: int, seed: int = 0):
+        self.buffer = ExperienceBalancedBuffer(memory, seed)
+
+    def after_experience(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.buffer.add_experience(X, y)
+
+
+class ReplayPlugin(_Rehearsal):
+    """Online replay: each batch is joined by as many samples from a reservoir of every row seen.
+
+    The reservoir is updated after every step, so it needs no experience boundary
+    (the fair peer of TAME); but while experience i trains, its own rows already
+    fill the buffer and old classes are rehearsed less than with ExperienceReplayPlugin.
+    """
+
+    def __init__(self, memory: int, seed: int = 0):
+        self.buffer = ReservoirBuffer(memory, seed)
 
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
         self.buffer.add(X, y)

@@ -150,6 +150,8 @@ def log_tame_model(checkpoint: str | Path, example: Any, name: str = "tame",
     """
     import mlflow.pyfunc
     import numpy as np
+    import pandas as pd
+    import polars as pl
     import torch
 
     import clflow
@@ -160,5 +162,5 @@ def log_tame_model(checkpoint: str | Path, example: Any, name: str = "tame",
         input_example=np.asarray(example, dtype=np.float32), code_paths=[str(Path(clflow.__file__).parent)],
         registered_model_name=registered_model_name,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                          f"mlflow=={mlflow.__version__}"],
+                          f"mlflow=={mlflow.__version__}", f"polars=={pl.__version__}", f"pandas=={pd.__version__}"],
     )

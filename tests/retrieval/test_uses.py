@@ -22,7 +22,7 @@ def test_knn_vote_weights_by_rank():
 
 
 def test_retrieval_lifts_finetune_on_split_digits(stream):
-    learner = learner_from_config(10, TrainConfig(), None, seed=0)
+    learner = learner_from_config(stream, TrainConfig(), seed=0)
     alone, blended = augmented_run(learner, stream, batch_size=32, epochs=2, seed=0, k=5, weight=0.5,
                                    config=BankConfig(), embed_with_model=False)
     a, w = alone.metrics(), blended.metrics()
@@ -32,7 +32,7 @@ def test_retrieval_lifts_finetune_on_split_digits(stream):
 
 
 def test_model_embeddings_work_too(stream):
-    learner = learner_from_config(10, TrainConfig(hidden=32), None, seed=0)
+    learner = learner_from_config(stream, TrainConfig(hidden=32), seed=0)
     _, blended = augmented_run(learner, stream, batch_size=32, epochs=1, seed=0, k=3, weight=0.5,
                                config=BankConfig(), embed_with_model=True)
     assert 0 <= blended.metrics()["avg_accuracy"] <= 1
@@ -53,7 +53,7 @@ def test_raw_bank_grows_by_appending(stream, monkeypatch, index):
     rebuilds = []
     orig = DemoBank._rebuild
     monkeypatch.setattr(DemoBank, "_rebuild", lambda self, kind, X: (rebuilds.append(len(X)), orig(self, kind, X)))
-    learner = learner_from_config(10, TrainConfig(hidden=16), None, seed=0)
+    learner = learner_from_config(stream, TrainConfig(hidden=16), seed=0)
     augmented_run(learner, stream, batch_size=64, epochs=1, seed=0, k=3, weight=0.5, config=BankConfig(index=index),
                   embed_with_model=False)
     first = int((stream.train.experience == 0).sum())

@@ -78,3 +78,34 @@ def test_rotated_digits_rotates():
 def test_too_many_experiences():
     with pytest.raises(ValueError, match="11 experiences"):
         build_stream(StreamConfig(source="digits", experiences=11))
+
+
+@pytest.fixture(scope="module")
+def mnist1d_raw():
+    from clflow.streams.loaders import load_mnist1d
+
+    return load_mnist1d(test_size=0.2, n_samples=2000)
+
+
+def test_mnist1d_is_generated_offline_and_deterministic(mnist1d_raw):
+    from clflow.streams.loaders import load_mnist1d
+
+    state = np.random.get_state()[1].copy()
+    again = load_mnist1d(test_size=0.2, n_samples=2000)
+    assert np.array_equal(np.random.get_state()[1], state)  # numpy's global generator is left alone
+    assert mnist1d_raw.X_train.shape == (1600, 40) and mnist1d_raw.X_test.shape == (400, 40)
+    assert np.array_equal(again.X_train, mnist1d_raw.X_train)
+    assert sorted(np.unique(mnist1d_raw.y_train).tolist()) == list(range(10))
+
+
+def test_split_and_permuted_mnist1d():
+    split = build_stream(StreamConfig(source="mnist1d", experiences=5, limit=3000))
+    assert split.n_features == 40 and split.n_experiences == 5 and len(split.classes) == 10
+    for e in range(5):
+        assert len(np.unique(split.train.y[split.train.experience == e])) == 2
+    perm = build_stream(StreamConfig(source="permuted_mnist1d", experiences=3, tasks=[0, 1, 0, 2], limit=2000))
+    te = perm.test
+    assert [int(perm.train.task[perm.train.experience == e][0]) for e in range(4)] == [0, 1, 0, 2]
+    assert np.array_equal(te.X[te.experience == 1], te.X[te.experience == 0][:, permutation(1, 40, 0)])
+    assert np.array_equal(te.X[te.experience == 2], te.X[te.experience == 0])  # task 0 recurs
+    assert len(np.unique(perm.train.y[perm.train.experience == 1])) == 10

@@ -28,7 +28,7 @@ def mnist_dir(tmp_path):
 def test_mnist_idx_in_torchvision_layout(mnist_dir):
     data = load_idx_dataset(mnist_dir, fashion=False)
     assert data.X_train.shape == (60, 784) and data.X_test.shape == (20, 784)
-    assert data.X_train.max() <= 1.0 and data.shape == (1, 28, 28)
+    assert 1.0 < data.X_train.max() <= 255.0 and data.shape == (1, 28, 28)  # raw pixel counts
     s = build_stream(StreamConfig(source="mnist", path=str(mnist_dir), experiences=5))
     assert s.n_experiences == 5 and s.n_features == 784
 

@@ -48,7 +48,6 @@ CASES = {
     "empty": (lambda df: df.head(0), "no rows: the stream is empty"),
     "experience gap": (lambda df: df.filter(pl.col("experience") != 1), "field 'experience': experience 1 has no rows"),
     "x not a list": (lambda df: df.with_columns(pl.lit(1.0).alias("x")), "field 'x': expected a list"),
-    "duplicate rows": (lambda df: pl.concat([df, df.slice(10, 2)]), "field 'x': 2 duplicate rows.*drop them"),
 }
 
 
@@ -60,6 +59,26 @@ def test_schema_violations_give_one_readable_line(stream_dir, case):
         load_stream(stream_dir)
     line = err.value.line()
     assert line.startswith(str(path)) and "\n" not in line
+
+
+def test_identical_rows_are_data_not_an_error(stream_dir):
+    """Duplicates are the prepare stage's policy (stream.duplicates), never a load error."""
+    corrupt(stream_dir, lambda df: pl.concat([df, df.slice(10, 2)]))
+    assert len(load_stream(stream_dir).train) == len(pl.read_parquet(stream_dir / "train.parquet"))
+
+
+def test_normalizer_round_trips_through_meta_json(stream, stream_dir):
+    back = load_stream(stream_dir)
+    assert np.array_equal(back.normalizer.mean, stream.normalizer.mean)
+    assert np.array_equal(back.normalizer.std, stream.normalizer.std)
+    meta = json.loads((stream_dir / "meta.json").read_text())
+    meta["normalize"]["mean"] = meta["normalize"]["mean"][:3]
+    (stream_dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StreamError, match="meta.json: field 'normalize': normalizer has 3 features"):
+        load_stream(stream_dir)
+    (stream_dir / "meta.json").write_text("{not json")
+    with pytest.raises(StreamError, match="meta.json: not valid JSON"):
+        load_stream(stream_dir)
 
 
 def test_feature_length_mismatch_between_splits(stream_dir):

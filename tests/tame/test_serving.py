@@ -16,6 +16,18 @@ from conftest import free_port, stop, wait_http
 pytestmark = pytest.mark.slow
 
 
+def post(url: str, body: str) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) of a POST, error statuses included."""
+    import urllib.error
+
+    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
 def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
     import mlflow.pyfunc
 
@@ -35,15 +47,27 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
     proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", "models:/clflow-tame@champion",
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/invocations"
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": X.tolist()}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            served = json.loads(resp.read())["predictions"]
+        served = post(url, json.dumps({"inputs": X.tolist()}))[1]["predictions"]
+        # bad rows get HTTP 400 with a line naming the row and the feature; the server keeps serving
+        row = X[0].tolist()
+        row[5] = "BAD"
+        body = json.dumps({"inputs": [X[0].tolist(), row]})
+        answers = {bad: post(url, body.replace('"BAD"', bad)) for bad in ("NaN", "null", '"inf"', "Infinity")}
+        short = post(url, json.dumps({"inputs": [X[0][:10].tolist()]}))
+        empty = post(url, json.dumps({"inputs": []}))
+        again = post(url, json.dumps({"inputs": X[:3].tolist()}))
     finally:
         stop(proc)
         log.close()
+    for bad, (status, body) in answers.items():
+        assert status == 400, (bad, body)
+        assert "row 1, feature 5:" in body["message"] and "not a finite number" in body["message"], (bad, body)
+    assert short[0] == 400 and "64" in short[1]["message"]
+    assert empty[0] == 400
+    assert again[0] == 200 and [r["label"] for r in again[1]["predictions"]] == local["label"].tolist()[:3]
     assert [r["label"] for r in served] == local["label"].tolist()
     assert [r["expert"] for r in served] == local["expert"].tolist()
     assert [r["class_name"] for r in served] == local["class_name"].tolist()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from clflow.config import StreamConfig
-from clflow.streams.loaders import RawData, load_cifar10, load_digits, load_idx_dataset
+from clflow.config import DOMAIN_SOURCES, StreamConfig
+from clflow.streams.loaders import RawData, load_cifar10, load_digits, load_idx_dataset, load_mnist1d
+from clflow.streams.normalize import fit_normalizer
 from clflow.streams.schema import Split, Stream, load_stream
 
 
@@ -15,6 +17,8 @@ def raw_data(cfg: StreamConfig) -> RawData:
     """The labelled source data named by `stream.source`."""
     if cfg.source in ("digits", "permuted_digits", "rotated_digits"):
         data = load_digits(cfg.test_size, cfg.seed)
+    elif cfg.source in ("mnist1d", "permuted_mnist1d"):
+        data = load_mnist1d(cfg.test_size)
     elif cfg.source in ("mnist", "fashion_mnist"):
         data = load_idx_dataset(cfg.path, fashion=cfg.source == "fashion_mnist")
     elif cfg.source == "cifar10":
@@ -104,7 +108,7 @@ def rotate(X: np.ndarray, shape: tuple[int, ...], degrees: float) -> np.ndarray:
 
 def domain_incremental(data: RawData, cfg: StreamConfig) -> Stream:
     """All classes in every task; each task applies its own fixed input transform."""
-    if cfg.source == "permuted_digits":
+    if cfg.source in ("permuted_digits", "permuted_mnist1d"):
         transform: Transform = lambda X, t: X[:, permutation(t, X.shape[1], cfg.seed)]  # noqa: E731
     else:
         transform = lambda X, t: rotate(X, data.shape, t * cfg.rotation_step)  # noqa: E731
@@ -113,10 +117,15 @@ def domain_incremental(data: RawData, cfg: StreamConfig) -> Stream:
 
 
 def build_stream(cfg: StreamConfig) -> Stream:
-    """The stream described by the `stream` section of params.yaml."""
+    """The stream described by the `stream` section of params.yaml, with its input normalizer.
+
+    The normalizer is fitted on experience 0's training rows, which appended
+    experiences never change: a continual update keeps the same scaling.
+    """
     if cfg.source == "parquet":
-        return load_stream(cfg.path)
-    data = raw_data(cfg)
-    if cfg.source in ("permuted_digits", "rotated_digits"):
-        return domain_incremental(data, cfg)
-    return class_incremental(data, cfg)
+        stream = load_stream(cfg.path)
+    else:
+        data = raw_data(cfg)
+        stream = domain_incremental(data, cfg) if cfg.source in DOMAIN_SOURCES else class_incremental(data, cfg)
+    first = stream.train.X[stream.train.experience == 0]
+    return replace(stream, normalizer=fit_normalizer(cfg.normalize, first))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +123,7 @@ def append_experiences(stream: Stream, directory: str | Path) -> Stream:
         exp = int(train.experience.max()) + 1
         train = _append(train, X[~test_rows], y[~test_rows], exp, task)
         test = _append(test, X[test_rows], y[test_rows], exp, task)
-    return Stream(train, test, stream.classes, stream.shape)
+    return replace(stream, train=train, test=test)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Source data sets, read from local files only (never downloaded).
 
 MNIST / Fashion-MNIST are read from idx files, CIFAR-10 from its python pickles,
-in the layouts torchvision leaves on disk, with numpy alone.
+in the layouts torchvision leaves on disk, with numpy alone. Features stay in the
+source's own units (pixel counts 0..255 or 0..16): the models scale their input
+(`stream.normalize`), so a served model takes the data as users have it.
 """
 
 from __future__ import annotations
@@ -33,14 +35,39 @@ class RawData:
 
 
 def load_digits(test_size: float, seed: int) -> RawData:
-    """scikit-learn's bundled 8x8 digits, split stratified."""
+    """scikit-learn's bundled 8x8 digits (raw 0..16 pixel counts), split stratified."""
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
     X, y = sk_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
+    X = X.astype(np.float32)  # raw: models scale their input (stream.normalize)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
     return RawData(Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64), DIGIT_NAMES, (1, 8, 8))
+
+
+MNIST1D_SAMPLES = 8000  # the size used by the MNIST-1D paper's benchmarks (4000 per class pair in a 5 x 2 split)
+
+
+def load_mnist1d(test_size: float, n_samples: int = MNIST1D_SAMPLES) -> RawData:
+    """MNIST-1D (Greydanus, 2020), generated from the `mnist1d` package's templates: 40 features.
+
+    `make_dataset` builds it offline with the package's fixed seed (42), so every run
+    gets the same data; its `get_dataset` would download a pickle and is never called.
+    It seeds numpy's global generator, which is restored afterwards.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split = n_samples, 1.0 - test_size
+    state = np.random.get_state()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    as_x = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    as_y = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
+    return RawData(as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"]), DIGIT_NAMES,
+                   (1, as_x(d["x"]).shape[1]))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -80,7 +107,7 @@ def load_idx_dataset(root: str | Path, fashion: bool) -> RawData:
     arrays = [read_idx(_find(root, subdirs, stem)) for stem in
               ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
     Xtr, ytr, Xte, yte = arrays
-    flat = lambda a: (a.reshape(len(a), -1) / 255.0).astype(np.float32)  # noqa: E731
+    flat = lambda a: a.reshape(len(a), -1).astype(np.float32)  # noqa: E731  (raw 0..255)
     return RawData(flat(Xtr), ytr.astype(np.int64), flat(Xte), yte.astype(np.int64),
                    FASHION_NAMES if fashion else DIGIT_NAMES, (1, 28, 28))
 
@@ -105,7 +132,7 @@ def load_cifar10(root: str | Path) -> RawData:
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
         d = _unpickle(base / name)
         X = np.asarray(d[b"data"], dtype=np.uint8)
-        return (X / 255.0).astype(np.float32), np.asarray(d[b"labels"], dtype=np.int64)
+        return X.astype(np.float32), np.asarray(d[b"labels"], dtype=np.int64)  # raw 0..255
 
     parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
     Xte, yte = batch("test_batch")

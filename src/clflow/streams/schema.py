@@ -11,6 +11,7 @@ import polars as pl
 
 from clflow.errors import StreamError
 from clflow.io import atomic_path, write_parquet
+from clflow.streams.normalize import Normalizer
 
 REQUIRED = {"x", "y", "experience"}
 
@@ -37,6 +38,7 @@ class Stream:
     test: Split
     classes: list[str]
     shape: tuple[int, ...] | None = field(default=None)  # image shape (C, H, W) when known
+    normalizer: Normalizer | None = field(default=None)  # input scaling every model applies first
 
     @property
     def n_experiences(self) -> int:
@@ -122,7 +124,6 @@ def read_split(path: Path, n_classes: int | None) -> Split:
     df = read_frame(path, REQUIRED)
     X = read_features(df, path)
     y = int_column(df, "y", path).astype(np.int64)
-    check_duplicates(df, path)
     exp = int_column(df, "experience", path).astype(np.int32)
     task = int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()
     if n_classes is not None:
@@ -169,9 +170,30 @@ def load_stream(directory: str | Path) -> Stream:
                           field="experience")
     if classes is None:
         classes = default_class_names(int(max(train.y.max(), test.y.max())) + 1)
-    meta_path = directory / "meta.json"
-    shape = tuple(json.loads(meta_path.read_text()).get("shape") or ()) if meta_path.exists() else ()
-    return Stream(train, test, classes, shape or None)
+    meta = read_meta(directory / "meta.json")
+    shape = tuple(meta.get("shape") or ())
+    try:
+        normalizer = Normalizer.from_dict(meta.get("normalize"))
+    except (KeyError, TypeError, ValueError):
+        raise StreamError("not a valid normalizer (kind, mean, std)", file=directory / "meta.json",
+                          field="normalize") from None
+    if normalizer is not None and normalizer.mean.shape != (train.X.shape[1],):
+        raise StreamError(f"normalizer has {normalizer.mean.size} features, the stream {train.X.shape[1]}",
+                          file=directory / "meta.json", field="normalize")
+    return Stream(train, test, classes, shape or None, normalizer)
+
+
+def read_meta(path: Path) -> dict:
+    """meta.json (shape, normalizer, duplicate counts); {} when absent."""
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StreamError("not valid JSON", file=path) from None
+    if not isinstance(meta, dict):
+        raise StreamError("must be a JSON object", file=path)
+    return meta
 
 
 def split_frame(split: Split) -> pl.DataFrame:
@@ -183,12 +205,14 @@ def split_frame(split: Split) -> pl.DataFrame:
     })
 
 
-def write_stream(stream: Stream, directory: str | Path) -> None:
-    """Write a stream directory; each file lands atomically."""
+def write_stream(stream: Stream, directory: str | Path, extra_meta: dict | None = None) -> None:
+    """Write a stream directory; each file lands atomically. `extra_meta` joins meta.json."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_parquet(directory / "train.parquet", split_frame(stream.train))
     write_parquet(directory / "test.parquet", split_frame(stream.test))
-    for name, obj in (("classes.json", stream.classes), ("meta.json", {"shape": list(stream.shape or [])})):
+    norm = stream.normalizer.to_dict() if stream.normalizer is not None else {"kind": "none"}
+    meta = {"shape": list(stream.shape or []), "normalize": norm, **(extra_meta or {})}
+    for name, obj in (("classes.json", stream.classes), ("meta.json", meta)):
         with atomic_path(directory / name) as tmp:
             tmp.write_text(json.dumps(obj, indent=1) + "\n")

@@ -90,7 +90,7 @@ class TameLearner(ParamsMixin):
         self.next_id_ = 0
         self.active_ = self._new_expert().id
         self.selector_ = Selector(self.selector_hidden, epochs=self.selector_epochs, device=self.expert.device,
-                                  seed=self.seed).initialize(n_features)
+                                  seed=self.seed, normalizer=self.expert.normalizer).initialize(n_features)
         self.selector_ids_: list[int] = []
         self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
         self.log_ = BatchLog()

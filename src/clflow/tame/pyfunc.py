@@ -1,4 +1,10 @@
-"""TAME as an MLflow pyfunc model: selector and experts from one checkpoint artifact."""
+"""TAME as an MLflow pyfunc model: selector and experts from one checkpoint artifact.
+
+Input is validated before it reaches a model: an empty input, a row of the wrong
+length, or a value that is not a finite number (NaN, inf, null, text) is refused
+with one line naming the row and the feature, which the scoring server answers
+with HTTP 400 (and keeps serving).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,68 @@ import numpy as np
 import pandas as pd
 
 from clflow.checkpoint import load_checkpoint
+from clflow.errors import ClflowError
 from clflow.tame.learner import TameLearner
 
 
-def features(model_input) -> np.ndarray:
-    """Rows as a float32 matrix: an array, a frame of numeric columns, or a frame with an `x` list column."""
+class InputError(ClflowError):
+    """A request the model cannot score."""
+
+
+def _bad_cell(row: object, i: int) -> str:
+    """Why row i is not a vector of finite numbers (it failed a float conversion)."""
+    values = np.ravel(np.asarray(row, dtype=object)) if not isinstance(row, (str, bytes)) else [row]
+    for j, v in enumerate(values):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return f"row {i}, feature {j}: {v!r} is not a number"
+    return f"row {i}: not a flat list of numbers"
+
+
+def _rows(model_input) -> list | np.ndarray:
     if isinstance(model_input, pd.DataFrame):
         if "x" in model_input.columns:
-            return np.stack(model_input["x"].to_numpy()).astype(np.float32)
-        return model_input.to_numpy(dtype=np.float32)
-    return np.asarray(model_input, dtype=np.float32)
+            return list(model_input["x"].to_numpy())
+        return model_input.to_numpy(dtype=object)
+    if isinstance(model_input, dict):  # a tensor input sent as {"name": rows}
+        if len(model_input) != 1:
+            raise InputError(f"expected one input, got {sorted(model_input)}")
+        model_input = next(iter(model_input.values()))
+    return model_input
+
+
+def features(model_input, n_features: int) -> np.ndarray:
+    """Rows as a float32 matrix (an array, a frame of numeric columns, or a frame with an `x` list column),
+    checked: at least one row, `n_features` values each, every value a finite number."""
+    rows = _rows(model_input)
+    if rows is None or len(rows) == 0:
+        raise InputError("empty input: send at least one row")
+    try:
+        X = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged rows, None, text: find the first culprit
+        for i, row in enumerate(rows):
+            if np.ndim(row) != 1 or len(row) != n_features:
+                raise InputError(f"row {i}: {np.size(row)} values, the model takes {n_features}") from None
+            try:
+                np.asarray(row, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise InputError(_bad_cell(row, i)) from None
+        raise InputError("not a matrix of numbers") from None
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise InputError(f"rows have {X.shape[-1] if X.ndim else 0} values, the model takes {n_features}")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        what = "missing (null) or NaN" if np.isnan(X[i, j]) else f"{X[i, j]}"
+        raise InputError(f"row {i}, feature {j}: {what} is not a finite number")
+    return X.astype(np.float32)
 
 
 class TameModel(mlflow.pyfunc.PythonModel):
-    """Predicts the label (and its class name and the routed expert) of each row."""
+    """Predicts the label (and its class name and the routed expert) of each row of raw features."""
 
     def load_context(self, context) -> None:
         ckpt = load_checkpoint(context.artifacts["checkpoint"])
@@ -28,7 +82,13 @@ class TameModel(mlflow.pyfunc.PythonModel):
         self.learner = TameLearner(**ckpt["params"]).set_state(ckpt["state"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        X = features(model_input)
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            X = features(model_input, self.learner.n_features_in_)
+        except InputError as err:  # the scoring server answers it with HTTP 400
+            raise MlflowException(err.line(), error_code=INVALID_PARAMETER_VALUE) from None
         experts = self.learner.route(X)
         labels = self.learner.predict_with(X, experts)
         return pd.DataFrame({"label": labels, "class_name": [self.classes[i] for i in labels], "expert": experts})

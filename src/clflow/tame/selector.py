@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import resolve_device
+from clflow.models import Standardize, resolve_device
 
 
 class Selector:
@@ -17,19 +17,21 @@ class Selector:
     """
 
     def __init__(self, hidden: int = 128, lr: float = 1e-3, epochs: int = 50, batch_size: int = 64,
-                 device: str = "auto", seed: int = 0):
+                 device: str = "auto", seed: int = 0, normalizer=None):
         self.hidden = hidden
         self.lr = lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
+        self.normalizer = normalizer  # the stream's input scaling, as in the experts
 
     def initialize(self, n_features: int) -> Selector:
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.body_ = nn.Sequential(nn.Linear(n_features, self.hidden), nn.ReLU()).to(self.device_)
+            scale = [] if self.normalizer is None else [Standardize(self.normalizer.mean, self.normalizer.std)]
+            self.body_ = nn.Sequential(*scale, nn.Linear(n_features, self.hidden), nn.ReLU()).to(self.device_)
         self.head_: nn.Linear | None = None  # grows with the experts
         self.n_features_in_ = n_features
         return self

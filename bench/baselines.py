@@ -1,0 +1,69 @@
+"""Baselines on published benchmarks: finetune, experience replay, online replay and joint.
+
+    python bench/baselines.py [--seeds 0 1 2] [--epochs 5] [--memory 200 500] [--streams NAME ...]
+
+Each method in its standard form (Avalanche 0.6.0's Naive, Replay with its
+experience-balanced storage policy, and Cumulative), plus the boundary-free
+reservoir `replay_online` (TAME's fair peer). MLP 256-256, Adam 1e-3, batch 32,
+default `stream.normalize` (standard, fitted on the first experience). Prints a
+markdown table of avg accuracy and forgetting (mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from clflow.config import StreamConfig, TrainConfig
+from clflow.evaluation import run_seeds
+from clflow.learners import learner_for_method
+from clflow.streams import build_stream
+
+STREAMS = {
+    "Split-Digits": StreamConfig(source="digits", experiences=5),
+    "Split-MNIST-1D": StreamConfig(source="mnist1d", experiences=5),
+    "Permuted-MNIST-1D": StreamConfig(source="permuted_mnist1d", experiences=5),
+}
+REPLAYS = ("replay", "replay_online")
+
+
+def fmt(vals: list[float]) -> str:
+    return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
+
+
+def measure(name: str, train: TrainConfig, memories: list[int]) -> dict[str, dict[str, list[float]]]:
+    """{column: {metric: per-seed values}} for one stream."""
+    stream = build_stream(STREAMS[name])
+    columns = [("finetune", 0)] + [(m, mem) for mem in memories for m in REPLAYS] + [("joint", 0)]
+    out = {}
+    for method, memory in columns:
+        runs = run_seeds(lambda seed: learner_for_method(method, stream, train, seed, memory), stream, train,
+                         cumulative=method == "joint", desc=f"{name} {method}")
+        label = f"{method} ({memory})" if memory else method
+        out[label] = {k: [r.metrics()[k] for _, r in runs] for k in ("avg_accuracy", "forgetting")}
+        print(f"  {name} {label}: {fmt(out[label]['avg_accuracy'])}", file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--memory", type=int, nargs="+", default=[200, 500], help="replay buffer sizes")
+    parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    args = parser.parse_args(argv)
+    train = TrainConfig(epochs=args.epochs, seeds=args.seeds)
+    results = {name: measure(name, train, args.memory) for name in args.streams}
+    columns = list(next(iter(results.values())))
+    print(f"\n### Baselines: avg accuracy (forgetting), {len(args.seeds)} seeds, mean ± std\n")
+    print("| stream | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, res in results.items():
+        cells = [f"{fmt(res[c]['avg_accuracy'])} ({np.mean(res[c]['forgetting']):.3f})" for c in columns]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
