@@ -27,8 +27,11 @@ help:  ## list targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# FAISS_EXTRA=gpu installs faiss-gpu instead of faiss-cpu (both provide `faiss`: never both).
+FAISS_EXTRA ?= cpu
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,$(FAISS_EXTRA)]'
 	@touch $@
 
 install: $(STAMP)  ## create .venv and install the pinned project

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clflow.checkpoint import load_checkpoint
 from clflow.config import load_params
 from clflow.errors import ConfigError, cli_errors
 from clflow.io import write_json
 from clflow.metrics import forgetting
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
+from clflow.tame.persist import read_tame
 
 
 def evaluator(stream: Stream):
@@ -40,14 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"seed {seed} is not one of train.seeds {params.train.seeds}", file=args.params,
                           field="register.seed")
     ckpt_path = Path(args.models) / f"seed_{seed}.pt"
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = read_tame(ckpt_path)
     stream = load_stream(args.stream)
     evaluate = evaluator(stream)
 
     import mlflow
 
     from clflow.registry import Registry
-    from clflow.tracking import log_tame_model, stage_run, tracking_uri
+    from clflow.tame.pyfunc import log_tame_model
+    from clflow.tracking import stage_run, tracking_uri
 
     with stage_run("register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment) as run:
         info = log_tame_model(ckpt_path, stream.test.X[:2], registered_model_name=cfg.model_name)

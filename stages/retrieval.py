@@ -18,8 +18,9 @@ from clflow.evaluation import run_seeds, run_stream
 from clflow.io import write_json
 from clflow.learners import learner_for_method, learner_from_config
 from clflow.metrics import mean_std
-from clflow.plugins import ReplayPlugin, RetrievalReplayPlugin
+from clflow.plugins import ReplayPlugin
 from clflow.retrieval import BankConfig
+from clflow.retrieval.replay import RetrievalReplayPlugin
 from clflow.retrieval.uses import augmented_run, build_bank, few_shot
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from clflow.checkpoint import save_checkpoint
 from clflow.config import TameConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_stream, untrained_accuracies
@@ -24,6 +23,7 @@ from clflow.plots import accuracy_heatmap, loss_with_boundaries
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tame import TameLearner, evaluate, incremental
+from clflow.tame.persist import restore, save_tame
 
 log = logging.getLogger("clflow.tame")
 
@@ -46,14 +46,12 @@ def train_seed(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int, c
     if ckpt is None:
         result = run_stream(learner, stream, **run)
     else:
-        learner.set_state(ckpt["state"])
+        restore(ckpt, ckpt_path, learner)
         result = incremental.merge(ckpt, run_stream(learner, stream, start=start, **run))
         result.b = untrained_accuracies(make_tame(stream, train, cfg, seed, targets), stream)
-    save_checkpoint(ckpt_path, {
-        "fingerprint": fp, "experiences": stream.n_experiences, "state": learner.get_state(),
-        "rows_hash": incremental.consumed_hash(stream, stream.n_experiences), "R": result.R,
-        "batch_experience": result.batch_experience, "classes": stream.classes, "params": learner.get_params(),
-    })
+    save_tame(ckpt_path, learner, fingerprint=fp, experiences=stream.n_experiences,
+              rows_hash=incremental.consumed_hash(stream, stream.n_experiences), R=result.R,
+              batch_experience=result.batch_experience, classes=stream.classes)
     return learner, result, start
 
 

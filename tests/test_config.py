@@ -15,7 +15,8 @@ def test_shipped_params_are_valid():
 
     params = load_params(ROOT / "params.yaml")
     assert params.stream.source == "digits"
-    assert params.baselines.methods == ["finetune", "replay", "joint"]
+    assert params.baselines.methods == ["finetune", "replay", "replay_online", "joint"]
+    assert params.stream.normalize == "standard" and params.stream.duplicates == "keep"
 
 
 def test_typo_names_key_and_suggests_nearest(tmp_path):

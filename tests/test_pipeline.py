@@ -208,9 +208,8 @@ def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     import mlflow
     import numpy as np
 
-    from clflow.checkpoint import load_checkpoint
     from clflow.streams import load_stream
-    from clflow.tame import TameLearner
+    from clflow.tame.persist import load_tame
     from clflow.tracking import use_store
 
     use_store(f"sqlite:///{built_project / 'mlflow.db'}")
@@ -219,11 +218,16 @@ def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     model = next(m for m in client.search_logged_models([exp.experiment_id]) if m.name == "tame")
     served = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     X = load_stream(built_project / "data" / "stream").test.X[:50]
-    ckpt = load_checkpoint(built_project / "models" / "tame" / "seed_0.pt")
-    local = TameLearner(**ckpt["params"]).set_state(ckpt["state"])
+    local, _ = load_tame(built_project / "models" / "tame" / "seed_0.pt")
     out = served.predict(X)
     assert np.array_equal(out["label"].to_numpy(), local.predict(X))
     assert set(out.columns) == {"label", "class_name", "expert"}
+    # the logged requirements name every package its code imports (a virtualenv or container can serve it)
+    from pathlib import Path
+
+    reqs = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{model.model_id}")).read_text()
+    for package in ("torch==", "numpy==", "mlflow==", "polars==", "pandas==", "pydantic==", "PyYAML=="):
+        assert package in reqs, reqs
 
 
 def test_dvc_plots_show_renders_loss_and_heatmaps(built_project, tmp_path):

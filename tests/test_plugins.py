@@ -35,7 +35,7 @@ def test_replay_doubles_batch_from_memory():
 
 
 def test_retrieval_replay_rehearses_nearest_other_class_samples():
-    from clflow.plugins import RetrievalReplayPlugin
+    from clflow.retrieval.replay import RetrievalReplayPlugin
 
     plug = RetrievalReplayPlugin(memory=10, seed=0)
     stored = np.array([[1, 0], [0, 1], [0.9, 0.1], [-1, 0]], np.float32)

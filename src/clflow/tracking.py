@@ -140,27 +140,3 @@ def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator
         env = {PARENT_ENV: run.info.run_id, PIPELINE_ENV: group, URI_ENV: tracking_uri(root), EXPERIMENT_ENV: exp_id}
         yield env
         mlflow.set_tag("clflow.dvc_lock", dvc_lock_hash(root))
-
-
-def log_tame_model(checkpoint: str | Path, example: Any, name: str = "tame",
-                   registered_model_name: str | None = None) -> Any:
-    """Log a TAME checkpoint as a pyfunc model (selector, experts, class names) with a signature.
-
-    The clflow package travels as code, so the model loads wherever its pinned requirements do.
-    """
-    import mlflow.pyfunc
-    import numpy as np
-    import pandas as pd
-    import polars as pl
-    import torch
-
-    import clflow
-    from clflow.tame.pyfunc import TameModel
-
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=TameModel(), artifacts={"checkpoint": str(checkpoint)},
-        input_example=np.asarray(example, dtype=np.float32), code_paths=[str(Path(clflow.__file__).parent)],
-        registered_model_name=registered_model_name,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                          f"mlflow=={mlflow.__version__}", f"polars=={pl.__version__}", f"pandas=={pd.__version__}"],
-    )

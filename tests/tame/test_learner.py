@@ -82,10 +82,12 @@ def test_without_detection_one_expert(split_digits):
 
 
 def test_checkpoint_reload_gives_identical_predictions(trained, split_digits, tmp_path):
+    from clflow.tame.persist import load_tame, save_tame
+
     learner, _ = trained
-    save_checkpoint(tmp_path / "c.pt", {"state": learner.get_state(), "params": learner.get_params()})
-    ckpt = load_checkpoint(tmp_path / "c.pt")
-    again = TameLearner(**ckpt["params"]).set_state(ckpt["state"])
+    save_tame(tmp_path / "c.pt", learner, classes=split_digits.classes)
+    again, ckpt = load_tame(tmp_path / "c.pt")
+    assert ckpt["classes"] == split_digits.classes
     X = split_digits.test.X
     assert np.array_equal(again.route(X), learner.route(X))
     assert np.array_equal(again.predict(X), learner.predict(X))
@@ -103,6 +105,27 @@ def test_resumed_run_equals_the_run_it_continues(split_digits, tmp_path):
     assert np.allclose(res.R[-1], full_result.R[-1])
     assert resumed.log_.loss == pytest.approx(full.log_.loss)
     assert np.array_equal(resumed.predict(split_digits.test.X), full.predict(split_digits.test.X))
+
+
+def test_checkpoint_with_pickled_objects_is_refused_unloaded(trained, tmp_path):
+    """The old format pickled a learner object: loading it could run code, so it is refused, not read."""
+    import torch
+
+    path = tmp_path / "old.pt"
+    torch.save({"format": "clflow-checkpoint/1", "params": {"expert": ContinualLearner(10)}}, path)
+    with pytest.raises(CheckpointError, match=r"old.pt: holds pickled objects .*delete it to retrain$"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_round_trips_plain_data(tmp_path):
+    state = {"a": np.arange(3, dtype=np.float32), "b": [(1, b"k")], "c": {"n": np.int64(4)}, "d": None}
+    save_checkpoint(tmp_path / "p.pt", state)
+    back = load_checkpoint(tmp_path / "p.pt")
+    assert np.array_equal(back["a"], state["a"]) and back["a"].dtype == np.float32
+    assert back["b"] == [(1, b"k")] and back["c"] == {"n": 4} and back["d"] is None
+    with pytest.raises(TypeError, match="not ContinualLearner"):
+        save_checkpoint(tmp_path / "q.pt", {"obj": ContinualLearner(3)})
+    assert not (tmp_path / "q.pt").exists()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "foreign"])

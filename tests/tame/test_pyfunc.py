@@ -27,3 +27,17 @@ def test_good_input_in_every_shape():
     for given in (X, X.tolist(), pd.DataFrame(X), pd.DataFrame({"x": list(X)}), {"input": X.tolist()}):
         assert np.array_equal(features(given, 3), X)
     assert features([1, 2, 3], 3).shape == (1, 3)  # one row
+
+
+def test_requirements_cover_every_module_the_model_code_imports():
+    from pathlib import Path
+
+    import clflow.tame.pyfunc as pyfunc
+    from clflow.codedeps import module_level_imports, source_closure
+
+    modules = module_level_imports(source_closure(Path(pyfunc.__file__)))
+    assert {"yaml", "pydantic", "polars", "torch"} <= modules  # config.py and the streams run on load
+    assert not {"faiss", "sklearn", "dvc", "prefect", "scipy"} & modules  # never needed to serve
+    declared = {r.split("==")[0] for r in pyfunc.requirements()}
+    assert declared == {"PyYAML", "mlflow", "numpy", "pandas", "polars", "pydantic", "torch"}
+    assert all("+" not in r for r in pyfunc.requirements())  # torch==2.13.0, not 2.13.0+cpu

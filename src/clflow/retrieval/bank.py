@@ -14,7 +14,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import faiss
+try:
+    import faiss
+except ImportError:  # pragma: no cover - an install without either extra
+    raise ImportError("clflow needs FAISS: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)") from None
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm

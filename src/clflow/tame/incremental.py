@@ -1,8 +1,10 @@
 """Safe incremental updates: continue a TAME checkpoint only on the rows it has not seen.
 
-A checkpoint records a fingerprint (params, data shape, library source) and a hash
-of the training rows it consumed. It is continued only when both still match:
-the stream may have gained experiences at the end, nothing else.
+A checkpoint records a fingerprint (params, data shape, and the source of every
+module that shapes an expert or the selector: TAME itself, the learners, models,
+plugins and streams it imports) and a hash of the training rows it consumed. It is
+continued only when both still match: the stream may have gained experiences at the
+end, nothing else.
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from clflow.checkpoint import load_checkpoint, rows_hash
+from clflow.checkpoint import rows_hash
+from clflow.codedeps import source_closure
 from clflow.evaluation import RunResult
 from clflow.streams import Stream
 
 log = logging.getLogger("clflow.tame")
-SOURCES = Path(__file__).parent
+MODEL_CODE = sorted(source_closure(Path(__file__).with_name("learner.py")))  # code behind the weights
 
 
 def fingerprint(config: dict, stream: Stream) -> str:
     """What a checkpoint must share with the current run to be continued."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     h.update(json.dumps([stream.n_features, stream.classes]).encode())
-    for src in sorted(SOURCES.glob("*.py")):  # changed method code retrains too
+    for src in MODEL_CODE:  # changed model code retrains too
+        h.update(src.name.encode())
         h.update(src.read_bytes())
     return h.hexdigest()
 
@@ -40,7 +44,9 @@ def resume_point(path: Path, stream: Stream, fp: str) -> tuple[int, dict | None]
     """(experiences already consumed, checkpoint) or (0, None) to train from scratch."""
     if not path.exists():
         return 0, None
-    ckpt = load_checkpoint(path)  # a corrupt file stops the stage with one line
+    from clflow.tame.persist import read_tame
+
+    ckpt = read_tame(path)  # a corrupt or old-format file stops the stage with one line
     k = int(ckpt["experiences"])
     if ckpt["fingerprint"] != fp:
         log.info("%s: params or code changed, retraining from scratch", path)

@@ -8,13 +8,14 @@ with HTTP 400 (and keeps serving).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from clflow.checkpoint import load_checkpoint
 from clflow.errors import ClflowError
-from clflow.tame.learner import TameLearner
+from clflow.tame.persist import load_tame
 
 
 class InputError(ClflowError):
@@ -77,9 +78,8 @@ class TameModel(mlflow.pyfunc.PythonModel):
     """Predicts the label (and its class name and the routed expert) of each row of raw features."""
 
     def load_context(self, context) -> None:
-        ckpt = load_checkpoint(context.artifacts["checkpoint"])
+        self.learner, ckpt = load_tame(context.artifacts["checkpoint"])  # no pickle: loading runs no code
         self.classes = list(ckpt["classes"])
-        self.learner = TameLearner(**ckpt["params"]).set_state(ckpt["state"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
@@ -99,3 +99,24 @@ def stream_accuracy(model, stream) -> float:
     labels = model.predict(stream.test.X)["label"].to_numpy()
     exps = stream.test.experience
     return float(np.mean([(labels[exps == e] == stream.test.y[exps == e]).mean() for e in np.unique(exps)]))
+
+
+def requirements() -> list[str]:
+    """Pinned packages that loading this model imports (clflow itself travels as code)."""
+    from clflow.codedeps import module_level_imports, pinned_requirements, source_closure
+
+    return pinned_requirements(module_level_imports(source_closure(Path(__file__))))
+
+
+def log_tame_model(checkpoint: str | Path, example, name: str = "tame", registered_model_name: str | None = None):
+    """Log a TAME checkpoint as a pyfunc model (selector, experts, class names) with a signature.
+
+    The clflow package travels as code, so the model loads wherever its pinned requirements do.
+    """
+    import clflow
+
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=TameModel(), artifacts={"checkpoint": str(checkpoint)},
+        input_example=np.asarray(example, dtype=np.float32), code_paths=[str(Path(clflow.__file__).parent)],
+        registered_model_name=registered_model_name, pip_requirements=requirements(),
+    )
