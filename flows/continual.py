@@ -6,7 +6,9 @@
 2. the stages that lead to the model rerun through DVC: `prepare` appends the new
    experiences, `tame` continues from its checkpoint, `register` logs a new
    version of the model and promotes it only if it is better.
-Nothing runs when no file arrived. Run: `python flows/continual.py --help`.
+Accepted files stay pending (`.clflow/pending-update.json`) until those stages all
+succeed, so a failed update is finished by the next run even when nothing new
+arrived. Nothing runs when no file arrived and none is pending. Run: `python flows/continual.py --help`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from clflow.orchestration import publish, run_stage
 from clflow.reporting import read_metrics
 from clflow.services import check_prefect_api
 from clflow.streams import load_stream
-from clflow.streams.incoming import Intake, intake
+from clflow.streams.incoming import Intake, intake, pending, set_pending
 from clflow.tracking import pipeline_run
 
 UPDATE_STAGES = ["prepare", "embed_classes", "tame", "register"]
@@ -52,12 +54,17 @@ def continual_update(project: str = ".", stages: list[str] | None = None, lock_t
         report = intake_files(root)
         for name, reason in report.rejected.items():
             logger.warning("rejected %s: %s", name, reason)
+        owed = pending(root)
+        if owed:
+            logger.info("finishing an earlier update: %s", ", ".join(owed))
         done = {}
-        if report.accepted:
+        if report.accepted or owed:
+            set_pending(root, owed + report.accepted)  # a failing stage leaves them owed
             done = {stage: run_stage(stage, str(root), env) for stage in stages}
+            set_pending(root, [])
         metrics = read_metrics(root / "metrics")
-        result = {"accepted": report.accepted, "rejected": report.rejected, "stages": done,
-                  "register": metrics.get("register", {}) if report.accepted else {}}
+        result = {"accepted": report.accepted, "rejected": report.rejected, "stages": done, "trained": owed
+                  + report.accepted, "register": metrics.get("register", {}) if done else {}}
         rejected = "".join(f"\n- rejected `{n}`: {r}" for n, r in report.rejected.items())
         publish("clflow continual update", "clflow-continual-update", done,
                 {k: v for k, v in metrics.items() if k == "tame"}, env, root,

@@ -1,14 +1,16 @@
 """DVC stage `register`: log the TAME model to the MLflow registry; promote it if it is better.
 
 The model of one seed (`register.seed`, default the first of `train.seeds`) becomes
-a version of `register.model_name` with the alias `challenger`. It is promoted to
-`champion` when its avg accuracy on the current test set is not below the
-champion's (measured on the same rows) and its forgetting is not worse by more
-than `register.max_forgetting_increase`. Writes the decision to metrics/register.json.
+a version of `register.model_name` with the alias `challenger`. Challenger and
+champion are both scored now, per experience, on the current test set; the
+challenger is promoted to `champion` when its avg accuracy is not lower and no
+experience's accuracy drops by more than `register.max_experience_drop`. Writes
+the decision and the per-experience table to metrics/register.json.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from clflow.config import load_params
@@ -21,12 +23,12 @@ from clflow.tame.persist import read_tame
 
 
 def evaluator(stream: Stream):
-    """model_uri -> avg accuracy of that registered model on the stream's test rows."""
+    """model_uri -> accuracy of that registered model on each experience of the stream's test rows."""
     import mlflow.pyfunc
 
-    from clflow.tame.pyfunc import stream_accuracy
+    from clflow.tame.pyfunc import experience_scores
 
-    return lambda uri: stream_accuracy(mlflow.pyfunc.load_model(uri), stream)
+    return lambda uri: experience_scores(mlflow.pyfunc.load_model(uri), stream)
 
 
 @cli_errors
@@ -46,23 +48,27 @@ def main(argv: list[str] | None = None) -> None:
 
     import mlflow
 
-    from clflow.registry import Registry
+    from clflow.registry import TAG_EVIDENCE, Registry
     from clflow.tame.pyfunc import log_tame_model
     from clflow.tracking import stage_run, tracking_uri
 
     with stage_run("register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment) as run:
         info = log_tame_model(ckpt_path, stream.test.X[:2], registered_model_name=cfg.model_name)
         version = str(info.registered_model_version)
-        metrics = {"avg_accuracy": evaluate(f"models:/{cfg.model_name}/{version}"),
-                   "forgetting": forgetting(ckpt["R"])}
+        scores = evaluate(f"models:/{cfg.model_name}/{version}")
         registry = Registry(cfg.model_name, tracking_uri(), cfg.lock_timeout)
         registry.tag(version, **{"clflow.run_id": run.info.run_id, "clflow.experiences": str(stream.n_experiences)})
-        decision = registry.consider(version, metrics, cfg.max_forgetting_increase, evaluate)
+        decision = registry.consider(version, scores, cfg.max_experience_drop, evaluate,
+                                     forgetting=forgetting(ckpt["R"]))
         champion = registry.version("champion")
-        out = {**metrics, "version": int(version), "promoted": int(decision.promote),
-               "champion_version": int(champion.version) if champion else 0, "reason": decision.reason}
-        mlflow.log_metrics({k: float(v) for k, v in out.items() if k != "reason"})
-        mlflow.set_tag("clflow.decision", decision.reason)
+        evidence = json.loads(registry.get(version).tags[TAG_EVIDENCE])
+        out = {"avg_accuracy": sum(scores) / len(scores), "forgetting": forgetting(ckpt["R"]),
+               "version": int(version), "promoted": int(decision.promote),
+               "champion_version": int(champion.version) if champion else 0, "reason": decision.reason,
+               "per_experience": evidence}
+        mlflow.log_metrics({k: float(v) for k, v in out.items() if k not in ("reason", "per_experience")})
+        mlflow.set_tags({"clflow.decision": "promoted" if decision.promote else "rejected",
+                         "clflow.reason": decision.reason})
     write_json(args.metrics, out)  # the decision itself is logged by the registry
 
 

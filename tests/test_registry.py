@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 
 import pytest
@@ -25,51 +26,57 @@ def alias(reg: Registry, name: str) -> str:
 
 
 def test_rule():
-    champ = {"avg_accuracy": 0.8, "forgetting": 0.10}
-    assert decide({"avg_accuracy": 0.5, "forgetting": 0.5}, None, 0.02).promote
-    assert decide({"avg_accuracy": 0.8, "forgetting": 0.12}, champ, 0.02).promote
-    assert not decide({"avg_accuracy": 0.79, "forgetting": 0.0}, champ, 0.02).promote
-    worse = decide({"avg_accuracy": 0.9, "forgetting": 0.13}, champ, 0.02)
-    assert not worse.promote and "forgetting" in worse.reason
-    assert not decide({"avg_accuracy": float("nan"), "forgetting": 0.0}, champ, 0.02).promote
+    champ = [0.9, 0.7]  # avg 0.8
+    assert decide([0.5, 0.5], None, 0.05).promote
+    assert decide([0.87, 0.75], champ, 0.05).promote  # 0.03 lower on experience 0: tolerated
+    low = decide([0.9, 0.69], champ, 0.05)
+    assert not low.promote and "below champion" in low.reason
+    drop = decide([0.8, 0.9], champ, 0.05)  # better on average, but experience 0 falls by 0.10
+    assert not drop.promote and drop.reason.startswith("experience 0: accuracy 0.8000 drops 0.1000")
+    assert not decide([float("nan"), 1.0], champ, 0.05).promote
+    assert not decide([0.9, 0.8, 0.9], champ, 0.05).promote  # different evidence is never compared
 
 
 def test_worse_challenger_is_not_promoted_and_better_one_is(registry):
     v1, v2, v3 = (new_version(registry) for _ in range(3))
-    assert registry.consider(v1, {"avg_accuracy": 0.80, "forgetting": 0.10}, 0.02).promote
-    worse = registry.consider(v2, {"avg_accuracy": 0.75, "forgetting": 0.05}, 0.02)
+    assert registry.consider(v1, [0.85, 0.75], 0.05).promote
+    worse = registry.consider(v2, [0.80, 0.70], 0.05)
     assert not worse.promote
     assert alias(registry, CHAMPION) == v1 and alias(registry, CHALLENGER) == v2
     tags = registry.get(v2).tags
     assert tags["clflow.decision"] == "rejected" and "below champion" in tags["clflow.reason"]
-    assert registry.consider(v3, {"avg_accuracy": 0.85, "forgetting": 0.11}, 0.02).promote
+    assert json.loads(tags["clflow.per_experience"]) == {"challenger": [0.80, 0.70], "champion": [0.85, 0.75]}
+    assert registry.consider(v3, [0.85, 0.85], 0.05, forgetting=0.1).promote
     assert alias(registry, CHAMPION) == v3
     assert registry.get(v3).tags["clflow.previous_champion"] == v1
+    assert float(registry.get(v3).tags["forgetting"]) == 0.1
 
 
 def test_champion_is_rescored_on_the_same_test_set(registry):
     v1, v2 = new_version(registry), new_version(registry)
-    registry.consider(v1, {"avg_accuracy": 0.95, "forgetting": 0.0}, 0.02)
-    # on today's (harder) test set the champion scores 0.6: the candidate's 0.7 wins
-    decision = registry.consider(v2, {"avg_accuracy": 0.7, "forgetting": 0.0}, 0.02, evaluate=lambda uri: 0.6)
-    assert decision.promote and "0.6000" in decision.reason
+    registry.consider(v1, [0.95, 0.95], 0.05)
+    # on today's (longer, harder) test set the champion scores less: the candidate wins on the same rows
+    decision = registry.consider(v2, [0.9, 0.8, 0.7], 0.05, evaluate=lambda uri: [0.9, 0.8, 0.6])
+    assert decision.promote and "0.7667" in decision.reason
 
 
-def test_a_champion_that_cannot_be_rescored_keeps_its_recorded_score(registry):
+def test_a_champion_that_cannot_be_rescored_blocks_promotion(registry):
     v1, v2 = new_version(registry), new_version(registry)
-    registry.consider(v1, {"avg_accuracy": 0.9, "forgetting": 0.0}, 0.02)
+    registry.consider(v1, [0.5, 0.5], 0.05)
 
     def broken(uri):
         raise OSError("artifacts deleted")
 
-    decision = registry.consider(v2, {"avg_accuracy": 0.8, "forgetting": 0.0}, 0.02, evaluate=broken)
-    assert not decision.promote and "0.9000" in decision.reason
+    decision = registry.consider(v2, [0.9, 0.9], 0.05, evaluate=broken)
+    assert not decision.promote and decision.reason == (
+        f"champion version {v1} could not be re-scored (OSError: artifacts deleted)")
+    assert alias(registry, CHAMPION) == v1 and registry.get(v2).tags["clflow.reason"] == decision.reason
 
 
 def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
     v1, v2 = new_version(registry), new_version(registry)
-    registry.consider(v1, {"avg_accuracy": 0.8, "forgetting": 0.1}, 0.02)
-    registry.consider(v2, {"avg_accuracy": 0.9, "forgetting": 0.1}, 0.02)
+    registry.consider(v1, [0.8, 0.8], 0.05)
+    registry.consider(v2, [0.9, 0.9], 0.05)
     assert registry.rollback() == v1
     assert alias(registry, CHAMPION) == v1 and registry.get(v2).tags["clflow.decision"] == "rolled_back"
     registry.promote(v2, "hotfix")
@@ -81,14 +88,14 @@ def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
 def test_rollback_without_predecessor_is_a_clear_error(registry):
     with pytest.raises(RegistryError, match="no champion"):
         registry.rollback()
-    registry.consider(new_version(registry), {"avg_accuracy": 0.8, "forgetting": 0.1}, 0.02)
+    registry.consider(new_version(registry), [0.8, 0.8], 0.05)
     with pytest.raises(RegistryError, match="no predecessor"):
         registry.rollback()
 
 
 def _register(uri: str, version: str, acc: float, start) -> None:
     start.wait()
-    Registry("m", uri, lock_timeout=120).consider(version, {"avg_accuracy": acc, "forgetting": 0.0}, 0.02)
+    Registry("m", uri, lock_timeout=120).consider(version, [acc, acc], 0.05)
 
 
 @pytest.mark.parametrize("order", [[0.7, 0.9, 0.8, 0.6], [0.9, 0.6, 0.7, 0.8]])

@@ -57,10 +57,14 @@ def from_plain(obj: Any) -> Any:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save `payload` (plain data, see to_plain) to a temp file, then rename it onto `path`."""
-    data = {"format": FORMAT, **to_plain(payload)}
+    """torch.save `payload` (plain data, see to_plain) to a temp file, then rename it onto `path`.
+
+    The same payload always gives the same bytes, so DVC sees an unchanged out as unchanged.
+    """
+    buf = io.BytesIO()  # not torch.save(tmp): it names the zip's folder after the (random) temp file
+    torch.save({"format": FORMAT, **to_plain(payload)}, buf)
     with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

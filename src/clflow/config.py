@@ -135,7 +135,9 @@ class RegisterConfig(Section):
 
     model_name: str = Field("clflow-tame", min_length=1)
     seed: int | None = Field(None, description="which train seed's model to register; null = the first")
-    max_forgetting_increase: float = Field(0.02, ge=0, description="tolerated rise in forgetting over the champion")
+    max_experience_drop: float = Field(
+        0.05, ge=0, le=1, description="promote only if no experience's accuracy falls more than this below the "
+                                      "champion's (both scored on the current test set)")
     lock_timeout: float = Field(120.0, ge=0, description="seconds to wait for another registration's decision")
 
 

@@ -1,10 +1,13 @@
 """Model registry: register versions, promote the better one to `champion`, roll back.
 
 Every registered version gets the alias `challenger` and carries its metrics as
-version tags. It becomes `champion` only when its avg accuracy is not below the
-champion's (both measured on the same, current test set when an evaluator is
-given) and its forgetting is not worse by more than `max_forgetting_increase`.
-The decision and its reason are written as version tags. Read-compare-promote runs
+version tags. Champion and challenger are scored on the same evidence: the
+accuracy on each experience of the current test set. The challenger becomes
+`champion` only when its avg accuracy is not below the champion's and no
+experience's accuracy drops by more than `max_experience_drop` below the
+champion's. A champion that cannot be re-scored blocks the promotion (with the
+reason recorded) rather than being compared by a stale number. The decision, its
+reason and the per-experience table are version tags. Read-compare-promote runs
 under a lock, so concurrent registrations never promote a worse model whatever
 their order; the previous champion is recorded, so a rollback restores it.
 """
@@ -12,10 +15,11 @@ their order; the previous champion is recorded, so a rollback restores it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +30,9 @@ from clflow.locks import file_lock
 log = logging.getLogger("clflow.registry")
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG_DECISION, TAG_REASON, TAG_PREVIOUS = "clflow.decision", "clflow.reason", "clflow.previous_champion"
+TAG_EVIDENCE = "clflow.per_experience"  # JSON: accuracy per experience of challenger and champion
 METRICS = ("avg_accuracy", "forgetting")
+Scorer = Callable[[str], Sequence[float]]  # model URI -> accuracy on each experience of the current test set
 
 
 class RegistryError(ClflowError):
@@ -39,22 +45,25 @@ class Decision:
     reason: str
 
 
-def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
-           max_forgetting_increase: float) -> Decision:
-    """The promotion rule; `champion` None means there is none yet."""
+def decide(candidate: Sequence[float], champion: Sequence[float] | None, max_drop: float) -> Decision:
+    """The promotion rule on per-experience accuracies measured on the same test set; None: no champion."""
     if champion is None:
         return Decision(True, "no champion yet")
-    acc, champ_acc = candidate["avg_accuracy"], champion["avg_accuracy"]
-    forg, champ_forg = candidate["forgetting"], champion["forgetting"]
-    if not (math.isfinite(acc) and math.isfinite(forg)):
-        return Decision(False, f"candidate metrics are not finite (avg_accuracy {acc}, forgetting {forg})")
+    cand, champ = [float(a) for a in candidate], [float(a) for a in champion]
+    if len(cand) != len(champ):
+        return Decision(False, f"scored on {len(cand)} experiences, the champion on {len(champ)}")
+    if not all(math.isfinite(a) for a in cand):
+        return Decision(False, f"candidate accuracies are not finite ({cand})")
+    acc, champ_acc = sum(cand) / len(cand), sum(champ) / len(champ)
     if acc < champ_acc:
         return Decision(False, f"avg_accuracy {acc:.4f} below champion's {champ_acc:.4f}")
-    if forg > champ_forg + max_forgetting_increase:
-        return Decision(False, f"forgetting {forg:.4f} worse than champion's {champ_forg:.4f} "
-                               f"by more than {max_forgetting_increase:g}")
-    return Decision(True, f"avg_accuracy {acc:.4f} >= champion's {champ_acc:.4f}, forgetting {forg:.4f} "
-                          f"within {max_forgetting_increase:g} of {champ_forg:.4f}")
+    drops = [c - a for a, c in zip(cand, champ)]
+    worst = max(range(len(drops)), key=drops.__getitem__)
+    if drops[worst] > max_drop:
+        return Decision(False, f"experience {worst}: accuracy {cand[worst]:.4f} drops {drops[worst]:.4f} below "
+                               f"the champion's {champ[worst]:.4f} (more than {max_drop:g})")
+    return Decision(True, f"avg_accuracy {acc:.4f} >= champion's {champ_acc:.4f}; no experience drops by more "
+                          f"than {max_drop:g} (largest: {max(drops[worst], 0.0):.4f} on experience {worst})")
 
 
 def lock_path(uri: str, name: str) -> Path:
@@ -103,27 +112,31 @@ class Registry:
         """Held while the champion is read and moved, so decisions never interleave."""
         return file_lock(lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision")
 
-    def consider(self, version: str, metrics: Mapping[str, float], max_forgetting_increase: float,
-                 evaluate: Callable[[str], float] | None = None) -> Decision:
-        """Tag `version` as challenger with its metrics; promote it if it beats the champion.
+    def consider(self, version: str, scores: Sequence[float], max_drop: float, evaluate: Scorer | None = None,
+                 forgetting: float | None = None) -> Decision:
+        """Tag `version` as challenger with its per-experience `scores`; promote it if it beats the champion.
 
-        `evaluate(model_uri)` measures the champion's avg accuracy on the candidate's test set.
+        `evaluate(model_uri)` scores the champion on the same test set. Without it the
+        champion's recorded scores serve (the caller vouches they are the same evidence).
         """
         version = str(version)
-        self.tag(version, **{k: repr(float(metrics[k])) for k in METRICS})
+        scores = [float(a) for a in scores]
+        metrics = {"avg_accuracy": sum(scores) / len(scores)}
+        if forgetting is not None:
+            metrics["forgetting"] = float(forgetting)
+        self.tag(version, **{k: repr(v) for k, v in metrics.items()})
         with self._decision_lock():
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
             champ = self.version(CHAMPION)
-            champ_metrics = None
+            champ_scores, failure = None, ""
             if champ is not None:
-                champ_metrics = self.metrics(champ)
-                if evaluate is not None:
-                    try:
-                        champ_metrics["avg_accuracy"] = evaluate(f"models:/{self.name}/{champ.version}")
-                    except Exception as exc:  # e.g. its artifacts were deleted: fall back to its recorded score
-                        log.warning("champion version %s could not be re-scored (%s); using its recorded "
-                                    "avg_accuracy", champ.version, exc)
-            decision = decide(metrics, champ_metrics, max_forgetting_increase)
+                try:
+                    champ_scores = ([float(a) for a in evaluate(f"models:/{self.name}/{champ.version}")]
+                                    if evaluate is not None else self.recorded_scores(champ))
+                except Exception as exc:  # e.g. its artifacts were deleted: no stale number stands in
+                    failure = f"champion version {champ.version} could not be re-scored ({type(exc).__name__}: {exc})"
+            decision = Decision(False, failure) if failure else decide(scores, champ_scores, max_drop)
+            self.tag(version, **{TAG_EVIDENCE: json.dumps({"challenger": scores, "champion": champ_scores})})
             if decision.promote:
                 self._promote(version, str(champ.version) if champ else "", "promoted", decision.reason)
             else:
@@ -131,6 +144,11 @@ class Registry:
         log.info("%s version %s: %s (%s)", self.name, version, "promoted" if decision.promote else "not promoted",
                  decision.reason)
         return decision
+
+    @staticmethod
+    def recorded_scores(version) -> list[float]:
+        """The per-experience scores a version was registered with."""
+        return list(json.loads(version.tags[TAG_EVIDENCE])["challenger"])
 
     def _promote(self, version: str, previous: str, decision: str, reason: str) -> None:
         # tags first, alias last: a crash in between leaves the old champion in place

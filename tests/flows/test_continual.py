@@ -64,3 +64,31 @@ def test_only_bad_files_change_nothing(updated_project):
     assert "feature length 10" in result["rejected"]["short.parquet"]
     assert file_hashes(project, *watched) == before
     assert registry(project).version("champion").version == champion
+
+
+def test_a_failed_update_is_finished_by_the_next_run(tmp_path, prefect_api):
+    """tame fails after intake accepted a file: the file stays owed and the next run (no new file) trains it."""
+    from clflow.dvcrun import StageFailed
+    from clflow.streams.incoming import pending
+    from conftest import make_project, run
+
+    import sys
+
+    project = make_project(tmp_path / "p", {"stream": {"tasks": [0, 1]}})
+    stages = ["prepare", "embed_classes", "tame"]
+    run([sys.executable, "-m", "dvc", "repro", "tame"], project)
+    update = load_flow(project, "continual", "continual_update")
+    drop_experience(project, "new.parquet", limit=300)
+    ckpt = project / "models" / "tame" / "seed_0.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(b"damaged")  # tame will stop with one line
+    with pytest.raises(StageFailed, match="stage 'tame' failed"):
+        update(project=str(project), stages=stages)
+    assert pending(project) == [str(project / "data" / "experiences" / "0000-new.parquet")]
+    ckpt.write_bytes(good)
+    result = update(project=str(project), stages=stages)  # nothing new arrived
+    assert result["accepted"] == [] and result["stages"]["tame"] == "ran"
+    assert len(result["trained"]) == 1 and pending(project) == []
+    tame = json.loads((project / "metrics" / "tame.json").read_text())
+    assert tame["resumed_from_experience"] == 2.0  # continued from the repaired checkpoint onto the new rows
+    assert update(project=str(project), stages=stages)["stages"] == {}  # and now there is nothing owed

@@ -126,6 +126,25 @@ def append_experiences(stream: Stream, directory: str | Path) -> Stream:
     return replace(stream, train=train, test=test)
 
 
+PENDING = Path(".clflow") / "pending-update.json"  # accepted files whose update has not finished
+
+
+def pending(project: str | Path) -> list[str]:
+    """Accepted experience files that no update has trained and registered yet."""
+    path = Path(project) / PENDING
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
+def set_pending(project: str | Path, files: list[str]) -> None:
+    """Record (or, with [], clear) the files an update still owes the model; survives a failed run."""
+    path = Path(project) / PENDING
+    if not files:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, sorted(set(files)))
+
+
 @dataclass(frozen=True)
 class Intake:
     """What one intake did: accepted files (their new paths) and rejected files with reasons."""
