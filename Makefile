@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test bench clean help ui serve update
+.PHONY: install run test lint bench clean help ui serve update
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
@@ -58,7 +58,10 @@ serve: install .dvc/config  ## serve the deployments of prefect.yaml against the
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	CLFLOW_MLFLOW_UI=$${CLFLOW_MLFLOW_UI:-http://127.0.0.1:$(MLFLOW_PORT)} $(BIN)/python flows/serve.py
 
-test: install  ## run the test suite
+lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, bugbear)
+	$(BIN)/ruff check src stages flows tests bench
+
+test: install lint  ## lint, then run the test suite
 	$(BIN)/python -m pytest tests
 
 bench: install  ## run the benchmarks (prints tables)

@@ -33,14 +33,21 @@ def fmt(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
 
 
-def measure(name: str, train: TrainConfig, memories: list[int]) -> dict[str, dict[str, list[float]]]:
+def measure(
+    name: str, train: TrainConfig, memories: list[int]
+) -> dict[str, dict[str, list[float]]]:
     """{column: {metric: per-seed values}} for one stream."""
     stream = build_stream(STREAMS[name])
     columns = [("finetune", 0)] + [(m, mem) for mem in memories for m in REPLAYS] + [("joint", 0)]
     out = {}
     for method, memory in columns:
-        runs = run_seeds(lambda seed: learner_for_method(method, stream, train, seed, memory), stream, train,
-                         cumulative=method == "joint", desc=f"{name} {method}")
+        runs = run_seeds(
+            lambda seed: learner_for_method(method, stream, train, seed, memory),
+            stream,
+            train,
+            cumulative=method == "joint",
+            desc=f"{name} {method}",
+        )
         label = f"{method} ({memory})" if memory else method
         out[label] = {k: [r.metrics()[k] for _, r in runs] for k in ("avg_accuracy", "forgetting")}
         print(f"  {name} {label}: {fmt(out[label]['avg_accuracy'])}", file=sys.stderr)
@@ -48,10 +55,14 @@ def measure(name: str, train: TrainConfig, memories: list[int]) -> dict[str, dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--memory", type=int, nargs="+", default=[200, 500], help="replay buffer sizes")
+    parser.add_argument(
+        "--memory", type=int, nargs="+", default=[200, 500], help="replay buffer sizes"
+    )
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
     args = parser.parse_args(argv)
     train = TrainConfig(epochs=args.epochs, seeds=args.seeds)
@@ -61,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     print("| stream | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name, res in results.items():
-        cells = [f"{fmt(res[c]['avg_accuracy'])} ({np.mean(res[c]['forgetting']):.3f})" for c in columns]
+        cells = [
+            f"{fmt(res[c]['avg_accuracy'])} ({np.mean(res[c]['forgetting']):.3f})" for c in columns
+        ]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -44,13 +44,21 @@ def client_data(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarra
 @flow(name="bench-federated-clients")
 def clients_flow(Xs: list, ys: list, encoder: Encoder, group_size: int = 1) -> list:
     names = fed.groups([f"client-{i:04d}" for i in range(len(Xs))], group_size)
-    futures = fed.client_task.map(names, 0, fed.groups(Xs, group_size), fed.groups(ys, group_size),
-                                  unmapped(encoder), [len(g) - 1 for g in names])
+    futures = fed.client_task.map(
+        names,
+        0,
+        fed.groups(Xs, group_size),
+        fed.groups(ys, group_size),
+        unmapped(encoder),
+        [len(g) - 1 for g in names],
+    )
     return [u for f in futures for u in f.result()]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--runners", nargs="+", default=["thread", "dask"])
     parser.add_argument("--group", type=int, default=1, help="clients per Prefect task (default 1)")
@@ -62,7 +70,9 @@ def main() -> None:
         Xs, ys = client_data(n)
         for runner in args.runners:
             t0 = time.perf_counter()
-            updates = clients_flow.with_options(task_runner=fed.task_runner(runner))(Xs, ys, encoder, args.group)
+            updates = clients_flow.with_options(task_runner=fed.task_runner(runner))(
+                Xs, ys, encoder, args.group
+            )
             client_s = time.perf_counter() - t0
             server = PrototypeServer(DIM, N_CLASSES, encoder.hash)
             tracemalloc.start()
@@ -74,8 +84,10 @@ def main() -> None:
             assert report.accepted == n
             rows.append((n, f"{runner}, {args.group}/task", client_s, merge_s, peak))
             print(f"  {n} clients on {runner}: done", file=sys.stderr)
-    print("\n| clients | runner, clients per task | client tasks (Prefect), s | merge after arrival, ms "
-          "| merge peak memory, KiB |")
+    print(
+        "\n| clients | runner, clients per task | client tasks (Prefect), s "
+        "| merge after arrival, ms | merge peak memory, KiB |"
+    )
     print("|---|---|---|---|---|")
     for n, runner, client_s, merge_s, peak in rows:
         print(f"| {n} | {runner} | {client_s:.1f} | {merge_s * 1000:.1f} | {peak / 1024:.0f} |")

@@ -21,21 +21,29 @@ from lingo import compare  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--memory", type=int, default=200)
     args = parser.parse_args()
     cfg, train = LingoConfig(), TrainConfig(seeds=args.seeds)
     encoder = load_encoder()
-    print(f"\n| stream | method | head | avg accuracy | forgetting | BWT |\n|---|---|---|---|---|---|")
+    print(
+        "\n| stream | method | head | avg accuracy | forgetting | BWT |\n|---|---|---|---|---|---|"
+    )
     for name, source in (("Split-Digits", "digits"), ("Permuted-Digits", "permuted_digits")):
         stream = build_stream(StreamConfig(source=source))
         language = encode_names(stream.classes, cfg.template, encoder)
         for method, heads in compare(stream, language, train, cfg, args.memory).items():
             for head, runs in heads.items():
                 m = mean_std([r.metrics() for r in runs])
-                print(f"| {name} | {method} | {head} | {m['avg_accuracy']:.3f} ± {m['avg_accuracy_std']:.3f} | "
-                      f"{m['forgetting']:.3f} ± {m['forgetting_std']:.3f} | {m['bwt']:.3f} ± {m['bwt_std']:.3f} |")
+                print(
+                    f"| {name} | {method} | {head} | "
+                    f"{m['avg_accuracy']:.3f} ± {m['avg_accuracy_std']:.3f} | "
+                    f"{m['forgetting']:.3f} ± {m['forgetting_std']:.3f} | "
+                    f"{m['bwt']:.3f} ± {m['bwt_std']:.3f} |"
+                )
 
 
 if __name__ == "__main__":

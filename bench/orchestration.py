@@ -28,12 +28,28 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.update({"DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "ERROR"})
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "ERROR",
+    }
+)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
-COPY = ["dvc.yaml", "params.yaml", "prefect.yaml", "stages", "src", "flows", ".dvcignore", "data/experiences/README.md",
-        "data/incoming/README.md"]
+COPY = [
+    "dvc.yaml",
+    "params.yaml",
+    "prefect.yaml",
+    "stages",
+    "src",
+    "flows",
+    ".dvcignore",
+    "data/experiences/README.md",
+    "data/incoming/README.md",
+]
 
 
 def sh(cmd: list[str], cwd: Path) -> float:
@@ -57,8 +73,12 @@ def project_copy(dest: Path, fast: bool) -> Path:
         params["train"].update(seeds=[0], epochs=2)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n.clflow/\n")
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"],
+    ):
         sh(cmd, dest)
     return dest
 
@@ -70,8 +90,12 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fast", action="store_true", help="one seed, two epochs (the test-suite params)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--fast", action="store_true", help="one seed, two epochs (the test-suite params)"
+    )
     args = parser.parse_args()
     from prefect import flow
 
@@ -93,7 +117,10 @@ def main() -> None:
         flow_time, _ = timed(pipeline, project=str(b))
 
         stream = load_stream(a / "data" / "stream")
-        write_parquet(a / "data" / "incoming" / "new.parquet", example_experience(stream, rotate=25, limit=400))
+        write_parquet(
+            a / "data" / "incoming" / "new.parquet",
+            example_experience(stream, rotate=25, limit=400),
+        )
         print("running: continual update ...", file=sys.stderr)
         update_time, result = timed(continual_update, project=str(a))
         assert result["accepted"], result
@@ -106,13 +133,22 @@ def main() -> None:
         ("flow overhead", f"{overhead:+.1%}", "≤ 15 %", overhead <= 0.15),
         ("ephemeral Prefect API start (once per process)", f"{api_start:.1f} s", "", None),
         ("continual update, 1 new experience", f"{update_time:.1f} s", "", None),
-        ("continual update / full pipeline", f"{update_time / bare:.2f}×", "≤ 0.4×", update_time / bare <= 0.4),
+        (
+            "continual update / full pipeline",
+            f"{update_time / bare:.2f}×",
+            "≤ 0.4×",
+            update_time / bare <= 0.4,
+        ),
     ]
-    print(f"\nparams: {'--fast (1 seed, 2 epochs)' if args.fast else 'params.yaml'}; "
-          f"continual stages: {result['stages']}\n")
+    print(
+        f"\nparams: {'--fast (1 seed, 2 epochs)' if args.fast else 'params.yaml'}; "
+        f"continual stages: {result['stages']}\n"
+    )
     print("| measure | value | target | met |\n|---|---|---|---|")
     for name, value, target, met in rows:
-        print(f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else 'NO')} |")
+        print(
+            f"| {name} | {value} | {target} | {'' if met is None else ('yes' if met else 'NO')} |"
+        )
 
 
 if __name__ == "__main__":

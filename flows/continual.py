@@ -8,7 +8,8 @@
    version of the model and promotes it only if it is better.
 Accepted files stay pending (`.clflow/pending-update.json`) until those stages all
 succeed, so a failed update is finished by the next run even when nothing new
-arrived. Nothing runs when no file arrived and none is pending. Run: `python flows/continual.py --help`.
+arrived. Nothing runs when no file arrived and none is pending. Run: `python flows/continual.py
+--help`.
 """
 
 from __future__ import annotations
@@ -38,18 +39,27 @@ def intake_files(project: Path) -> Intake:
     """Validate and accept (or move aside) every incoming experience file."""
     params = load_params(project / "params.yaml")
     stream = load_stream(project / "data" / "stream")
-    return intake(project / "data" / "incoming", project / "data" / "experiences", stream,
-                  test_size=params.stream.test_size, seed=params.stream.seed)
+    return intake(
+        project / "data" / "incoming",
+        project / "data" / "experiences",
+        stream,
+        test_size=params.stream.test_size,
+        seed=params.stream.seed,
+    )
 
 
 @flow(name="continual-update")
-def continual_update(project: str = ".", stages: list[str] | None = None, lock_timeout: float = 600.0) -> dict:
+def continual_update(
+    project: str = ".", stages: list[str] | None = None, lock_timeout: float = 600.0
+) -> dict:
     """Take in new experience files, update TAME incrementally and register the new model."""
     logger = get_run_logger()
     root = Path(project).resolve()
     stages = stages or UPDATE_STAGES
     with project_lock(root, lock_timeout), pipeline_run(root) as env:
-        if not (root / "data" / "stream").exists():  # first run: build the stream the files must match
+        if not (
+            root / "data" / "stream"
+        ).exists():  # first run: build the stream the files must match
             run_stage("prepare", str(root), env)
         report = intake_files(root)
         for name, reason in report.rejected.items():
@@ -63,26 +73,47 @@ def continual_update(project: str = ".", stages: list[str] | None = None, lock_t
             done = {stage: run_stage(stage, str(root), env) for stage in stages}
             set_pending(root, [])
         metrics = read_metrics(root / "metrics")
-        result = {"accepted": report.accepted, "rejected": report.rejected, "stages": done, "trained": owed
-                  + report.accepted, "register": metrics.get("register", {}) if done else {}}
+        result = {
+            "accepted": report.accepted,
+            "rejected": report.rejected,
+            "stages": done,
+            "trained": owed + report.accepted,
+            "register": metrics.get("register", {}) if done else {},
+        }
         rejected = "".join(f"\n- rejected `{n}`: {r}" for n, r in report.rejected.items())
-        publish("clflow continual update", "clflow-continual-update", done,
-                {k: v for k, v in metrics.items() if k == "tame"}, env, root,
-                extra=f"\naccepted: {len(report.accepted)} file(s){rejected}\n\nregister: "
-                      f"`{json.dumps(result['register'])}`")
-    logger.info("continual update: %s", json.dumps({k: v for k, v in result.items() if k != "stages"}))
+        publish(
+            "clflow continual update",
+            "clflow-continual-update",
+            done,
+            {k: v for k, v in metrics.items() if k == "tame"},
+            env,
+            root,
+            extra=f"\naccepted: {len(report.accepted)} file(s){rejected}\n\nregister: "
+            f"`{json.dumps(result['register'])}`",
+        )
+    logger.info(
+        "continual update: %s", json.dumps({k: v for k, v in result.items() if k != "stages"})
+    )
     return result
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
-    parser.add_argument("--lock-timeout", type=float, default=600.0,
-                        help="seconds to wait while another run holds the project (default 600)")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait while another run holds the project (default 600)",
+    )
     args = parser.parse_args(argv)
     check_prefect_api()  # a configured server that is down: one line, not a retry loop
-    print(json.dumps(continual_update(project=args.project, lock_timeout=args.lock_timeout), indent=2))
+    print(
+        json.dumps(continual_update(project=args.project, lock_timeout=args.lock_timeout), indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -17,22 +17,38 @@ from clflow.streams import Stream
 
 
 @task(name="clients", task_run_name="round-{round_}-{clients[0]}+{n_more}")
-def client_task(clients: list[str], round_: int, Xs: list[np.ndarray], ys: list[np.ndarray], encoder: Encoder,
-                n_more: int = 0) -> list[ClientUpdate]:
-    """Updates of a group of clients (prototype sums and counts of their new rows); a group of one by default.
+def client_task(
+    clients: list[str],
+    round_: int,
+    Xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    encoder: Encoder,
+    n_more: int = 0,
+) -> list[ClientUpdate]:
+    """Updates of a group of clients (prototype sums and counts of their new rows); a group of one
+    by default.
 
     Grouping bounds the number of Prefect tasks, so thousands of clients scale out on Dask.
     """
-    return [client_update(X, y, encoder, encoder.hash, c, round_) for c, X, y in zip(clients, Xs, ys)]
+    return [
+        client_update(X, y, encoder, encoder.hash, c, round_) for c, X, y in zip(clients, Xs, ys)
+    ]
 
 
 def groups(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @flow(name="clflow-federated")
-def federated(stream: Stream, n_clients: int = 10, overlap: int = 1, encoder_kind: str = "raw",
-              metric: str = "cosine", seed: int = 0, group_size: int = 1) -> dict:
+def federated(
+    stream: Stream,
+    n_clients: int = 10,
+    overlap: int = 1,
+    encoder_kind: str = "raw",
+    metric: str = "cosine",
+    seed: int = 0,
+    group_size: int = 1,
+) -> dict:
     """Federated class-incremental rounds; returns per-round accuracies and the merged server."""
     logger = get_run_logger()
     encoder = Encoder(encoder_kind, stream.n_features, seed=seed)
@@ -41,32 +57,65 @@ def federated(stream: Stream, n_clients: int = 10, overlap: int = 1, encoder_kin
     tr = stream.train
     for r, clients in enumerate(rounds):
         names = groups(list(clients), group_size)
-        futures = client_task.map(names, r, groups([tr.X[rows] for rows in clients.values()], group_size),
-                                  groups([tr.y[rows] for rows in clients.values()], group_size), unmapped(encoder),
-                                  [len(g) - 1 for g in names])
+        futures = client_task.map(
+            names,
+            r,
+            groups([tr.X[rows] for rows in clients.values()], group_size),
+            groups([tr.y[rows] for rows in clients.values()], group_size),
+            unmapped(encoder),
+            [len(g) - 1 for g in names],
+        )
         report = server.merge(u for f in futures for u in f.result())
         all_rows += list(clients.values())
         seen = np.unique(tr.y[np.concatenate(all_rows)])
         central = central_server(stream, np.concatenate(all_rows), encoder, encoder.hash, metric)
-        history.append({
-            "round": r, "clients": len(clients), "accepted": report.accepted, "rejected": len(report.rejected),
-            "merged_accuracy": accuracy_on_seen(server, stream, encoder, seen),
-            "central_accuracy": accuracy_on_seen(central, stream, encoder, seen),
-            "max_prototype_diff": float(np.abs(server.prototypes() - central.prototypes()).max()),
-        })
-        logger.info("round %d: %d clients, merged accuracy %.3f", r, len(clients), history[-1]["merged_accuracy"])
-    locals_ = [local_accuracy(stream, np.concatenate([rd[c] for rd in rounds if c in rd]), encoder, encoder.hash,
-                              metric, seen) for c in sorted({c for rd in rounds for c in rd})]
+        history.append(
+            {
+                "round": r,
+                "clients": len(clients),
+                "accepted": report.accepted,
+                "rejected": len(report.rejected),
+                "merged_accuracy": accuracy_on_seen(server, stream, encoder, seen),
+                "central_accuracy": accuracy_on_seen(central, stream, encoder, seen),
+                "max_prototype_diff": float(
+                    np.abs(server.prototypes() - central.prototypes()).max()
+                ),
+            }
+        )
+        logger.info(
+            "round %d: %d clients, merged accuracy %.3f",
+            r,
+            len(clients),
+            history[-1]["merged_accuracy"],
+        )
+    locals_ = [
+        local_accuracy(
+            stream,
+            np.concatenate([rd[c] for rd in rounds if c in rd]),
+            encoder,
+            encoder.hash,
+            metric,
+            seen,
+        )
+        for c in sorted({c for rd in rounds for c in rd})
+    ]
     return {"history": history, "server": server, "local_accuracies": locals_}
 
 
 def task_runner(runner: str, address: str = ""):
-    """Thread pool by default; prefect-dask's DaskTaskRunner for `dask` (local cluster or a scheduler address)."""
+    """Thread pool by default; prefect-dask's DaskTaskRunner for `dask` (local cluster or a
+    scheduler address)."""
     if runner == "thread":
         return ThreadPoolTaskRunner()
     from prefect_dask import DaskTaskRunner
 
     if address:
         return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
-                                         "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )

@@ -27,23 +27,33 @@ from clflow.tracking import pipeline_run
 
 
 @flow(name="clflow-pipeline")
-def pipeline(project: str = ".", stages: list[str] | None = None, overrides: dict[str, Any] | None = None,
-             experiment: str | None = None, lock_timeout: float = 600.0) -> dict:
-    """Run the pipeline's stages in order (or one DVC experiment with `overrides`); return every stage's metrics.
+def pipeline(
+    project: str = ".",
+    stages: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    experiment: str | None = None,
+    lock_timeout: float = 600.0,
+) -> dict:
+    """Run the pipeline's stages in order (or one DVC experiment with `overrides`); return every
+    stage's metrics.
 
     `stages` limits the run to those stages (with overrides: to them and what they depend on).
     """
     logger = get_run_logger()
     root = Path(project).resolve()
     if overrides:
-        check_overrides(root / "params.yaml", overrides)  # a typo stops here, not inside the experiment
+        check_overrides(
+            root / "params.yaml", overrides
+        )  # a typo stops here, not inside the experiment
     with project_lock(root, lock_timeout), pipeline_run(root) as env:
         if overrides:
             name = run_experiment(str(root), overrides, experiment, env, stages)
             done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
             metrics = experiment_metrics(root, name)
         else:
-            done = {stage: run_stage(stage, str(root), env) for stage in stages or stage_names(root)}
+            done = {
+                stage: run_stage(stage, str(root), env) for stage in stages or stage_names(root)
+            }
             metrics = read_metrics(root / "metrics")
         publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root)
     logger.info("summary\n%s", summary_table(metrics))
@@ -52,14 +62,26 @@ def pipeline(project: str = ".", stages: list[str] | None = None, overrides: dic
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
     parser.add_argument("--stage", action="append", help="run only these stages (repeatable)")
-    parser.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param (YAML value); the run becomes a DVC experiment")
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param (YAML value); the run becomes a DVC experiment",
+    )
     parser.add_argument("--name", help="name of the DVC experiment (with -S)")
-    parser.add_argument("--lock-timeout", type=float, default=600.0,
-                        help="seconds to wait while another run holds the project (default 600)")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait while another run holds the project (default 600)",
+    )
     args = parser.parse_args(argv)
     check_prefect_api()  # a configured server that is down: one line, not a retry loop
     overrides = {}
@@ -68,8 +90,17 @@ def main(argv: list[str] | None = None) -> None:
         if not sep:
             raise ConfigError(f"expected KEY=VALUE, got {item!r}", field="-S")
         overrides[key] = value  # DVC parses it as YAML, like `dvc exp run -S`
-    print(summary_table(pipeline(project=args.project, stages=args.stage, overrides=overrides or None,
-                                 experiment=args.name, lock_timeout=args.lock_timeout)))
+    print(
+        summary_table(
+            pipeline(
+                project=args.project,
+                stages=args.stage,
+                overrides=overrides or None,
+                experiment=args.name,
+                lock_timeout=args.lock_timeout,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

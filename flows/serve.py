@@ -29,14 +29,23 @@ def deployments(spec_path: Path) -> list:
         try:
             flow = load_flow_from_entrypoint(d["entrypoint"])
         except Exception as exc:  # a wrong path or name in prefect.yaml
-            raise ConfigError(f"cannot load {d.get('entrypoint')!r}: {exc}", file=spec_path,
-                              field=f"deployments.{d.get('name')}.entrypoint") from None
+            raise ConfigError(
+                f"cannot load {d.get('entrypoint')!r}: {exc}",
+                file=spec_path,
+                field=f"deployments.{d.get('name')}.entrypoint",
+            ) from None
         sched = (d.get("schedules") or [{}])[0]
-        out.append(flow.to_deployment(
-            name=d["name"], description=d.get("description"), parameters=d.get("parameters") or {},
-            cron=sched.get("cron"), interval=sched.get("interval"), tags=d.get("tags"),
-            concurrency_limit=d.get("concurrency_limit"),
-        ))
+        out.append(
+            flow.to_deployment(
+                name=d["name"],
+                description=d.get("description"),
+                parameters=d.get("parameters") or {},
+                cron=sched.get("cron"),
+                interval=sched.get("interval"),
+                tags=d.get("tags"),
+                concurrency_limit=d.get("concurrency_limit"),
+            )
+        )
     if not out:
         raise ConfigError("no deployments", file=spec_path, field="deployments")
     return out
@@ -44,14 +53,22 @@ def deployments(spec_path: Path) -> list:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--project", default=".", help="clflow project directory (holds prefect.yaml)")
-    parser.add_argument("--api-timeout", type=float, default=30.0, help="seconds to wait for the Prefect API")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--project", default=".", help="clflow project directory (holds prefect.yaml)"
+    )
+    parser.add_argument(
+        "--api-timeout", type=float, default=30.0, help="seconds to wait for the Prefect API"
+    )
     args = parser.parse_args(argv)
     os.chdir(args.project)  # deployments run with project "." and relative entrypoints
     if not check_prefect_api(timeout=args.api_timeout):
-        raise ServiceUnavailable("PREFECT_API_URL is not set: start a server (`make ui`) and point it there",
-                                 field="PREFECT_API_URL")
+        raise ServiceUnavailable(
+            "PREFECT_API_URL is not set: start a server (`make ui`) and point it there",
+            field="PREFECT_API_URL",
+        )
     from prefect import serve
 
     serve(*deployments(Path("prefect.yaml")))

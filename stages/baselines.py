@@ -22,11 +22,20 @@ from clflow.tracking import log_torch_model, stage_run
 log = logging.getLogger("clflow.baselines")
 
 
-def run_method(method: str, stream: Stream, train: TrainConfig, cfg: BaselinesConfig,
-               ) -> tuple[list[RunResult], ContinualLearner]:
+def run_method(
+    method: str,
+    stream: Stream,
+    train: TrainConfig,
+    cfg: BaselinesConfig,
+) -> tuple[list[RunResult], ContinualLearner]:
     """All seeds of one method; returns the results and the first seed's learner."""
-    runs = run_seeds(lambda seed: learner_for_method(method, stream, train, seed, cfg.memory),
-                     stream, train, cumulative=method == "joint", desc=method)
+    runs = run_seeds(
+        lambda seed: learner_for_method(method, stream, train, seed, cfg.memory),
+        stream,
+        train,
+        cumulative=method == "joint",
+        desc=method,
+    )
     return [r for _, r in runs], runs[0][0]  # type: ignore[return-value]
 
 
@@ -36,39 +45,61 @@ def write_plots(results: dict[str, list[RunResult]], plots: Path) -> None:
     curves = {}
     for method, runs in results.items():
         R = np.mean([r.R for r in runs], axis=0)
-        accuracy_heatmap(R, f"{method}: accuracy matrix (mean of {len(runs)} seeds)", plots / f"matrix_{method}.png")
+        accuracy_heatmap(
+            R,
+            f"{method}: accuracy matrix (mean of {len(runs)} seeds)",
+            plots / f"matrix_{method}.png",
+        )
         seen = np.array([seen_accuracy(r.R) for r in runs])
         curves[method] = (seen.mean(0), seen.std(0))
     accuracy_curves(curves, "Accuracy on seen experiences", plots / "accuracy.png")
     T = len(next(iter(curves.values()))[0])
-    table = pl.DataFrame({"experience": np.arange(T), **{m: np.round(c[0], 4) for m, c in curves.items()}})
+    table = pl.DataFrame(
+        {"experience": np.arange(T), **{m: np.round(c[0], 4) for m, c in curves.items()}}
+    )
     with atomic_path(plots / "accuracy.csv") as tmp:
         table.write_csv(tmp)
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`train`, `baselines`, `tracking`", argv, stream="data/stream",
-                      metrics="metrics/baselines.json", plots="plots/baselines")
+    args = stage_args(
+        __doc__,
+        "`train`, `baselines`, `tracking`",
+        argv,
+        stream="data/stream",
+        metrics="metrics/baselines.json",
+        plots="plots/baselines",
+    )
 
     params = load_params(args.params)
     stream = load_stream(args.stream)
     results, learners = {}, {}
     for method in params.baselines.methods:
-        results[method], learners[method] = run_method(method, stream, params.train, params.baselines)
+        results[method], learners[method] = run_method(
+            method, stream, params.train, params.baselines
+        )
     metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
     write_plots(results, Path(args.plots))
     write_json(args.metrics, metrics)
     for m, v in metrics.items():
-        log.info("%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f", m, v["avg_accuracy"], v["avg_accuracy_std"],
-                 v["forgetting"])
+        log.info(
+            "%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f",
+            m,
+            v["avg_accuracy"],
+            v["avg_accuracy_std"],
+            v["forgetting"],
+        )
 
     import mlflow
 
     sections = {"train": params.train.model_dump(), "baselines": params.baselines.model_dump()}
     with stage_run("baselines", sections, params.tracking.experiment):
         mlflow.log_metrics({f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()})
-        mlflow.log_dict({m: [r.R.tolist() for r in runs] for m, runs in results.items()}, "accuracy_matrices.json")
+        mlflow.log_dict(
+            {m: [r.R.tolist() for r in runs] for m, runs in results.items()},
+            "accuracy_matrices.json",
+        )
         mlflow.log_artifacts(args.plots, "plots")
         for m, learner in learners.items():
             log_torch_model(learner.model_, m, stream.test.X[:2])

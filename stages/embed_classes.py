@@ -19,16 +19,26 @@ log = logging.getLogger("clflow.embed_classes")
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`lingo.template`, `lingo.encoder_path`", argv,
-                      classes="data/stream/classes.json", out="data/class_targets.parquet")
+    args = stage_args(
+        __doc__,
+        "`lingo.template`, `lingo.encoder_path`",
+        argv,
+        classes="data/stream/classes.json",
+        out="data/class_targets.parquet",
+    )
     params = load_params(args.params)
     cfg = params.lingo
     names = read_class_names(Path(args.classes))
     targets = encode_names(names, cfg.template, load_encoder(cfg.encoder_path or None))
     write_parquet(args.out, targets_frame(names, cfg.template, targets))
     cos = targets @ targets.T
-    stats = {"n_classes": len(names), "dim": targets.shape[1],
-             "mean_pairwise_cosine": float(cos[np.triu_indices(len(names), 1)].mean()) if len(names) > 1 else 1.0}
+    stats = {
+        "n_classes": len(names),
+        "dim": targets.shape[1],
+        "mean_pairwise_cosine": float(cos[np.triu_indices(len(names), 1)].mean())
+        if len(names) > 1
+        else 1.0,
+    }
     log.info("wrote %s: %s", args.out, stats)
 
     import mlflow

@@ -26,7 +26,8 @@ log = logging.getLogger("clflow.federated")
 
 
 def load_flow_module():
-    """flows/federated.py as `flows.federated`, pickled by value so Dask workers can run its tasks."""
+    """flows/federated.py as `flows.federated`, pickled by value so Dask workers can run its
+    tasks."""
     import cloudpickle
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,25 +39,41 @@ def load_flow_module():
 def finetune_accuracy(stream, train) -> float:
     """The finetune baseline on the same class sequence: accuracy on all test rows at the end."""
     learner = learner_from_config(stream, train, train.seeds[0])
-    run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=train.seeds[0])
+    run_stream(
+        learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=train.seeds[0]
+    )
     return float(np.mean(learner.predict(stream.test.X) == stream.test.y))
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`federated`, `train`, `tracking`", argv, stream="data/stream",
-                      prototypes="models/federated/prototypes.parquet", metrics="metrics/federated.json")
+    args = stage_args(
+        __doc__,
+        "`federated`, `train`, `tracking`",
+        argv,
+        stream="data/stream",
+        prototypes="models/federated/prototypes.parquet",
+        metrics="metrics/federated.json",
+    )
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's per-worker chatter
     params = load_params(args.params)
     cfg = params.federated
     stream = load_stream(args.stream)
     flows = load_flow_module()
     run = flows.federated.with_options(task_runner=flows.task_runner(cfg.runner, cfg.address))
-    out = run(stream, n_clients=cfg.clients, overlap=cfg.overlap, encoder_kind=cfg.encoder, metric=cfg.metric,
-              seed=cfg.seed, group_size=cfg.group_size)
+    out = run(
+        stream,
+        n_clients=cfg.clients,
+        overlap=cfg.overlap,
+        encoder_kind=cfg.encoder,
+        metric=cfg.metric,
+        seed=cfg.seed,
+        group_size=cfg.group_size,
+    )
     server, last = out["server"], out["history"][-1]
     metrics = {
-        "merged_accuracy": last["merged_accuracy"], "central_accuracy": last["central_accuracy"],
+        "merged_accuracy": last["merged_accuracy"],
+        "central_accuracy": last["central_accuracy"],
         "max_prototype_diff": max(h["max_prototype_diff"] for h in out["history"]),
         "local_only_accuracy_mean": float(np.mean(out["local_accuracies"])),
         "local_only_accuracy_max": float(np.max(out["local_accuracies"])),
@@ -65,13 +82,28 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": out["history"],
     }
     known = server.known
-    write_parquet(args.prototypes, pl.DataFrame({
-        "label": known, "name": [stream.classes[k] for k in known], "count": server.counts[known],
-        "prototype": pl.Series("prototype", server.prototypes().astype(np.float32)).cast(pl.List(pl.Float32)),
-        "encoder_hash": [server.encoder_hash] * len(known)}))
+    write_parquet(
+        args.prototypes,
+        pl.DataFrame(
+            {
+                "label": known,
+                "name": [stream.classes[k] for k in known],
+                "count": server.counts[known],
+                "prototype": pl.Series("prototype", server.prototypes().astype(np.float32)).cast(
+                    pl.List(pl.Float32)
+                ),
+                "encoder_hash": [server.encoder_hash] * len(known),
+            }
+        ),
+    )
     write_json(args.metrics, metrics)
-    log.info("merged %.3f, central %.3f, local-only mean %.3f, finetune %.3f", metrics["merged_accuracy"],
-             metrics["central_accuracy"], metrics["local_only_accuracy_mean"], metrics["finetune_accuracy"])
+    log.info(
+        "merged %.3f, central %.3f, local-only mean %.3f, finetune %.3f",
+        metrics["merged_accuracy"],
+        metrics["central_accuracy"],
+        metrics["local_only_accuracy_mean"],
+        metrics["finetune_accuracy"],
+    )
 
     import mlflow
 

@@ -27,19 +27,36 @@ log = logging.getLogger("clflow.lingo")
 
 
 def head_targets(head: str, language: np.ndarray, seed: int) -> np.ndarray | None:
-    return {"linear": None, "random": random_targets(*language.shape, seed=seed), "language": language}[head]
+    return {
+        "linear": None,
+        "random": random_targets(*language.shape, seed=seed),
+        "language": language,
+    }[head]
 
 
-def compare(stream: Stream, language: np.ndarray, train: TrainConfig, cfg: LingoConfig, memory: int,
-            ) -> dict[str, dict[str, list[RunResult]]]:
+def compare(
+    stream: Stream,
+    language: np.ndarray,
+    train: TrainConfig,
+    cfg: LingoConfig,
+    memory: int,
+) -> dict[str, dict[str, list[RunResult]]]:
     """{method: {head: [result per seed]}} on one stream."""
     out: dict[str, dict[str, list[RunResult]]] = {}
     for method in cfg.methods:
         for head in cfg.heads:
             make = lambda seed: learner_for_method(  # noqa: E731
-                method, stream, train, seed, memory,
-                targets=head_targets(head, language, seed), mask_unseen=True)
-            out.setdefault(method, {})[head] = [r for _, r in run_seeds(make, stream, train, desc=f"{method}/{head}")]
+                method,
+                stream,
+                train,
+                seed,
+                memory,
+                targets=head_targets(head, language, seed),
+                mask_unseen=True,
+            )
+            out.setdefault(method, {})[head] = [
+                r for _, r in run_seeds(make, stream, train, desc=f"{method}/{head}")
+            ]
     return out
 
 
@@ -52,34 +69,56 @@ def write_plots(results: dict[str, dict[str, list[RunResult]]], plots: Path) -> 
             seen = np.array([seen_accuracy(r.R) for r in runs])
             curves[head] = (seen.mean(0), seen.std(0))
             table[f"{method}_{head}"] = np.round(seen.mean(0), 4)
-        accuracy_curves(curves, f"{method}: accuracy after each experience, per head", plots / f"{method}.png")
+        accuracy_curves(
+            curves, f"{method}: accuracy after each experience, per head", plots / f"{method}.png"
+        )
     with atomic_path(plots / "accuracy.csv") as tmp:
-        pl.DataFrame({"experience": np.arange(len(next(iter(table.values())))), **table}).write_csv(tmp)
+        pl.DataFrame({"experience": np.arange(len(next(iter(table.values())))), **table}).write_csv(
+            tmp
+        )
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`train`, `baselines.memory`, `lingo.heads`, `lingo.methods`", argv,
-                      stream="data/stream", targets="data/class_targets.parquet", metrics="metrics/lingo.json",
-                      plots="plots/lingo")
+    args = stage_args(
+        __doc__,
+        "`train`, `baselines.memory`, `lingo.heads`, `lingo.methods`",
+        argv,
+        stream="data/stream",
+        targets="data/class_targets.parquet",
+        metrics="metrics/lingo.json",
+        plots="plots/lingo",
+    )
     params = load_params(args.params)
     stream = load_stream(args.stream)
     language = read_targets(args.targets, stream.classes)
     results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
-    metrics = {m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()} for m, heads in results.items()}
+    metrics = {
+        m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
+        for m, heads in results.items()
+    }
     write_plots(results, Path(args.plots))
     write_json(args.metrics, metrics)
     for m, heads in metrics.items():
         for h, v in heads.items():
-            log.info("%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f", m, h, v["avg_accuracy"],
-                     v["avg_accuracy_std"], v["forgetting"])
+            log.info(
+                "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f",
+                m,
+                h,
+                v["avg_accuracy"],
+                v["avg_accuracy_std"],
+                v["forgetting"],
+            )
 
     import mlflow
 
     from clflow.tracking import flatten, stage_run
 
-    with stage_run("lingo", {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()},
-                   params.tracking.experiment):
+    with stage_run(
+        "lingo",
+        {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()},
+        params.tracking.experiment,
+    ):
         mlflow.log_metrics(flatten(metrics))
         mlflow.log_artifacts(args.plots, "plots")
 

@@ -28,15 +28,20 @@ def describe(stream: Stream) -> dict[str, float]:
     """Row counts and shapes worth logging."""
     tr, te = stream.train, stream.test
     return {
-        "n_train": len(tr), "n_test": len(te), "n_features": stream.n_features,
-        "n_classes": len(stream.classes), "n_experiences": stream.n_experiences,
+        "n_train": len(tr),
+        "n_test": len(te),
+        "n_features": stream.n_features,
+        "n_classes": len(stream.classes),
+        "n_experiences": stream.n_experiences,
         "n_tasks": int(len(np.unique(tr.task))),
     }
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`stream`, `tracking`", argv, out="data/stream", experiences="data/experiences")
+    args = stage_args(
+        __doc__, "`stream`, `tracking`", argv, out="data/stream", experiences="data/experiences"
+    )
 
     params = load_params(args.params)
     try:
@@ -44,12 +49,20 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:  # e.g. more experiences than classes
         raise ConfigError(str(exc), file=args.params, field="stream") from None
     stream = append_experiences(stream, args.experiences)
-    where = params.stream.path if params.stream.source == "parquet" else f"stream.source {params.stream.source}"
+    where = (
+        params.stream.path
+        if params.stream.source == "parquet"
+        else f"stream.source {params.stream.source}"
+    )
     stream, dups = apply_policy(stream, params.stream.duplicates, where)
     with atomic_dir(args.out) as tmp:
         write_stream(stream, tmp, {"duplicates": dups.to_dict()})
-    stats = {**describe(stream), "duplicate_train_rows": dups.train, "duplicate_test_rows": dups.test,
-             "test_rows_in_train": dups.test_in_train}
+    stats = {
+        **describe(stream),
+        "duplicate_train_rows": dups.train,
+        "duplicate_test_rows": dups.test,
+        "test_rows_in_train": dups.test_in_train,
+    }
     log.info("wrote %s: %s", args.out, stats)
     with stage_run("prepare", {"stream": params.stream.model_dump()}, params.tracking.experiment):
         import mlflow

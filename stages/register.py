@@ -23,7 +23,8 @@ from clflow.tame.persist import read_tame
 
 
 def evaluator(stream: Stream):
-    """model_uri -> accuracy of that registered model on each experience of the stream's test rows."""
+    """model_uri -> accuracy of that registered model on each experience of the stream's test
+    rows."""
     import mlflow.pyfunc
 
     from clflow.tame.pyfunc import experience_scores
@@ -33,14 +34,23 @@ def evaluator(stream: Stream):
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`register`, `train.seeds`, `tracking`", argv, stream="data/stream",
-                      models="models/tame", metrics="metrics/register.json")
+    args = stage_args(
+        __doc__,
+        "`register`, `train.seeds`, `tracking`",
+        argv,
+        stream="data/stream",
+        models="models/tame",
+        metrics="metrics/register.json",
+    )
     params = load_params(args.params)
     cfg = params.registry
     seed = params.train.seeds[0] if cfg.seed is None else cfg.seed
     if seed not in params.train.seeds:
-        raise ConfigError(f"seed {seed} is not one of train.seeds {params.train.seeds}", file=args.params,
-                          field="register.seed")
+        raise ConfigError(
+            f"seed {seed} is not one of train.seeds {params.train.seeds}",
+            file=args.params,
+            field="register.seed",
+        )
     ckpt_path = Path(args.models) / f"seed_{seed}.pt"
     ckpt = read_tame(ckpt_path)
     stream = load_stream(args.stream)
@@ -52,23 +62,40 @@ def main(argv: list[str] | None = None) -> None:
     from clflow.tame.pyfunc import log_tame_model
     from clflow.tracking import stage_run, tracking_uri
 
-    with stage_run("register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment) as run:
+    with stage_run(
+        "register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment
+    ) as run:
         info = log_tame_model(ckpt_path, stream.test.X[:2], registered_model_name=cfg.model_name)
         version = str(info.registered_model_version)
         scores = evaluate(f"models:/{cfg.model_name}/{version}")
         registry = Registry(cfg.model_name, tracking_uri(), cfg.lock_timeout)
-        registry.tag(version, **{"clflow.run_id": run.info.run_id, "clflow.experiences": str(stream.n_experiences)})
-        decision = registry.consider(version, scores, cfg.max_experience_drop, evaluate,
-                                     forgetting=forgetting(ckpt["R"]))
+        registry.tag(
+            version,
+            **{"clflow.run_id": run.info.run_id, "clflow.experiences": str(stream.n_experiences)},
+        )
+        decision = registry.consider(
+            version, scores, cfg.max_experience_drop, evaluate, forgetting=forgetting(ckpt["R"])
+        )
         champion = registry.version("champion")
         evidence = json.loads(registry.get(version).tags[TAG_EVIDENCE])
-        out = {"avg_accuracy": sum(scores) / len(scores), "forgetting": forgetting(ckpt["R"]),
-               "version": int(version), "promoted": int(decision.promote),
-               "champion_version": int(champion.version) if champion else 0, "reason": decision.reason,
-               "per_experience": evidence}
-        mlflow.log_metrics({k: float(v) for k, v in out.items() if k not in ("reason", "per_experience")})
-        mlflow.set_tags({"clflow.decision": "promoted" if decision.promote else "rejected",
-                         "clflow.reason": decision.reason})
+        out = {
+            "avg_accuracy": sum(scores) / len(scores),
+            "forgetting": forgetting(ckpt["R"]),
+            "version": int(version),
+            "promoted": int(decision.promote),
+            "champion_version": int(champion.version) if champion else 0,
+            "reason": decision.reason,
+            "per_experience": evidence,
+        }
+        mlflow.log_metrics(
+            {k: float(v) for k, v in out.items() if k not in ("reason", "per_experience")}
+        )
+        mlflow.set_tags(
+            {
+                "clflow.decision": "promoted" if decision.promote else "rejected",
+                "clflow.reason": decision.reason,
+            }
+        )
     write_json(args.metrics, out)  # the decision itself is logged by the registry
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `retrieval`: a FAISS demonstration bank and its three uses, each against the model alone.
+"""DVC stage `retrieval`: a FAISS demonstration bank and its three uses, each against the model
+alone.
 
 1. retrieval-augmented prediction (finetune and replay, with / without the k-NN vote);
 2. few-shot: the last experience's classes held out, predicted from n demonstrations each;
@@ -12,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from clflow.config import BaselinesConfig, RetrievalConfig, TrainConfig, load_params
+from clflow.config import RetrievalConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import run_seeds, run_stream
 from clflow.io import write_json
@@ -33,14 +34,25 @@ REPLAYS = {
 }
 
 
-def augmented(stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalConfig, bank: BankConfig) -> dict:
+def augmented(
+    stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalConfig, bank: BankConfig
+) -> dict:
     out = {}
     for method in ("finetune", "replay"):
         alone, blended = [], []
         for seed in train.seeds:
             learner = learner_for_method(method, stream, train, seed, memory)
-            a, w = augmented_run(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
-                                 k=cfg.k, weight=cfg.weight, config=bank, embed_with_model=cfg.embedding == "model")
+            a, w = augmented_run(
+                learner,
+                stream,
+                batch_size=train.batch_size,
+                epochs=train.epochs,
+                seed=seed,
+                k=cfg.k,
+                weight=cfg.weight,
+                config=bank,
+                embed_with_model=cfg.embedding == "model",
+            )
             alone.append(a.metrics())
             blended.append(w.metrics())
         out[method] = {"alone": mean_std(alone), "with_retrieval": mean_std(blended)}
@@ -51,27 +63,50 @@ def replay_variants(stream: Stream, train: TrainConfig, memory: int) -> dict:
     def learner(make, seed: int):
         return learner_from_config(stream, train, seed, [make(memory, seed)])
 
-    return {name: mean_std([r.metrics() for _, r in run_seeds(lambda seed: learner(make, seed), stream, train,
-                                                                desc=name)])
-            for name, make in REPLAYS.items()}
+    return {
+        name: mean_std(
+            [
+                r.metrics()
+                for _, r in run_seeds(lambda seed: learner(make, seed), stream, train, desc=name)
+            ]
+        )
+        for name, make in REPLAYS.items()
+    }
 
 
-def embedder(stream: Stream, train: TrainConfig, cfg: RetrievalConfig, memory: int, held_out: np.ndarray):
-    """Raw features, or the penultimate features of a replay learner trained without the held-out classes."""
+def embedder(
+    stream: Stream, train: TrainConfig, cfg: RetrievalConfig, memory: int, held_out: np.ndarray
+):
+    """Raw features, or the penultimate features of a replay learner trained without the held-out
+    classes."""
     if cfg.embedding == "raw":
         return lambda X: X
     learner = learner_for_method("replay", stream, train, train.seeds[0], memory)
     keep = ~np.isin(stream.train.y, held_out)
-    run_stream(learner, replace(stream, train=stream.train.select(keep),
-                                test=stream.test.select(~np.isin(stream.test.y, held_out))),
-               batch_size=train.batch_size, epochs=train.epochs, seed=train.seeds[0])
+    run_stream(
+        learner,
+        replace(
+            stream,
+            train=stream.train.select(keep),
+            test=stream.test.select(~np.isin(stream.test.y, held_out)),
+        ),
+        batch_size=train.batch_size,
+        epochs=train.epochs,
+        seed=train.seeds[0],
+    )
     return learner.features
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`train`, `baselines.memory`, `retrieval`, `tracking`", argv, stream="data/stream",
-                      bank="models/retrieval/bank", metrics="metrics/retrieval.json")
+    args = stage_args(
+        __doc__,
+        "`train`, `baselines.memory`, `retrieval`, `tracking`",
+        argv,
+        stream="data/stream",
+        bank="models/retrieval/bank",
+        metrics="metrics/retrieval.json",
+    )
     params = load_params(args.params)
     cfg, train, memory = params.retrieval, params.train, params.baselines.memory
     stream = load_stream(args.stream)
@@ -81,27 +116,44 @@ def main(argv: list[str] | None = None) -> None:
     embed = embedder(stream, train, cfg, memory, held_out)
     metrics = {
         "augmented": augmented(stream, train, memory, cfg, bank_cfg),
-        "fewshot": {"held_out_classes": [stream.classes[c] for c in held_out],
-                    **few_shot(stream, embed, held_out, cfg.shots, cfg.k, bank_cfg, seed=train.seeds[0])},
+        "fewshot": {
+            "held_out_classes": [stream.classes[c] for c in held_out],
+            **few_shot(stream, embed, held_out, cfg.shots, cfg.k, bank_cfg, seed=train.seeds[0]),
+        },
         "retrieval_replay": replay_variants(stream, train, memory),
     }
     tr = stream.train
-    bank = build_bank(tr.X, tr.y, embed, bank_cfg,
-                      {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)})
+    bank = build_bank(
+        tr.X,
+        tr.y,
+        embed,
+        bank_cfg,
+        {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)},
+    )
     bank.save(args.bank)
     metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}
     write_json(args.metrics, metrics)
     for method, v in metrics["augmented"].items():
-        log.info("%-8s avg_accuracy alone %.3f, with retrieval %.3f", method, v["alone"]["avg_accuracy"],
-                 v["with_retrieval"]["avg_accuracy"])
+        log.info(
+            "%-8s avg_accuracy alone %.3f, with retrieval %.3f",
+            method,
+            v["alone"]["avg_accuracy"],
+            v["with_retrieval"]["avg_accuracy"],
+        )
 
     import mlflow
 
     from clflow.tracking import flatten, stage_run
 
-    sections = {"train": train.model_dump(), "retrieval": cfg.model_dump(), "baselines.memory": memory}
+    sections = {
+        "train": train.model_dump(),
+        "retrieval": cfg.model_dump(),
+        "baselines.memory": memory,
+    }
     with stage_run("retrieval", sections, params.tracking.experiment):
-        mlflow.log_metrics({k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float))})
+        mlflow.log_metrics(
+            {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
+        )
         mlflow.log_artifacts(args.bank, "bank")
 
 

@@ -28,30 +28,58 @@ from clflow.tame.persist import restore, save_tame
 log = logging.getLogger("clflow.tame")
 
 
-def make_tame(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int,
-              targets: np.ndarray | None = None) -> TameLearner:
-    """TAME whose experts clone the `train` learner (with language targets when tame.head is lingo)."""
+def make_tame(
+    stream: Stream,
+    train: TrainConfig,
+    cfg: TameConfig,
+    seed: int,
+    targets: np.ndarray | None = None,
+) -> TameLearner:
+    """TAME whose experts clone the `train` learner (with language targets when tame.head is
+    lingo)."""
     expert = learner_from_config(stream, train, seed, targets=targets)
     return TameLearner(expert, seed=seed, **cfg.model_dump(exclude={"match_tolerance", "head"}))
 
 
-def train_seed(stream: Stream, train: TrainConfig, cfg: TameConfig, seed: int, ckpt_path: Path,
-               targets: np.ndarray | None = None) -> tuple[TameLearner, RunResult, int]:
+def train_seed(
+    stream: Stream,
+    train: TrainConfig,
+    cfg: TameConfig,
+    seed: int,
+    ckpt_path: Path,
+    targets: np.ndarray | None = None,
+) -> tuple[TameLearner, RunResult, int]:
     """Train (or continue) one seed; returns the learner, its full result and where it resumed."""
-    fp = incremental.fingerprint({"train": train.model_dump(), "tame": cfg.model_dump(), "seed": seed,
-                                  "targets": None if targets is None else targets.round(6).tolist()}, stream)
+    fp = incremental.fingerprint(
+        {
+            "train": train.model_dump(),
+            "tame": cfg.model_dump(),
+            "seed": seed,
+            "targets": None if targets is None else targets.round(6).tolist(),
+        },
+        stream,
+    )
     start, ckpt = incremental.resume_point(ckpt_path, stream, fp)
     learner = make_tame(stream, train, cfg, seed, targets)
-    run = dict(batch_size=train.batch_size, epochs=train.epochs, seed=seed, desc=f"tame seed {seed}")
+    run = dict(
+        batch_size=train.batch_size, epochs=train.epochs, seed=seed, desc=f"tame seed {seed}"
+    )
     if ckpt is None:
         result = run_stream(learner, stream, **run)
     else:
         restore(ckpt, ckpt_path, learner)
         result = incremental.merge(ckpt, run_stream(learner, stream, start=start, **run))
         result.b = untrained_accuracies(make_tame(stream, train, cfg, seed, targets), stream)
-    save_tame(ckpt_path, learner, fingerprint=fp, experiences=stream.n_experiences,
-              rows_hash=incremental.consumed_hash(stream, stream.n_experiences), R=result.R,
-              batch_experience=result.batch_experience, classes=stream.classes)
+    save_tame(
+        ckpt_path,
+        learner,
+        fingerprint=fp,
+        experiences=stream.n_experiences,
+        rows_hash=incremental.consumed_hash(stream, stream.n_experiences),
+        R=result.R,
+        batch_experience=result.batch_experience,
+        classes=stream.classes,
+    )
     return learner, result, start
 
 
@@ -59,46 +87,82 @@ def write_plots(learner: TameLearner, result: RunResult, stream: Stream, plots: 
     plots.mkdir(parents=True, exist_ok=True)
     loss = np.asarray(learner.log_.loss)
     true = shift_points(evaluate.batch_tasks(stream, result.batch_experience))
-    loss_with_boundaries(loss, true, learner.detections_, "TAME: loss, true (dashed) and detected (red) shifts",
-                         plots / "loss.png")
+    loss_with_boundaries(
+        loss,
+        true,
+        learner.detections_,
+        "TAME: loss, true (dashed) and detected (red) shifts",
+        plots / "loss.png",
+    )
     accuracy_heatmap(np.nan_to_num(result.R), "TAME accuracy matrix", plots / "matrix.png")
-    with atomic_path(plots / "matrix.csv") as tmp:  # R[i][j]: rows trained through i, columns tested on j
-        pl.DataFrame({"trained_through": np.arange(len(result.R)),
-                      **{f"experience_{j}": result.R[:, j] for j in range(result.R.shape[1])}}).write_csv(tmp)
+    with atomic_path(
+        plots / "matrix.csv"
+    ) as tmp:  # R[i][j]: rows trained through i, columns tested on j
+        pl.DataFrame(
+            {
+                "trained_through": np.arange(len(result.R)),
+                **{f"experience_{j}": result.R[:, j] for j in range(result.R.shape[1])},
+            }
+        ).write_csv(tmp)
     with atomic_path(plots / "loss.csv") as tmp:
-        pl.DataFrame({"batch": np.arange(len(loss)), "loss": loss, "expert": learner.log_.expert}).write_csv(tmp)
+        pl.DataFrame(
+            {"batch": np.arange(len(loss)), "loss": loss, "expert": learner.log_.expert}
+        ).write_csv(tmp)
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(__doc__, "`train`, `tame`, `tracking`", argv, stream="data/stream", models="models/tame",
-                      metrics="metrics/tame.json", plots="plots/tame", targets="data/class_targets.parquet")
+    args = stage_args(
+        __doc__,
+        "`train`, `tame`, `tracking`",
+        argv,
+        stream="data/stream",
+        models="models/tame",
+        metrics="metrics/tame.json",
+        plots="plots/tame",
+        targets="data/class_targets.parquet",
+    )
 
     params = load_params(args.params)
     stream = load_stream(args.stream)
     targets = read_targets(args.targets, stream.classes) if params.tame.head == "lingo" else None
     runs, learners, resumed = [], [], []
     for seed in params.train.seeds:
-        learner, result, start = train_seed(stream, params.train, params.tame, seed,
-                                            Path(args.models) / f"seed_{seed}.pt", targets)
-        scores = evaluate.tame_scores(learner, stream, result.batch_experience, params.tame.match_tolerance)
+        learner, result, start = train_seed(
+            stream, params.train, params.tame, seed, Path(args.models) / f"seed_{seed}.pt", targets
+        )
+        scores = evaluate.tame_scores(
+            learner, stream, result.batch_experience, params.tame.match_tolerance
+        )
         runs.append({**result.metrics(), **scores})
         learners.append((learner, result))
         resumed.append(start)
     metrics = {**mean_std(runs), "resumed_from_experience": float(min(resumed))}
     write_plots(*learners[0], stream, Path(args.plots))
     write_json(args.metrics, metrics)
-    log.info("avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f", metrics["avg_accuracy"],
-             metrics["avg_accuracy_std"], metrics["detection_f1"], metrics["n_experts"], metrics["selector_accuracy"])
+    log.info(
+        "avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f",
+        metrics["avg_accuracy"],
+        metrics["avg_accuracy_std"],
+        metrics["detection_f1"],
+        metrics["n_experts"],
+        metrics["selector_accuracy"],
+    )
 
     import mlflow
 
     from clflow.tracking import stage_run
 
-    with stage_run("tame", {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
-                   params.tracking.experiment):
+    with stage_run(
+        "tame",
+        {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
+        params.tracking.experiment,
+    ):
         mlflow.log_metrics(metrics)
-        mlflow.log_dict({"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]}, "accuracy.json")
+        mlflow.log_dict(
+            {"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]},
+            "accuracy.json",
+        )
         mlflow.log_artifacts(args.plots, "plots")
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a quiet offline environment, temp copies of the project, one Prefect API per session."""
+"""Shared fixtures: a quiet offline environment, temp copies of the project, one Prefect API per
+session."""
 
 from __future__ import annotations
 
@@ -27,8 +28,17 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 
 # Small but real: one seed, two epochs.
 FAST_PARAMS = {"train": {"seeds": [0], "epochs": 2}}
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "prefect.yaml", "stages", "src", "flows", ".dvcignore",
-                 "data/experiences/README.md", "data/incoming/README.md"]
+PROJECT_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    "prefect.yaml",
+    "stages",
+    "src",
+    "flows",
+    ".dvcignore",
+    "data/experiences/README.md",
+    "data/incoming/README.md",
+]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -52,7 +62,9 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
@@ -92,8 +104,9 @@ def load_flow(project: Path, module: str, name: str):
     """A flow function from the project's copy of flows/<module>.py."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"flows_{module}_{abs(hash(str(project)))}",
-                                                  project / "flows" / f"{module}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"flows_{module}_{abs(hash(str(project)))}", project / "flows" / f"{module}.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return getattr(mod, name)
@@ -144,12 +157,28 @@ def prefect_server(tmp_path_factory):
     """A real `prefect server start` on a free 127.0.0.1 port; yields the env that points at it."""
     port = free_port()
     home = tmp_path_factory.mktemp("prefect_server_home")
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
         yield env
@@ -166,7 +195,9 @@ def file_hashes(root: Path, *rel: str) -> dict[str, str]:
     for r in rel:
         base = root / r
         files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
-        out.update({str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+        out.update(
+            {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        )
     return out
 
 
@@ -176,18 +207,25 @@ def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int =
     from clflow.streams.incoming import example_experience
 
     path = project / "data" / "incoming" / name
-    write_parquet(path, example_experience(load_stream(project / "data" / "stream"), rotate=rotate, limit=limit))
+    write_parquet(
+        path,
+        example_experience(load_stream(project / "data" / "stream"), rotate=rotate, limit=limit),
+    )
     return path
 
 
 @pytest.fixture(scope="session")
 def updated_project(tmp_path_factory, prefect_api):
-    """A project whose model was registered, then updated by the continual flow with one good and one bad file."""
+    """A project whose model was registered, then updated by the continual flow with one good and
+    one bad file."""
     import polars as pl
 
     dest = make_project(tmp_path_factory.mktemp("updated") / "project")
     run([sys.executable, "-m", "dvc", "repro", "register"], dest)
-    before = {"stream": file_hashes(dest, "data/stream"), "train": pl.read_parquet(dest / "data/stream/train.parquet")}
+    before = {
+        "stream": file_hashes(dest, "data/stream"),
+        "train": pl.read_parquet(dest / "data/stream/train.parquet"),
+    }
     drop_experience(dest, "rotated.parquet")
     bad = drop_experience(dest, "bad.parquet", rotate=0, limit=50)
     pl.read_parquet(bad).with_columns(pl.lit(42, dtype=pl.Int64).alias("y")).write_parquet(bad)

@@ -1,4 +1,5 @@
-"""dvc.yaml lists every source file each stage runs, so `dvc repro` reruns a stage whenever its code changes."""
+"""dvc.yaml lists every source file each stage runs, so `dvc repro` reruns a stage whenever its code
+changes."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def test_every_imported_source_file_is_a_dependency():
 
 
 def test_closure_follows_lazy_and_importlib_imports(tmp_path):
-    closure = {p.relative_to(ROOT).as_posix() for p in source_closure(ROOT / "stages" / "federated.py")}
+    closure = {
+        p.relative_to(ROOT).as_posix() for p in source_closure(ROOT / "stages" / "federated.py")
+    }
     assert "flows/federated.py" in closure  # importlib.import_module("flows.federated")
     assert "src/clflow/federated/protocol.py" in closure  # imported by the flow
     assert "src/clflow/__init__.py" in closure  # a parent package runs first

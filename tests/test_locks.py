@@ -1,4 +1,5 @@
-"""Project and registry locks: exclusive, bounded waits with a clear message, gone when the holder dies."""
+"""Project and registry locks: exclusive, bounded waits with a clear message, gone when the holder
+dies."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import pytest
 
 from clflow.locks import LockTimeout, file_lock, project_lock
 
-HOLD = "import sys, time; from clflow.locks import file_lock\nwith file_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(60)"
+HOLD = (
+    "import sys, time; from clflow.locks import file_lock\n"
+    "with file_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(60)"
+)
 
 
 def holder(path):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -26,10 +32,15 @@ def test_second_holder_times_out_naming_the_file_and_pid(tmp_path):
     proc = holder(tmp_path / "x.lock")
     try:
         t0 = time.monotonic()
-        with pytest.raises(LockTimeout) as err, file_lock(tmp_path / "x.lock", timeout=0.5, what="the project"):
+        with (
+            pytest.raises(LockTimeout) as err,
+            file_lock(tmp_path / "x.lock", timeout=0.5, what="the project"),
+        ):
             pass
         assert time.monotonic() - t0 < 10
-        assert str(tmp_path / "x.lock") in err.value.line() and f"pid {proc.pid}" in err.value.line()
+        assert (
+            str(tmp_path / "x.lock") in err.value.line() and f"pid {proc.pid}" in err.value.line()
+        )
     finally:
         proc.kill()
         proc.wait()

@@ -4,11 +4,13 @@ import pytest
 from clflow.metrics import avg_accuracy, bwt, forgetting, fwt, mean_std, summarize
 
 # Hand-computed example, T = 3.
-R = np.array([
-    [0.9, 0.1, 0.2],
-    [0.6, 0.8, 0.3],
-    [0.5, 0.7, 0.95],
-])
+R = np.array(
+    [
+        [0.9, 0.1, 0.2],
+        [0.6, 0.8, 0.3],
+        [0.5, 0.7, 0.95],
+    ]
+)
 b = np.array([0.1, 0.2, 0.25])
 
 
@@ -32,7 +34,12 @@ def test_fwt():
 
 
 def test_single_experience_has_no_forgetting():
-    assert summarize([[0.8]], [0.1]) == {"avg_accuracy": 0.8, "forgetting": 0.0, "bwt": 0.0, "fwt": 0.0}
+    assert summarize([[0.8]], [0.1]) == {
+        "avg_accuracy": 0.8,
+        "forgetting": 0.0,
+        "bwt": 0.0,
+        "fwt": 0.0,
+    }
 
 
 def test_forgetting_is_negative_when_accuracy_grows():

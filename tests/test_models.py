@@ -29,6 +29,8 @@ def test_targets_stay_frozen_while_training():
 def test_masked_head_never_predicts_unseen_classes():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(64, 4)).astype(np.float32)
-    learner = ContinualLearner(5, hidden=16, targets=random_targets(5, 8, 0), mask_unseen=True, seed=0)
+    learner = ContinualLearner(
+        5, hidden=16, targets=random_targets(5, 8, 0), mask_unseen=True, seed=0
+    )
     learner.partial_fit(X, np.array([0, 2] * 32))
     assert set(learner.predict(rng.normal(size=(200, 4)).astype(np.float32))) <= {0, 2}

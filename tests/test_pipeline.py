@@ -1,4 +1,5 @@
-"""The real pipeline: `dvc repro` in a temporary copy of the project, a real MLflow store, a Prefect flow run."""
+"""The real pipeline: `dvc repro` in a temporary copy of the project, a real MLflow store, a Prefect
+flow run."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import load_flow, make_project, run
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,11 @@ def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
         assert {"avg_accuracy", "forgetting", "bwt", "fwt"} <= set(vals)
     # catastrophic forgetting on Split-Digits: finetune far below joint, replay in between
     assert metrics["finetune"]["avg_accuracy"] < 0.4 < metrics["joint"]["avg_accuracy"]
-    assert metrics["finetune"]["avg_accuracy"] < metrics["replay"]["avg_accuracy"] < metrics["joint"]["avg_accuracy"]
+    assert (
+        metrics["finetune"]["avg_accuracy"]
+        < metrics["replay"]["avg_accuracy"]
+        < metrics["joint"]["avg_accuracy"]
+    )
     assert metrics["finetune"]["forgetting"] > metrics["replay"]["forgetting"]
     for name in ("accuracy.png", "accuracy.csv", "matrix_finetune.png"):
         assert (built_project / "plots" / "baselines" / name).stat().st_size > 0
@@ -31,8 +35,20 @@ def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
 
 def test_repro_writes_tame_outputs(built_project):
     tame = json.loads((built_project / "metrics" / "tame.json").read_text())
-    for key in ("avg_accuracy", "forgetting", "bwt", "fwt", "n_experts", "detection_precision", "detection_recall",
-                "detection_f1", "detection_delay", "false_alarms", "selector_accuracy", "oracle_avg_accuracy"):
+    for key in (
+        "avg_accuracy",
+        "forgetting",
+        "bwt",
+        "fwt",
+        "n_experts",
+        "detection_precision",
+        "detection_recall",
+        "detection_f1",
+        "detection_delay",
+        "false_alarms",
+        "selector_accuracy",
+        "oracle_avg_accuracy",
+    ):
         assert key in tame and f"{key}_std" in tame
     assert (built_project / "models" / "tame" / "seed_0.pt").stat().st_size > 0
     for name in ("loss.png", "matrix.png", "loss.csv"):
@@ -42,23 +58,43 @@ def test_repro_writes_tame_outputs(built_project):
 def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path):
     """A recurring task's test rows appear under each of its experiences: the stream loads, the
     stages run, and meta.json records the duplicate counts and the normalizer."""
-    project = make_project(tmp_path / "recurring", {
-        "stream": {"source": "permuted_mnist1d", "experiences": 3, "tasks": [0, 1, 0, 2, 1], "limit": 1200},
-        "baselines": {"methods": ["replay", "replay_online"], "memory": 100}})
+    project = make_project(
+        tmp_path / "recurring",
+        {
+            "stream": {
+                "source": "permuted_mnist1d",
+                "experiences": 3,
+                "tasks": [0, 1, 0, 2, 1],
+                "limit": 1200,
+            },
+            "baselines": {"methods": ["replay", "replay_online"], "memory": 100},
+        },
+    )
     dvc(project, "repro", "baselines", "tame")
     meta = json.loads((project / "data" / "stream" / "meta.json").read_text())
-    assert meta["duplicates"] == {"train": 0, "test": 0, "test_in_train": 0, "policy": "keep", "dropped": 0}
+    assert meta["duplicates"] == {
+        "train": 0,
+        "test": 0,
+        "test_in_train": 0,
+        "policy": "keep",
+        "dropped": 0,
+    }
     assert meta["normalize"]["kind"] == "standard" and len(meta["normalize"]["mean"]) == 40
     base = json.loads((project / "metrics" / "baselines.json").read_text())
     assert set(base) == {"replay", "replay_online"}
     tame = json.loads((project / "metrics" / "tame.json").read_text())
-    assert tame["n_experts"] <= 4 and 0 < tame["avg_accuracy"] <= 1  # three tasks, a recurring one reused
-    # the policy is a parameter: refusing duplicates stops prepare with one line and keeps the stream
+    assert (
+        tame["n_experts"] <= 4 and 0 < tame["avg_accuracy"] <= 1
+    )  # three tasks, a recurring one reused
+    # the policy is a parameter: refusing duplicates stops prepare with one line and keeps the
+    # stream
     from conftest import file_hashes, update_params
 
     before = file_hashes(project, "data/stream")
-    update_params(project, {"stream": {"duplicates": "error", "source": "parquet",
-                                       "path": str(project / "dup")}})
+    update_params(
+        project,
+        {"stream": {"duplicates": "error", "source": "parquet", "path": str(project / "dup")}},
+    )
     import shutil
 
     import polars as pl
@@ -68,7 +104,10 @@ def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path):
     pl.concat([train, train.head(3)]).write_parquet(project / "dup" / "train.parquet")
     proc = dvc(project, "repro", "prepare", check=False)
     assert proc.returncode != 0
-    assert "stream.duplicates" in proc.stderr + proc.stdout and "3 duplicate rows" in proc.stderr + proc.stdout
+    assert (
+        "stream.duplicates" in proc.stderr + proc.stdout
+        and "3 duplicate rows" in proc.stderr + proc.stdout
+    )
     assert file_hashes(project, "data/stream") == before
 
 
@@ -104,15 +143,20 @@ def test_mlflow_holds_the_runs_with_tags(built_project):
     stages = {r.data.tags["clflow.stage"] for r in runs}
     assert {"prepare", "baselines"} <= stages
     # (another test reruns baselines with memory 150; switching back restores from DVC's run cache)
-    base = next(r for r in runs if r.data.tags["clflow.stage"] == "baselines"
-                and r.data.params["baselines.memory"] == "200")
+    base = next(
+        r
+        for r in runs
+        if r.data.tags["clflow.stage"] == "baselines" and r.data.params["baselines.memory"] == "200"
+    )
     assert 0 <= base.data.metrics["replay.avg_accuracy"] <= 1
     assert len(base.data.tags["mlflow.source.git.commit"]) == 40
     assert base.data.tags["clflow.dvc_lock"] != ""
     models = client.search_logged_models([exp.experiment_id])
     assert {m.name for m in models} >= {"finetune", "replay", "joint"}
     # the logged model loads and predicts
-    model = mlflow.pytorch.load_model(f"models:/{next(m.model_id for m in models if m.name == 'replay')}")
+    model = mlflow.pytorch.load_model(
+        f"models:/{next(m.model_id for m in models if m.name == 'replay')}"
+    )
     assert model is not None
 
 
@@ -155,8 +199,13 @@ def test_flow_surfaces_the_stage_error(tmp_path, prefect_api):
     from clflow.dvcrun import StageFailed
 
     missing = tmp_path / "no-such-stream"
-    project = make_project(tmp_path / "bad", {"stream": {"source": "parquet", "path": str(missing)}})
-    with pytest.raises(StageFailed, match=rf"stage 'prepare' failed \(exit \d+\):\nerror: {missing}: stream directory"):
+    project = make_project(
+        tmp_path / "bad", {"stream": {"source": "parquet", "path": str(missing)}}
+    )
+    with pytest.raises(
+        StageFailed,
+        match=rf"stage 'prepare' failed \(exit \d+\):\nerror: {missing}: stream directory",
+    ):
         load_flow(project, "pipeline", "pipeline")(project=str(project))
 
 
@@ -164,7 +213,9 @@ def test_flow_rejects_a_params_typo_before_running(tmp_path, prefect_api):
     from clflow.errors import ConfigError
 
     project = make_project(tmp_path / "typo")
-    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("memory:", "memroy:"))
+    (project / "params.yaml").write_text(
+        (project / "params.yaml").read_text().replace("memory:", "memroy:")
+    )
     with pytest.raises(ConfigError, match=r"baselines.memroy.*did you mean 'baselines.memory'"):
         load_flow(project, "pipeline", "pipeline")(project=str(project))
     assert not (project / "dvc.lock").exists()
@@ -187,7 +238,10 @@ def test_repro_writes_lingo_outputs(built_project):
     import polars as pl
 
     targets = pl.read_parquet(built_project / "data" / "class_targets.parquet")
-    assert targets["name"].to_list()[:2] == ["zero", "one"] and targets["prompt"][0] == "the handwritten digit zero"
+    assert (
+        targets["name"].to_list()[:2] == ["zero", "one"]
+        and targets["prompt"][0] == "the handwritten digit zero"
+    )
     m = json.loads((built_project / "metrics" / "lingo.json").read_text())
     assert set(m) == {"finetune", "replay"} and set(m["replay"]) == {"linear", "random", "language"}
     assert (built_project / "plots" / "lingo" / "replay.png").stat().st_size > 0
@@ -197,7 +251,10 @@ def test_repro_writes_federated_outputs(built_project):
     import polars as pl
 
     m = json.loads((built_project / "metrics" / "federated.json").read_text())
-    assert m["max_prototype_diff"] <= 1e-5 and abs(m["merged_accuracy"] - m["central_accuracy"]) <= 0.005
+    assert (
+        m["max_prototype_diff"] <= 1e-5
+        and abs(m["merged_accuracy"] - m["central_accuracy"]) <= 0.005
+    )
     assert m["merged_accuracy"] > m["local_only_accuracy_mean"] and m["rejected_updates"] == 0
     assert len(m["rounds"]) == 5
     protos = pl.read_parquet(built_project / "models" / "federated" / "prototypes.parquet")
@@ -222,11 +279,20 @@ def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     out = served.predict(X)
     assert np.array_equal(out["label"].to_numpy(), local.predict(X))
     assert set(out.columns) == {"label", "class_name", "expert"}
-    # the logged requirements name every package its code imports (a virtualenv or container can serve it)
+    # the logged requirements name every package its code imports (a virtualenv or container can
+    # serve it)
     from pathlib import Path
 
     reqs = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{model.model_id}")).read_text()
-    for package in ("torch==", "numpy==", "mlflow==", "polars==", "pandas==", "pydantic==", "PyYAML=="):
+    for package in (
+        "torch==",
+        "numpy==",
+        "mlflow==",
+        "polars==",
+        "pandas==",
+        "pydantic==",
+        "PyYAML==",
+    ):
         assert package in reqs, reqs
 
 

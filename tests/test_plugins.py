@@ -10,7 +10,7 @@ def test_reservoir_is_uniform_over_distinct_examples():
         buf = ReservoirBuffer(10, seed=seed)
         X = np.arange(100, dtype=np.float32)[:, None]
         for start in range(0, 100, 7):
-            buf.add(X[start:start + 7], np.zeros(len(X[start:start + 7]), int))
+            buf.add(X[start : start + 7], np.zeros(len(X[start : start + 7]), int))
         counts[buf.X[:, 0].astype(int)] += 1
     # each example kept with probability 10/100: expected 30 of 300 runs
     assert counts.sum() == 3000
@@ -87,5 +87,7 @@ def test_standard_replay_beats_online_replay_on_split_digits():
     acc = {}
     for method in ("replay", "replay_online", "finetune"):
         learner = learner_for_method(method, stream, TrainConfig(), seed=0, memory=200)
-        acc[method] = run_stream(learner, stream, batch_size=32, epochs=5, seed=0).metrics()["avg_accuracy"]
+        acc[method] = run_stream(learner, stream, batch_size=32, epochs=5, seed=0).metrics()[
+            "avg_accuracy"
+        ]
     assert acc["replay"] >= 0.8 and acc["replay"] > acc["replay_online"] + 0.03 > acc["finetune"]

@@ -1,4 +1,5 @@
-"""Registry promotion on a real MLflow SQLite registry: the rule, tags, rollback, concurrent registrations."""
+"""Registry promotion on a real MLflow SQLite registry: the rule, tags, rollback, concurrent
+registrations."""
 
 from __future__ import annotations
 
@@ -45,7 +46,10 @@ def test_worse_challenger_is_not_promoted_and_better_one_is(registry):
     assert alias(registry, CHAMPION) == v1 and alias(registry, CHALLENGER) == v2
     tags = registry.get(v2).tags
     assert tags["clflow.decision"] == "rejected" and "below champion" in tags["clflow.reason"]
-    assert json.loads(tags["clflow.per_experience"]) == {"challenger": [0.80, 0.70], "champion": [0.85, 0.75]}
+    assert json.loads(tags["clflow.per_experience"]) == {
+        "challenger": [0.80, 0.70],
+        "champion": [0.85, 0.75],
+    }
     assert registry.consider(v3, [0.85, 0.85], 0.05, forgetting=0.1).promote
     assert alias(registry, CHAMPION) == v3
     assert registry.get(v3).tags["clflow.previous_champion"] == v1
@@ -55,7 +59,8 @@ def test_worse_challenger_is_not_promoted_and_better_one_is(registry):
 def test_champion_is_rescored_on_the_same_test_set(registry):
     v1, v2 = new_version(registry), new_version(registry)
     registry.consider(v1, [0.95, 0.95], 0.05)
-    # on today's (longer, harder) test set the champion scores less: the candidate wins on the same rows
+    # on today's (longer, harder) test set the champion scores less: the candidate wins on the same
+    # rows
     decision = registry.consider(v2, [0.9, 0.8, 0.7], 0.05, evaluate=lambda uri: [0.9, 0.8, 0.6])
     assert decision.promote and "0.7667" in decision.reason
 
@@ -69,8 +74,12 @@ def test_a_champion_that_cannot_be_rescored_blocks_promotion(registry):
 
     decision = registry.consider(v2, [0.9, 0.9], 0.05, evaluate=broken)
     assert not decision.promote and decision.reason == (
-        f"champion version {v1} could not be re-scored (OSError: artifacts deleted)")
-    assert alias(registry, CHAMPION) == v1 and registry.get(v2).tags["clflow.reason"] == decision.reason
+        f"champion version {v1} could not be re-scored (OSError: artifacts deleted)"
+    )
+    assert (
+        alias(registry, CHAMPION) == v1
+        and registry.get(v2).tags["clflow.reason"] == decision.reason
+    )
 
 
 def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
@@ -78,7 +87,10 @@ def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
     registry.consider(v1, [0.8, 0.8], 0.05)
     registry.consider(v2, [0.9, 0.9], 0.05)
     assert registry.rollback() == v1
-    assert alias(registry, CHAMPION) == v1 and registry.get(v2).tags["clflow.decision"] == "rolled_back"
+    assert (
+        alias(registry, CHAMPION) == v1
+        and registry.get(v2).tags["clflow.decision"] == "rolled_back"
+    )
     registry.promote(v2, "hotfix")
     assert alias(registry, CHAMPION) == v2 and registry.get(v2).tags["clflow.reason"] == "hotfix"
     with pytest.raises(RegistryError, match="no version 99"):
@@ -103,7 +115,10 @@ def test_concurrent_registrations_never_leave_a_worse_champion(registry, order):
     versions = [new_version(registry) for _ in order]
     ctx = mp.get_context("spawn")
     start = ctx.Event()
-    procs = [ctx.Process(target=_register, args=(registry.uri, v, acc, start)) for v, acc in zip(versions, order)]
+    procs = [
+        ctx.Process(target=_register, args=(registry.uri, v, acc, start))
+        for v, acc in zip(versions, order)
+    ]
     for p in procs:
         p.start()
     start.set()

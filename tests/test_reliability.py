@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import file_hashes, free_port, make_project, run, update_params
 
 from clflow.dvcrun import own_errors
-from conftest import file_hashes, free_port, make_project, run, update_params
 
 pytestmark = pytest.mark.slow
 WATCHED = ("data/stream", "data/experiences", "dvc.lock", "models/tame", "metrics", "plots")
@@ -38,8 +38,12 @@ def champion(project: Path) -> tuple[str, int]:
 
 
 def dvc_repro(project: Path, *targets: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", "repro", *targets], project, check=False,
-               env={**os.environ, **(env or {})})
+    return run(
+        [sys.executable, "-m", "dvc", "repro", *targets],
+        project,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -78,7 +82,10 @@ def test_params_typo(project):
     try:
         with Unchanged(project):
             line = one_error_line(dvc_repro(project))
-        assert line == "error: params.yaml: field 'tame.alpah': unknown key; did you mean 'tame.alpha'?"
+        assert (
+            line
+            == "error: params.yaml: field 'tame.alpah': unknown key; did you mean 'tame.alpha'?"
+        )
     finally:
         (project / "params.yaml").write_text(before)
 
@@ -94,13 +101,18 @@ def test_bad_stream_directory(project, tmp_path):
     df = pl.read_parquet(bad / "train.parquet")
     x = np.stack(df["x"].to_list())
     x[5, 3] = np.inf
-    df.with_columns(pl.Series("x", x).cast(pl.List(pl.Float32))).write_parquet(bad / "train.parquet")
+    df.with_columns(pl.Series("x", x).cast(pl.List(pl.Float32))).write_parquet(
+        bad / "train.parquet"
+    )
     before = (project / "params.yaml").read_text()
     update_params(project, {"stream": {"source": "parquet", "path": str(bad)}})
     try:
         with Unchanged(project):
             line = one_error_line(dvc_repro(project, "prepare"))
-        assert line == f"error: {bad / 'train.parquet'}: field 'x': NaN or inf in features (first at row 5)"
+        assert (
+            line
+            == f"error: {bad / 'train.parquet'}: field 'x': NaN or inf in features (first at row 5)"
+        )
     finally:
         (project / "params.yaml").write_text(before)
 
@@ -110,7 +122,9 @@ def test_corrupt_checkpoint_is_kept_and_nothing_else_changes(project):
     good = ckpt.read_bytes()
     ckpt.write_bytes(good[: len(good) // 3])  # truncated, e.g. a full disk
     try:
-        with Unchanged(project):  # includes the truncated checkpoint itself: kept as found, for inspection
+        with Unchanged(
+            project
+        ):  # includes the truncated checkpoint itself: kept as found, for inspection
             line = one_error_line(dvc_repro(project, "register"))
         assert line.startswith("error: models/tame/seed_0.pt: truncated or corrupt checkpoint")
     finally:
@@ -124,15 +138,23 @@ def test_sigkill_mid_training_leaves_no_half_outputs_and_recovers(project):
     before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 101")
     try:
         with Unchanged(project):
-            proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "tame"], cwd=project, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dvc", "repro", "tame"],
+                cwd=project,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             for line in proc.stdout:  # kill once training is under way
                 if "Running stage 'tame'" in line:
                     time.sleep(3)
                     break
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        load_checkpoint(project / "models" / "tame" / "seed_0.pt")  # still a whole, readable checkpoint
+        load_checkpoint(
+            project / "models" / "tame" / "seed_0.pt"
+        )  # still a whole, readable checkpoint
         # the next run needs no cleanup: no stale DVC lock, temp files are ignored by DVC
         done = dvc_repro(project, "tame")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -146,19 +168,29 @@ def test_unavailable_mlflow_server_is_named_in_bounded_time(project):
     uri = f"http://127.0.0.1:{free_port()}"
     with Unchanged(project):
         t0 = time.monotonic()
-        proc = run([sys.executable, "stages/register.py"], project, check=False,
-                   env={**os.environ, "MLFLOW_TRACKING_URI": uri, "CLFLOW_SERVICE_TIMEOUT": "3"})
+        proc = run(
+            [sys.executable, "stages/register.py"],
+            project,
+            check=False,
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri, "CLFLOW_SERVICE_TIMEOUT": "3"},
+        )
         took = time.monotonic() - t0
         line = one_error_line(proc)
-    assert line.startswith(f"error: {uri}/health: the MLflow tracking server did not answer within 3 s")
+    assert line.startswith(
+        f"error: {uri}/health: the MLflow tracking server did not answer within 3 s"
+    )
     assert took < 60
 
 
 def test_unavailable_prefect_api_is_named_in_bounded_time(project):
     url = f"http://127.0.0.1:{free_port()}/api"
     with Unchanged(project):
-        proc = run([sys.executable, "flows/pipeline.py", "--stage", "prepare"], project, check=False,
-                   env={**os.environ, "PREFECT_API_URL": url, "CLFLOW_SERVICE_TIMEOUT": "3"})
+        proc = run(
+            [sys.executable, "flows/pipeline.py", "--stage", "prepare"],
+            project,
+            check=False,
+            env={**os.environ, "PREFECT_API_URL": url, "CLFLOW_SERVICE_TIMEOUT": "3"},
+        )
         line = one_error_line(proc)
     assert line.startswith(f"error: {url}/health: the Prefect API did not answer within 3 s")
 
@@ -170,8 +202,13 @@ def test_concurrent_runs_wait_for_the_project_lock_or_stop_clearly(project):
     with Unchanged(project):
         with project_lock(project, timeout=0):
             refused = run(cmd + ["1"], project, check=False)
-            waiter = subprocess.Popen(cmd + ["300"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True)
+            waiter = subprocess.Popen(
+                cmd + ["300"],
+                cwd=project,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(3)
             assert waiter.poll() is None  # still waiting for us
         out, err = waiter.communicate(timeout=300)
@@ -195,17 +232,21 @@ def test_a_held_dvc_lock_is_retried_by_the_flow(project, prefect_api):
     import threading
 
     import zc.lockfile
-
-    from clflow.dvcrun import StageFailed, repro_stage
     from conftest import load_flow
 
-    lock = zc.lockfile.LockFile(str(project / ".dvc" / "tmp" / "lock"))  # what a concurrent `dvc repro` holds
+    from clflow.dvcrun import StageFailed, repro_stage
+
+    lock = zc.lockfile.LockFile(
+        str(project / ".dvc" / "tmp" / "lock")
+    )  # what a concurrent `dvc repro` holds
     try:
         with pytest.raises(StageFailed) as err:
             repro_stage("prepare", project)
         assert err.value.retryable and "Unable to acquire lock" in str(err.value)
         threading.Timer(3.0, lock.close).start()  # the other `dvc repro` finishes
-        metrics = load_flow(project, "pipeline", "pipeline")(project=str(project), stages=["prepare"])
+        metrics = load_flow(project, "pipeline", "pipeline")(
+            project=str(project), stages=["prepare"]
+        )
     finally:
         lock.close()
     assert "tame" in metrics

@@ -4,11 +4,21 @@ M = {"avg_accuracy": 0.5, "forgetting": 0.1, "bwt": -0.1, "fwt": 0.0}
 
 
 def test_rows_found_at_any_depth():
-    metrics = {"tame": {**M, "n_experts": 5.0}, "baselines": {"replay": M},
-               "retrieval": {"augmented": {"finetune": {"alone": M, "with_retrieval": M}}, "bank": {"size": 3}}}
+    metrics = {
+        "tame": {**M, "n_experts": 5.0},
+        "baselines": {"replay": M},
+        "retrieval": {
+            "augmented": {"finetune": {"alone": M, "with_retrieval": M}},
+            "bank": {"size": 3},
+        },
+    }
     rows = [(s, p) for s, p, _ in method_rows(metrics)]
-    assert rows == [("tame", "tame"), ("baselines", "replay"), ("retrieval", "augmented/finetune/alone"),
-                    ("retrieval", "augmented/finetune/with_retrieval")]
+    assert rows == [
+        ("tame", "tame"),
+        ("baselines", "replay"),
+        ("retrieval", "augmented/finetune/alone"),
+        ("retrieval", "augmented/finetune/with_retrieval"),
+    ]
 
 
 def test_table_shows_std_when_present():

@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from conftest import free_port
 
 from clflow.services import ServiceUnavailable, check_tracking_uri, wait_for
-from conftest import free_port
 
 
 def test_dead_uri_is_named_within_the_timeout():

@@ -4,7 +4,8 @@ Avalanche is never a clflow dependency (it imports torchvision, which does not l
 beside clflow's CPU torch). Run it from a venv of its own:
 
     python3.11 -m venv .venv-avalanche
-    .venv-avalanche/bin/pip install torch==2.5.1 torchvision==0.20.1 avalanche-lib==0.6.0 pandas pyarrow
+    .venv-avalanche/bin/pip install torch==2.5.1 torchvision==0.20.1 avalanche-lib==0.6.0 \
+        pandas pyarrow
     .venv/bin/python bench/peers/export_streams.py /tmp/streams          # clflow writes the streams
     .venv-avalanche/bin/python bench/peers/avalanche_baselines.py /tmp/streams/split_digits
 
@@ -36,24 +37,43 @@ def read_split(path: Path, norm: dict) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def run(stream: Path, method: str, memory: int, seed: int, epochs: int) -> float:
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.utils.classification_dataset import _make_taskaware_tensor_classification_dataset
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset,
+    )
     from avalanche.training import Cumulative, Naive
     from avalanche.training.plugins import ReplayPlugin
 
     norm = json.loads((stream / "meta.json").read_text()).get("normalize", {})
-    (Xtr, ytr, etr), (Xte, yte, ete) = (read_split(stream / f"{s}.parquet", norm) for s in ("train", "test"))
+    (Xtr, ytr, etr), (Xte, yte, ete) = (
+        read_split(stream / f"{s}.parquet", norm) for s in ("train", "test")
+    )
     T = int(etr.max()) + 1
     ds = lambda X, y: _make_taskaware_tensor_classification_dataset(  # noqa: E731
-        torch.tensor(X), torch.tensor(y), task_labels=0)
-    bench = benchmark_from_datasets(train=[ds(Xtr[etr == e], ytr[etr == e]) for e in range(T)],
-                                    test=[ds(Xte[ete == e], yte[ete == e]) for e in range(T)])
+        torch.tensor(X), torch.tensor(y), task_labels=0
+    )
+    bench = benchmark_from_datasets(
+        train=[ds(Xtr[etr == e], ytr[etr == e]) for e in range(T)],
+        test=[ds(Xte[ete == e], yte[ete == e]) for e in range(T)],
+    )
     torch.manual_seed(seed)
     np.random.seed(seed)
     n_classes = int(max(ytr.max(), yte.max())) + 1
-    model = nn.Sequential(nn.Linear(Xtr.shape[1], 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                          nn.Linear(256, n_classes))
-    kw = dict(optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), criterion=nn.CrossEntropyLoss(),
-              train_mb_size=32, train_epochs=epochs, eval_mb_size=1024, device="cpu", evaluator=None)
+    model = nn.Sequential(
+        nn.Linear(Xtr.shape[1], 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, n_classes),
+    )
+    kw = dict(
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+        criterion=nn.CrossEntropyLoss(),
+        train_mb_size=32,
+        train_epochs=epochs,
+        eval_mb_size=1024,
+        device="cpu",
+        evaluator=None,
+    )
     if method == "joint":
         strategy = Cumulative(model=model, **kw)
     else:
@@ -68,7 +88,9 @@ def run(stream: Path, method: str, memory: int, seed: int, epochs: int) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("stream", type=Path, help="a clflow stream directory")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)

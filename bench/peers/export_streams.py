@@ -1,6 +1,7 @@
-"""Write the benchmark streams of bench/baselines.py as clflow stream directories, for peers to read.
+"""Write the benchmark streams of bench/baselines.py as clflow stream directories, for peers to
+read.
 
-    python bench/peers/export_streams.py OUT_DIR
+python bench/peers/export_streams.py OUT_DIR
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from clflow.streams import build_stream, write_stream  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     for name, cfg in STREAMS.items():

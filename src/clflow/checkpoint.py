@@ -36,8 +36,11 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
-        return type(obj)((k, to_plain(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict) \
+        return (
+            type(obj)((k, to_plain(v)) for k, v in obj.items())
+            if isinstance(obj, OrderedDict)
             else {k: to_plain(v) for k, v in obj.items()}
+        )
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_plain(v) for v in obj)
     if obj is None or isinstance(obj, (torch.Tensor, str, bytes, bool, int, float, set, frozenset)):
@@ -61,7 +64,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
     The same payload always gives the same bytes, so DVC sees an unchanged out as unchanged.
     """
-    buf = io.BytesIO()  # not torch.save(tmp): it names the zip's folder after the (random) temp file
+    buf = (
+        io.BytesIO()
+    )  # not torch.save(tmp): it names the zip's folder after the (random) temp file
     torch.save({"format": FORMAT, **to_plain(payload)}, buf)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
@@ -76,13 +81,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         data = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise CheckpointError("holds pickled objects (an older clflow format, or not clflow's): it is not "
-                                  "loaded, since that could run code; delete it to retrain", file=path) from None
-        raise CheckpointError(f"truncated or corrupt checkpoint ({type(exc).__name__})", file=path) from None
+            raise CheckpointError(
+                "holds pickled objects (an older clflow format, or not clflow's): it is not "
+                "loaded, since that could run code; delete it to retrain",
+                file=path,
+            ) from None
+        raise CheckpointError(
+            f"truncated or corrupt checkpoint ({type(exc).__name__})", file=path
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else None
-        raise CheckpointError(f"not a {FORMAT} file (format {found!r}); delete it to retrain", file=path,
-                              field="format")
+        raise CheckpointError(
+            f"not a {FORMAT} file (format {found!r}); delete it to retrain",
+            file=path,
+            field="format",
+        )
     return from_plain(data)
 
 

@@ -1,10 +1,10 @@
 """`clflow` command line: inspect what the pipeline built, manage the model registry.
 
-    clflow retrieve --bank models/retrieval/bank --query data/stream/test.parquet -k 5
-    clflow registry list                  # versions, aliases, metrics, decisions
-    clflow registry promote 3             # make version 3 the champion by hand
-    clflow registry rollback              # restore the previous champion
-    clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo experience file
+clflow retrieve --bank models/retrieval/bank --query data/stream/test.parquet -k 5
+clflow registry list                  # versions, aliases, metrics, decisions
+clflow registry promote 3             # make version 3 the champion by hand
+clflow registry rollback              # restore the previous champion
+clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo experience file
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from clflow.errors import StreamError, cli_errors
 
 
 def load_queries(path: Path, limit: int) -> pl.DataFrame:
-    """Query rows from a parquet file with an `x` column (stream contract); y, if present, is shown."""
+    """Query rows from a parquet file with an `x` column (stream contract); y, if present, is
+    shown."""
     from clflow.streams.schema import read_features, read_frame
 
     df = read_frame(path, {"x"}, empty="no rows to query").head(limit)
@@ -43,14 +44,21 @@ def retrieve(args: argparse.Namespace) -> None:
         for rank in range(args.k):
             if ids[q, rank] < 0:
                 continue
-            row = {"query": q, "rank": rank + 1, "id": int(ids[q, rank]), "label": int(labels[q, rank]),
-                   score_name: round(float(scores[q, rank]), 4)}
+            row = {
+                "query": q,
+                "rank": rank + 1,
+                "id": int(ids[q, rank]),
+                "label": int(labels[q, rank]),
+                score_name: round(float(scores[q, rank]), 4),
+            }
             if "y" in queries.columns:
                 row["query_label"] = int(queries["y"][q])
             row.update({c: meta[c][int(ids[q, rank])] for c in extra})
             rows.append(row)
     table = pl.DataFrame(rows)
-    with pl.Config(tbl_rows=len(rows), tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(
+        tbl_rows=len(rows), tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
+    ):
         print(table)
 
 
@@ -65,13 +73,18 @@ def registry(args: argparse.Namespace) -> None:
         reg.promote(args.version, args.reason or "promoted by hand")
         print(f"{args.model}: version {args.version} is the champion")
     elif args.action == "rollback":
-        print(f"{args.model}: version {reg.rollback(args.reason or 'rolled back by hand')} is the champion again")
+        restored = reg.rollback(args.reason or "rolled back by hand")
+        print(f"{args.model}: version {restored} is the champion again")
     rows = reg.table()
     if not rows:
         print(f"{args.model}: no versions in {reg.uri}")
         return
-    with pl.Config(tbl_rows=len(rows), tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                   fmt_str_lengths=80):
+    with pl.Config(
+        tbl_rows=len(rows),
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        fmt_str_lengths=80,
+    ):
         print(pl.DataFrame(rows))
 
 
@@ -80,31 +93,52 @@ def new_experience(args: argparse.Namespace) -> None:
     from clflow.streams import load_stream
     from clflow.streams.incoming import example_experience
 
-    df = example_experience(load_stream(args.stream), rotate=args.rotate, permute=args.permute, seed=args.seed,
-                            limit=args.limit)
+    df = example_experience(
+        load_stream(args.stream),
+        rotate=args.rotate,
+        permute=args.permute,
+        seed=args.seed,
+        limit=args.limit,
+    )
     write_parquet(args.out, df)
     print(f"wrote {args.out}: {df.height} rows")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="clflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="clflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("retrieve", help="print the nearest demonstrations of query rows")
-    r.add_argument("--bank", required=True, help="bank directory (index.faiss, meta.parquet, bank.json)")
-    r.add_argument("--query", required=True, help="parquet file with an `x` list column (e.g. test.parquet)")
+    r.add_argument(
+        "--bank", required=True, help="bank directory (index.faiss, meta.parquet, bank.json)"
+    )
+    r.add_argument(
+        "--query", required=True, help="parquet file with an `x` list column (e.g. test.parquet)"
+    )
     r.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
     r.add_argument("--limit", type=int, default=5, help="query at most this many rows (default 5)")
     r.set_defaults(func=retrieve)
-    g = sub.add_parser("registry", help="list, promote or roll back versions of the registered model")
+    g = sub.add_parser(
+        "registry", help="list, promote or roll back versions of the registered model"
+    )
     g.add_argument("action", choices=["list", "promote", "rollback"])
     g.add_argument("version", nargs="?", help="version to promote")
-    g.add_argument("--model", default="clflow-tame", help="registered model name (default clflow-tame)")
-    g.add_argument("--project", default=".", help="project whose mlflow.db holds the registry (default .)")
-    g.add_argument("--uri", help="tracking/registry URI (default MLFLOW_TRACKING_URI or the project's mlflow.db)")
+    g.add_argument(
+        "--model", default="clflow-tame", help="registered model name (default clflow-tame)"
+    )
+    g.add_argument(
+        "--project", default=".", help="project whose mlflow.db holds the registry (default .)"
+    )
+    g.add_argument(
+        "--uri",
+        help="tracking/registry URI (default MLFLOW_TRACKING_URI or the project's mlflow.db)",
+    )
     g.add_argument("--reason", help="recorded as the version's clflow.reason tag")
     g.set_defaults(func=registry)
-    n = sub.add_parser("new-experience", help="write a demo experience file (a shifted copy of the stream's rows)")
+    n = sub.add_parser(
+        "new-experience", help="write a demo experience file (a shifted copy of the stream's rows)"
+    )
     n.add_argument("out", help="parquet file to write, e.g. data/incoming/rotated.parquet")
     n.add_argument("--stream", default="data/stream", help="stream directory (default data/stream)")
     n.add_argument("--rotate", type=float, default=0.0, help="rotate images by this many degrees")

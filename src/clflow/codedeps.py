@@ -15,7 +15,9 @@ ROOT = SRC.parent  # the project (for flows/)
 
 def _module_file(name: str) -> Path | None:
     """The file that defines module `name` (clflow.* under src/, flows.* under the project)."""
-    base = SRC if name.split(".")[0] == "clflow" else ROOT if name.split(".")[0] == "flows" else None
+    base = (
+        SRC if name.split(".")[0] == "clflow" else ROOT if name.split(".")[0] == "flows" else None
+    )
     if base is None:
         return None
     path = base.joinpath(*name.split("."))
@@ -26,7 +28,8 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imported_names(path: Path) -> set[str]:
-    """Module names imported by a file: import statements anywhere, and importlib.import_module("...")."""
+    """Module names imported by a file: import statements anywhere, and
+    importlib.import_module("...")."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -34,8 +37,13 @@ def _imported_names(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
             names.update(f"{node.module}.{a.name}" for a in node.names)  # may name a submodule
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", None) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names.add(node.args[0].value)
     return names
 
@@ -64,7 +72,8 @@ def source_closure(*scripts: str | Path) -> set[Path]:
 
 
 def module_level_imports(files: set[Path] | list[Path]) -> set[str]:
-    """Top-level names of the third-party modules these files import when imported (not inside functions)."""
+    """Top-level names of the third-party modules these files import when imported (not inside
+    functions)."""
     import sys
 
     names: set[str] = set()
@@ -74,11 +83,16 @@ def module_level_imports(files: set[Path] | list[Path]) -> set[str]:
                 names.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in ("clflow", "flows", "__future__")}
+    return {
+        n
+        for n in names
+        if n not in sys.stdlib_module_names and n not in ("clflow", "flows", "__future__")
+    }
 
 
 def pinned_requirements(modules: set[str]) -> list[str]:
-    """`dist==version` for the installed distribution of each module (a local build tag like +cpu dropped)."""
+    """`dist==version` for the installed distribution of each module (a local build tag like +cpu
+    dropped)."""
     from importlib.metadata import packages_distributions, version
 
     dists = packages_distributions()

@@ -14,9 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from clflow.errors import ConfigError
 
-SOURCES = ("digits", "permuted_digits", "rotated_digits", "mnist1d", "permuted_mnist1d", "mnist", "fashion_mnist",
-           "cifar10", "parquet")
-DOMAIN_SOURCES = ("permuted_digits", "rotated_digits", "permuted_mnist1d")  # every class in every task
+SOURCES = (
+    "digits",
+    "permuted_digits",
+    "rotated_digits",
+    "mnist1d",
+    "permuted_mnist1d",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "parquet",
+)
+DOMAIN_SOURCES = (
+    "permuted_digits",
+    "rotated_digits",
+    "permuted_mnist1d",
+)  # every class in every task
 FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
 
 
@@ -29,17 +42,27 @@ class StreamConfig(Section):
 
     source: Literal[SOURCES] = "digits"  # type: ignore[valid-type]
     path: str = ""
-    experiences: int = Field(5, ge=1, description="class groups (class-incremental) or distinct domains")
-    tasks: list[int] | None = Field(None, description="task id of each experience in order; recurring ids reuse a task")
+    experiences: int = Field(
+        5, ge=1, description="class groups (class-incremental) or distinct domains"
+    )
+    tasks: list[int] | None = Field(
+        None, description="task id of each experience in order; recurring ids reuse a task"
+    )
     seed: int = 0
     test_size: float = Field(0.3, gt=0.0, lt=1.0)
-    rotation_step: float = Field(30.0, description="degrees between consecutive rotated_digits tasks")
+    rotation_step: float = Field(
+        30.0, description="degrees between consecutive rotated_digits tasks"
+    )
     limit: int = Field(0, ge=0, description="keep at most this many source rows (0 = all)")
     duplicates: Literal["keep", "drop", "error"] = Field(
-        "keep", description="identical rows: keep (counted in meta.json), drop later repeats, or stop")
+        "keep",
+        description="identical rows: keep (counted in meta.json), drop later repeats, or stop",
+    )
     normalize: Literal["none", "standard"] = Field(
-        "standard", description="per-feature scaling fitted on the first experience's training rows, applied "
-                                "inside every model (models take raw features)")
+        "standard",
+        description="per-feature scaling fitted on the first experience's training rows, applied "
+        "inside every model (models take raw features)",
+    )
 
     @model_validator(mode="after")
     def _tasks_in_range(self) -> StreamConfig:
@@ -71,8 +94,14 @@ class TrainConfig(Section):
 
 class BaselinesConfig(Section):
     methods: list[Literal["finetune", "replay", "replay_online", "joint"]] = [
-        "finetune", "replay", "replay_online", "joint"]
-    memory: int = Field(200, ge=1, description="replay buffer size in samples (both replay methods)")
+        "finetune",
+        "replay",
+        "replay_online",
+        "joint",
+    ]
+    memory: int = Field(
+        200, ge=1, description="replay buffer size in samples (both replay methods)"
+    )
 
 
 class TameConfig(Section):
@@ -82,33 +111,51 @@ class TameConfig(Section):
     window: int = Field(2, ge=1, description="consecutive significant batches that declare a shift")
     warmup: int = Field(10, ge=1, description="batches of a fresh expert before it is tested")
     history: int = Field(30, ge=2, description="accepted losses in the reference window")
-    min_jump: float = Field(1.0, ge=0, description="effect size: a shift raises the loss by at least this (nats)")
-    buffer_size: int = Field(100, ge=1, description="reservoir samples per expert (selector training data)")
+    min_jump: float = Field(
+        1.0, ge=0, description="effect size: a shift raises the loss by at least this (nats)"
+    )
+    buffer_size: int = Field(
+        100, ge=1, description="reservoir samples per expert (selector training data)"
+    )
     max_experts: int = Field(10, ge=1)
-    min_expert_batches: int = Field(5, ge=0, description="experts with fewer batches are spurious: pruned")
+    min_expert_batches: int = Field(
+        5, ge=0, description="experts with fewer batches are spurious: pruned"
+    )
     selector_hidden: int = Field(128, ge=1)
     selector_epochs: int = Field(100, ge=1)
-    match_tolerance: int = Field(5, ge=0, description="batches after a true boundary a detection may fall")
+    match_tolerance: int = Field(
+        5, ge=0, description="batches after a true boundary a detection may fall"
+    )
     detect: bool = True
-    head: Literal["linear", "lingo"] = Field("linear", description="experts' head: one-hot or language targets")
+    head: Literal["linear", "lingo"] = Field(
+        "linear", description="experts' head: one-hot or language targets"
+    )
 
 
 class RetrievalConfig(Section):
     """Demonstration retrieval (FAISS bank); replay variants use `baselines.memory`."""
 
-    embedding: Literal["raw", "model"] = Field("raw", description="raw features or the learner's penultimate layer")
+    embedding: Literal["raw", "model"] = Field(
+        "raw", description="raw features or the learner's penultimate layer"
+    )
     metric: Literal["ip", "l2"] = "ip"
     index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
     k: int = Field(5, ge=1)
-    weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the k-NN vote in the blended prediction")
+    weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of the k-NN vote in the blended prediction"
+    )
     shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
 
 
 class LingoConfig(Section):
     """Language-guided heads (LingoCL): class-name embeddings as frozen targets."""
 
-    template: str = Field("the handwritten digit {name}", description="prompt; {name} is the class name")
-    encoder_path: str = Field("", description="local sentence-transformers directory; empty = shipped MiniLM")
+    template: str = Field(
+        "the handwritten digit {name}", description="prompt; {name} is the class name"
+    )
+    encoder_path: str = Field(
+        "", description="local sentence-transformers directory; empty = shipped MiniLM"
+    )
     heads: list[Literal["linear", "random", "language"]] = ["linear", "random", "language"]
     methods: list[Literal["finetune", "replay"]] = ["finetune", "replay"]
 
@@ -118,10 +165,14 @@ class FederatedConfig(Section):
 
     clients: int = Field(10, ge=1)
     overlap: int = Field(1, ge=1, description="clients that share each class (disjoint rows)")
-    encoder: Literal["raw", "random"] = Field("raw", description="shared fixed encoder: raw features or random ReLU map")
+    encoder: Literal["raw", "random"] = Field(
+        "raw", description="shared fixed encoder: raw features or random ReLU map"
+    )
     metric: Literal["cosine", "l2"] = "cosine"
     runner: Literal["thread", "dask"] = "thread"
-    address: str = Field("", description="Dask scheduler address; empty = a local distributed cluster")
+    address: str = Field(
+        "", description="Dask scheduler address; empty = a local distributed cluster"
+    )
     group_size: int = Field(1, ge=1, description="clients per Prefect task")
     seed: int = 0
 
@@ -134,11 +185,19 @@ class RegisterConfig(Section):
     """Model registry: every TAME model becomes a version; the better one becomes `champion`."""
 
     model_name: str = Field("clflow-tame", min_length=1)
-    seed: int | None = Field(None, description="which train seed's model to register; null = the first")
+    seed: int | None = Field(
+        None, description="which train seed's model to register; null = the first"
+    )
     max_experience_drop: float = Field(
-        0.05, ge=0, le=1, description="promote only if no experience's accuracy falls more than this below the "
-                                      "champion's (both scored on the current test set)")
-    lock_timeout: float = Field(120.0, ge=0, description="seconds to wait for another registration's decision")
+        0.05,
+        ge=0,
+        le=1,
+        description="promote only if no experience's accuracy falls more than this below the "
+        "champion's (both scored on the current test set)",
+    )
+    lock_timeout: float = Field(
+        120.0, ge=0, description="seconds to wait for another registration's decision"
+    )
 
 
 class Params(Section):
@@ -198,7 +257,8 @@ def _validate(raw: dict, path: Path) -> Params:
 
 
 def check_overrides(path: str | Path, overrides: dict[str, object]) -> Params:
-    """Validate `params.yaml` with `dvc exp run -S`-style overrides {'train.epochs': '2'} applied."""
+    """Validate `params.yaml` with `dvc exp run -S`-style overrides {'train.epochs': '2'}
+    applied."""
     path = Path(path)
     raw = _read_yaml(path)
     for key, value in overrides.items():

@@ -19,8 +19,14 @@ class StageFailed(ClflowError):
     bad input or params), which a retry cannot fix.
     """
 
-    def __init__(self, message: str, *, file: object | None = None, field: str | None = None,
-                 retryable: bool = True):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: object | None = None,
+        field: str | None = None,
+        retryable: bool = True,
+    ):
         super().__init__(message, file=file, field=field)
         self.retryable = retryable
 
@@ -46,21 +52,38 @@ def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def own_errors(output: str) -> list[str]:
-    """The `error: <file>: ...` lines a clflow entry point printed (DVC's own summary line excluded)."""
-    return [ln for ln in output.splitlines() if ln.startswith("error: ") and not ln.startswith("error: failed to ")]
+    """The `error: <file>: ...` lines a clflow entry point printed (DVC's own summary line
+    excluded)."""
+    return [
+        ln
+        for ln in output.splitlines()
+        if ln.startswith("error: ") and not ln.startswith("error: failed to ")
+    ]
 
 
 def error_lines(output: str, n: int = 15) -> str:
     """The stage's own `error:` lines if it printed any, else the tail of its output."""
     own = own_errors(output)
-    return "\n".join(own) if own else "\n".join([ln for ln in output.splitlines() if ln.strip()][-n:])
+    return (
+        "\n".join(own) if own else "\n".join([ln for ln in output.splitlines() if ln.strip()][-n:])
+    )
 
 
-def dvc(args: list[str], project: str | Path, env: dict[str, str] | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
+def dvc(
+    args: list[str],
+    project: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess:
     """`dvc <args>` in `project` (via this interpreter, so the right DVC runs)."""
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, capture_output=True, text=True,
-                          env=dvc_env(env), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=dvc_env(env),
+        timeout=timeout,
+    )
 
 
 def repro_stage(stage: str, project: str | Path, env: dict[str, str] | None = None) -> str:
@@ -71,9 +94,12 @@ def repro_stage(stage: str, project: str | Path, env: dict[str, str] | None = No
     proc = dvc(["repro", "--single-item", stage], project, env)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        raise StageFailed(f"stage '{stage}' failed (exit {proc.returncode}):\n{error_lines(output)}",
-                          file=Path(project) / "dvc.yaml", field=f"stages.{stage}",
-                          retryable=not own_errors(output))
+        raise StageFailed(
+            f"stage '{stage}' failed (exit {proc.returncode}):\n{error_lines(output)}",
+            file=Path(project) / "dvc.yaml",
+            field=f"stages.{stage}",
+            retryable=not own_errors(output),
+        )
     return "cached" if "didn't change, skipping" in output else "ran"
 
 
@@ -81,16 +107,26 @@ def experiment_metrics(project: str | Path, name: str) -> dict[str, dict]:
     """{stage: metrics} as committed in DVC experiment `name` (its git ref under refs/exps)."""
     import json
 
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=project,
-                          capture_output=True, text=True).stdout.split()
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     ref = next((r for r in refs if r.rsplit("/", 1)[-1] == name), None)
     if ref is None:
         raise ClflowError(f"no DVC experiment named '{name}'", file=Path(project) / ".git")
-    files = subprocess.run(["git", "ls-tree", "--name-only", f"{ref}:metrics"], cwd=project, capture_output=True,
-                           text=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-tree", "--name-only", f"{ref}:metrics"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     out = {}
     for f in files:
         if f.endswith(".json"):
-            blob = subprocess.run(["git", "show", f"{ref}:metrics/{f}"], cwd=project, capture_output=True, text=True)
+            blob = subprocess.run(
+                ["git", "show", f"{ref}:metrics/{f}"], cwd=project, capture_output=True, text=True
+            )
             out[f.removesuffix(".json")] = json.loads(blob.stdout)
     return out

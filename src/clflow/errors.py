@@ -20,7 +20,9 @@ class ClflowError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        where = ": ".join(p for p in (self.file, f"field '{self.field}'" if self.field else None) if p)
+        where = ": ".join(
+            p for p in (self.file, f"field '{self.field}'" if self.field else None) if p
+        )
         return f"{where}: {self.message}" if where else self.message
 
 

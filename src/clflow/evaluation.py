@@ -17,7 +17,8 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @runtime_checkable
 class BoundaryAware(Protocol):
-    """A learner that is told when an experience ends (experience replay needs it; TAME must not)."""
+    """A learner that is told when an experience ends (experience replay needs it; TAME must
+    not)."""
 
     def end_experience(self, X: np.ndarray, y: np.ndarray) -> object: ...
 
@@ -39,8 +40,16 @@ def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> 
     return np.array([hits[test.experience == j].mean() for j in range(n_experiences)])
 
 
-def fit_experience(learner, X: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
-                   experience: int) -> int:
+def fit_experience(
+    learner,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    experience: int,
+) -> int:
     """`epochs` shuffled passes over one experience's rows; returns the number of batches.
 
     A learner that takes boundaries (ContinualLearner.end_experience) is told the
@@ -48,7 +57,9 @@ def fit_experience(learner, X: np.ndarray, y: np.ndarray, *, batch_size: int, ep
     """
     n = 0
     for epoch in range(epochs):
-        for xb, yb in iter_batches(X, y, batch_size, seed=seed * 100_003 + experience * 101 + epoch):
+        for xb, yb in iter_batches(
+            X, y, batch_size, seed=seed * 100_003 + experience * 101 + epoch
+        ):
             learner.partial_fit(xb, yb)
             n += 1
     if isinstance(learner, BoundaryAware):
@@ -62,8 +73,17 @@ def untrained_accuracies(learner, stream: Stream) -> np.ndarray:
     return experience_accuracies(learner.predict, stream.test, stream.n_experiences)
 
 
-def run_stream(learner, stream: Stream, *, batch_size: int, epochs: int, seed: int, cumulative: bool = False,
-               start: int = 0, desc: str = "train") -> RunResult:
+def run_stream(
+    learner,
+    stream: Stream,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    cumulative: bool = False,
+    start: int = 0,
+    desc: str = "train",
+) -> RunResult:
     """Train through each experience in order, evaluating on all experiences after each.
 
     `cumulative=True` trains on every experience seen so far (the joint upper bound).
@@ -82,19 +102,44 @@ def run_stream(learner, stream: Stream, *, batch_size: int, epochs: int, seed: i
     batch_experience: list[int] = []
     for i in tqdm(range(start, T), desc=desc, unit="exp", leave=False, disable=None):
         rows = train.experience <= i if cumulative else train.experience == i
-        n = fit_experience(learner, train.X[rows], train.y[rows], batch_size=batch_size, epochs=epochs, seed=seed,
-                           experience=i)
+        n = fit_experience(
+            learner,
+            train.X[rows],
+            train.y[rows],
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
+            experience=i,
+        )
         batch_experience += [i] * n
         R[i] = experience_accuracies(learner.predict, stream.test, T)
     return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64))
 
 
-def run_seeds(make: Callable[[int], object], stream: Stream, train, *, cumulative: bool = False, desc: str = "train",
-              ) -> list[tuple[object, RunResult]]:
+def run_seeds(
+    make: Callable[[int], object],
+    stream: Stream,
+    train,
+    *,
+    cumulative: bool = False,
+    desc: str = "train",
+) -> list[tuple[object, RunResult]]:
     """(learner, result) for every seed in `train.seeds`; `make(seed)` builds each learner."""
     out = []
     for seed in train.seeds:
         learner = make(seed)
-        out.append((learner, run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed,
-                                        cumulative=cumulative, desc=f"{desc} seed {seed}")))
+        out.append(
+            (
+                learner,
+                run_stream(
+                    learner,
+                    stream,
+                    batch_size=train.batch_size,
+                    epochs=train.epochs,
+                    seed=seed,
+                    cumulative=cumulative,
+                    desc=f"{desc} seed {seed}",
+                ),
+            )
+        )
     return out

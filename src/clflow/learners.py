@@ -1,4 +1,5 @@
-"""Continual learners with an estimator shape: hyperparameters in __init__, state in *_ attributes."""
+"""Continual learners with an estimator shape: hyperparameters in __init__, state in *_
+attributes."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ class ParamsMixin:
     """scikit-learn's get_params: the constructor arguments, enough to rebuild an unfitted copy."""
 
     def get_params(self) -> dict:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "args", "kwargs")]
+        names = [
+            n
+            for n in inspect.signature(type(self).__init__).parameters
+            if n not in ("self", "args", "kwargs")
+        ]
         return {n: getattr(self, n) for n in names}
 
 
@@ -34,10 +39,21 @@ class ContinualLearner(ParamsMixin):
     `normalizer` the model's first layer scales raw features, so it takes raw input.
     """
 
-    def __init__(self, n_classes: int, *, backbone: str = "mlp", hidden: int = 256, lr: float = 1e-3,
-                 shape: tuple[int, ...] | None = None, device: str = "auto", seed: int = 0,
-                 plugins: Sequence[Plugin] = (), targets: np.ndarray | None = None, mask_unseen: bool = False,
-                 normalizer: Normalizer | None = None):
+    def __init__(
+        self,
+        n_classes: int,
+        *,
+        backbone: str = "mlp",
+        hidden: int = 256,
+        lr: float = 1e-3,
+        shape: tuple[int, ...] | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        plugins: Sequence[Plugin] = (),
+        targets: np.ndarray | None = None,
+        mask_unseen: bool = False,
+        normalizer: Normalizer | None = None,
+    ):
         self.n_classes = n_classes
         self.backbone = backbone
         self.hidden = hidden
@@ -55,8 +71,12 @@ class ContinualLearner(ParamsMixin):
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            body = scaled_input(make_backbone(self.backbone, n_features, self.hidden, self.shape), self.normalizer)
-            self.model_ = nn.Sequential(body, make_head(body.out_dim, self.n_classes, self.targets)).to(self.device_)
+            body = scaled_input(
+                make_backbone(self.backbone, n_features, self.hidden, self.shape), self.normalizer
+            )
+            self.model_ = nn.Sequential(
+                body, make_head(body.out_dim, self.n_classes, self.targets)
+            ).to(self.device_)
         self.seen_ = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device_)
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
         self.n_features_in_ = n_features
@@ -79,8 +99,12 @@ class ContinualLearner(ParamsMixin):
             logits = logits.masked_fill(~self.seen_, float("-inf"))
         return logits
 
-    def partial_fit(self, X: np.ndarray, y: np.ndarray, accept: Callable[[float], bool] | None = None,
-                    ) -> ContinualLearner:
+    def partial_fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        accept: Callable[[float], bool] | None = None,
+    ) -> ContinualLearner:
         """One gradient step on a batch (plus whatever the plugins add).
 
         `accept` sees the batch loss before the step (one forward pass serves both);
@@ -106,7 +130,8 @@ class ContinualLearner(ParamsMixin):
         return self
 
     def end_experience(self, X: np.ndarray, y: np.ndarray) -> ContinualLearner:
-        """The harness's boundary signal with the experience's rows (Avalanche's after_training_exp).
+        """The harness's boundary signal with the experience's rows (Avalanche's
+        after_training_exp).
 
         Only learners that are told boundaries get it: TAME never is.
         """
@@ -116,14 +141,18 @@ class ContinualLearner(ParamsMixin):
 
     def _check(self) -> None:
         if not hasattr(self, "model_"):
-            raise NotFittedError(f"{type(self).__name__} is not initialised; call partial_fit or initialize first")
+            raise NotFittedError(
+                f"{type(self).__name__} is not initialised; call partial_fit or initialize first"
+            )
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         self._check()
         self.model_.eval()
-        out = [torch.softmax(self._logits(X[i:i + batch_size]), 1).cpu().numpy()
-               for i in range(0, len(X), batch_size)]
+        out = [
+            torch.softmax(self._logits(X[i : i + batch_size]), 1).cpu().numpy()
+            for i in range(0, len(X), batch_size)
+        ]
         return np.concatenate(out) if out else np.empty((0, self.n_classes), np.float32)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -135,7 +164,10 @@ class ContinualLearner(ParamsMixin):
         self._check()
         self.model_.eval()
         body = self.model_[0]
-        out = [body(self._tensor(X[i:i + batch_size])).cpu().numpy() for i in range(0, len(X), batch_size)]
+        out = [
+            body(self._tensor(X[i : i + batch_size])).cpu().numpy()
+            for i in range(0, len(X), batch_size)
+        ]
         return np.concatenate(out) if out else np.empty((0, body.out_dim), np.float32)
 
     @torch.no_grad()
@@ -148,8 +180,13 @@ class ContinualLearner(ParamsMixin):
     def get_state(self) -> dict:
         """Weights and optimiser state (tensors), for a checkpoint writer outside the learner."""
         self._check()
-        return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
-                "n_features_in": self.n_features_in_, "n_steps": self.n_steps_, "seen": self.seen_.cpu()}
+        return {
+            "model": self.model_.state_dict(),
+            "optimizer": self.optimizer_.state_dict(),
+            "n_features_in": self.n_features_in_,
+            "n_steps": self.n_steps_,
+            "seen": self.seen_.cpu(),
+        }
 
     def set_state(self, state: dict) -> ContinualLearner:
         self.initialize(int(state["n_features_in"]))
@@ -160,13 +197,27 @@ class ContinualLearner(ParamsMixin):
         return self
 
 
-def learner_from_config(stream: Stream, train, seed: int, plugins: Sequence[Plugin] = (), **head,
-                        ) -> ContinualLearner:
+def learner_from_config(
+    stream: Stream,
+    train,
+    seed: int,
+    plugins: Sequence[Plugin] = (),
+    **head,
+) -> ContinualLearner:
     """The learner described by params.yaml `train` (a TrainConfig) for a stream (its classes, image
     shape and input normalizer); `head`: targets / mask_unseen."""
-    return ContinualLearner(len(stream.classes), backbone=train.backbone, hidden=train.hidden, lr=train.lr,
-                            shape=stream.shape, device=train.device, seed=seed, plugins=plugins,
-                            normalizer=stream.normalizer, **head)
+    return ContinualLearner(
+        len(stream.classes),
+        backbone=train.backbone,
+        hidden=train.hidden,
+        lr=train.lr,
+        shape=stream.shape,
+        device=train.device,
+        seed=seed,
+        plugins=plugins,
+        normalizer=stream.normalizer,
+        **head,
+    )
 
 
 def replay_plugin(method: str, memory: int, seed: int) -> list[Plugin]:
@@ -182,7 +233,10 @@ def replay_plugin(method: str, memory: int, seed: int) -> list[Plugin]:
     return []
 
 
-def learner_for_method(method: str, stream: Stream, train, seed: int, memory: int, **head) -> ContinualLearner:
-    """finetune (no plugin), replay or replay_online (`memory` samples); `joint` trains like finetune
+def learner_for_method(
+    method: str, stream: Stream, train, seed: int, memory: int, **head
+) -> ContinualLearner:
+    """finetune (no plugin), replay or replay_online (`memory` samples); `joint` trains like
+    finetune
     (the harness feeds it every experience seen so far)."""
     return learner_from_config(stream, train, seed, replay_plugin(method, memory, seed), **head)

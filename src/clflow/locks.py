@@ -22,7 +22,8 @@ class LockTimeout(ClflowError):
 
 @contextmanager
 def file_lock(path: str | Path, timeout: float = 0.0, what: str = "lock") -> Iterator[None]:
-    """Hold an exclusive lock on `path`; wait up to `timeout` s (polling), then raise LockTimeout."""
+    """Hold an exclusive lock on `path`; wait up to `timeout` s (polling), then raise
+    LockTimeout."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -36,8 +37,10 @@ def file_lock(path: str | Path, timeout: float = 0.0, what: str = "lock") -> Ite
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                    raise LockTimeout(f"{what} is held by another run (pid {holder}); waited {timeout:g} s",
-                                      file=path) from None
+                    raise LockTimeout(
+                        f"{what} is held by another run (pid {holder}); waited {timeout:g} s",
+                        file=path,
+                    ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         os.ftruncate(fd, 0)

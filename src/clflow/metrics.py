@@ -55,7 +55,12 @@ def fwt(R, b) -> float:
 
 def summarize(R, b) -> dict[str, float]:
     """The four DESIGN.md metrics of one run."""
-    return {"avg_accuracy": avg_accuracy(R), "forgetting": forgetting(R), "bwt": bwt(R), "fwt": fwt(R, b)}
+    return {
+        "avg_accuracy": avg_accuracy(R),
+        "forgetting": forgetting(R),
+        "bwt": bwt(R),
+        "fwt": fwt(R, b),
+    }
 
 
 def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -69,12 +74,15 @@ def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def shift_points(batch_task: np.ndarray) -> np.ndarray:
-    """Batch indices where the true task changes (a recurring task counts; a repeat of the same does not)."""
+    """Batch indices where the true task changes (a recurring task counts; a repeat of the same does
+    not)."""
     batch_task = np.asarray(batch_task)
     return np.flatnonzero(batch_task[1:] != batch_task[:-1]) + 1
 
 
-def detection_scores(true: np.ndarray | list, detected: np.ndarray | list, tolerance: int) -> dict[str, float]:
+def detection_scores(
+    true: np.ndarray | list, detected: np.ndarray | list, tolerance: int
+) -> dict[str, float]:
     """Match detections to true shift points within `tolerance` batches after each.
 
     Each true point takes the first unmatched detection in [t, t + tolerance];
@@ -93,6 +101,10 @@ def detection_scores(true: np.ndarray | list, detected: np.ndarray | list, toler
     precision = tp / len(detected) if detected else 1.0
     recall = tp / len(true) if true else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"detection_precision": precision, "detection_recall": recall, "detection_f1": f1,
-            "detection_delay": float(np.mean(delays)) if delays else 0.0,
-            "false_alarms": float(len(detected) - tp)}
+    return {
+        "detection_precision": precision,
+        "detection_recall": recall,
+        "detection_f1": f1,
+        "detection_delay": float(np.mean(delays)) if delays else 0.0,
+        "false_alarms": float(len(detected) - tp),
+    }

@@ -21,7 +21,9 @@ class MLP(nn.Module):
     def __init__(self, n_features: int, hidden: int):
         super().__init__()
         self.out_dim = hidden
-        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -36,8 +38,12 @@ class SmallCNN(nn.Module):
         c, h, w = self.shape
         self.out_dim = hidden
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(c, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
         )
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4, hidden), nn.ReLU())
 
@@ -45,19 +51,25 @@ class SmallCNN(nn.Module):
         return self.fc(self.conv(x.view(len(x), *self.shape)))
 
 
-def make_backbone(kind: str, n_features: int, hidden: int, shape: tuple[int, ...] | None = None) -> nn.Module:
+def make_backbone(
+    kind: str, n_features: int, hidden: int, shape: tuple[int, ...] | None = None
+) -> nn.Module:
     """Build the backbone named in `train.backbone`."""
     if kind == "mlp":
         return MLP(n_features, hidden)
     if kind == "cnn":
         if not shape or len(shape) != 3 or math.prod(shape) != n_features:
-            raise ValueError(f"cnn backbone needs an image shape (C, H, W) matching {n_features} features, got {shape}")
+            raise ValueError(
+                f"cnn backbone needs an image shape (C, H, W) matching {n_features} features, "
+                f"got {shape}"
+            )
         return SmallCNN(shape, hidden)  # type: ignore[arg-type]
     raise ValueError(f"unknown backbone {kind!r}")
 
 
 class Standardize(nn.Module):
-    """A fixed first layer: (x - mean) / std per feature (stream.normalize), saved with the weights."""
+    """A fixed first layer: (x - mean) / std per feature (stream.normalize), saved with the
+    weights."""
 
     def __init__(self, mean, std):
         super().__init__()

@@ -27,8 +27,13 @@ def _retryable(task_obj, task_run, state) -> bool:
     return not isinstance(exc, StageFailed) or exc.retryable
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=_retryable)
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_retryable,
+)
 def run_stage(stage: str, project: str, env: dict[str, str]) -> str:
     """One DVC stage; DVC skips it when its deps and params are unchanged."""
     return repro_stage(stage, project, env)
@@ -40,26 +45,42 @@ def override_args(overrides: Mapping[str, Any]) -> list[str]:
 
     args: list[str] = []
     for key, value in overrides.items():
-        text = value if isinstance(value, str) else \
-            yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        text = (
+            value
+            if isinstance(value, str)
+            else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        )
         args += ["-S", f"{key}={text}"]
     return args
 
 
 @task(name="dvc-exp-run", retries=1, retry_delay_seconds=5, retry_condition_fn=_retryable)
-def run_experiment(project: str, overrides: dict[str, Any], name: str | None, env: dict[str, str],
-                   targets: list[str] | None = None) -> str:
-    """`dvc exp run --temp -S key=value ... [targets]`: a tracked DVC experiment, workspace untouched.
+def run_experiment(
+    project: str,
+    overrides: dict[str, Any],
+    name: str | None,
+    env: dict[str, str],
+    targets: list[str] | None = None,
+) -> str:
+    """`dvc exp run --temp -S key=value ... [targets]`: a tracked DVC experiment, workspace
+    untouched.
 
     Returns the experiment's name. `targets` limits it to those stages and what they depend on.
     """
-    args = ["exp", "run", "--temp", *override_args(overrides)] + (["--name", name] if name else []) + (targets or [])
+    args = (
+        ["exp", "run", "--temp", *override_args(overrides)]
+        + (["--name", name] if name else [])
+        + (targets or [])
+    )
     proc = dvc(args, project, env)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        raise StageFailed(f"dvc exp run failed (exit {proc.returncode}):\n{error_lines(output)}",
-                          file=Path(project) / "params.yaml", field=", ".join(overrides),
-                          retryable=not own_errors(output))
+        raise StageFailed(
+            f"dvc exp run failed (exit {proc.returncode}):\n{error_lines(output)}",
+            file=Path(project) / "params.yaml",
+            field=", ".join(overrides),
+            retryable=not own_errors(output),
+        )
     for line in output.splitlines():  # "Ran experiment(s): <name>"
         if line.startswith("Ran experiment"):
             return line.split(":", 1)[1].strip()
@@ -67,19 +88,25 @@ def run_experiment(project: str, overrides: dict[str, Any], name: str | None, en
 
 
 def mlflow_link(env: Mapping[str, str]) -> str:
-    """A link to the pipeline's parent run in the MLflow UI (CLFLOW_MLFLOW_UI, default 127.0.0.1:5000)."""
+    """A link to the pipeline's parent run in the MLflow UI (CLFLOW_MLFLOW_UI, default
+    127.0.0.1:5000)."""
     ui = os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
     exp, run = env.get(EXPERIMENT_ENV, ""), env.get(PARENT_ENV, "")
     return f"{ui}/#/experiments/{exp}/runs/{run}" if exp and run else ui
 
 
-def run_markdown(title: str, stages: Mapping[str, str], metrics: dict[str, dict], link: str,
-                 extra: str = "") -> str:
+def run_markdown(
+    title: str, stages: Mapping[str, str], metrics: dict[str, dict], link: str, extra: str = ""
+) -> str:
     """The markdown artifact of a run: what each stage did, the metrics table, the MLflow link."""
     lines = [f"# {title}", "", "| stage | result |", "|---|---|"]
     lines += [f"| {s} | {r} |" for s, r in stages.items()]
-    lines += ["", summary_table(metrics) if method_rows(metrics) else "_no metrics yet_", "",
-              f"MLflow run: [{link}]({link})"]
+    lines += [
+        "",
+        summary_table(metrics) if method_rows(metrics) else "_no metrics yet_",
+        "",
+        f"MLflow run: [{link}]({link})",
+    ]
     return "\n".join(lines + ([extra] if extra else [])) + "\n"
 
 
@@ -89,26 +116,39 @@ def matrix_table(path: Path) -> list[dict[str, Any]]:
 
     if not path.exists():
         return []
-    return [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
-            for row in pl.read_csv(path).to_dicts()]
+    return [
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+        for row in pl.read_csv(path).to_dicts()
+    ]
 
 
-def publish(title: str, key: str, stages: Mapping[str, str], metrics: dict[str, dict], env: Mapping[str, str],
-            project: Path, extra: str = "") -> None:
+def publish(
+    title: str,
+    key: str,
+    stages: Mapping[str, str],
+    metrics: dict[str, dict],
+    env: Mapping[str, str],
+    project: Path,
+    extra: str = "",
+) -> None:
     """Markdown and table artifacts of a flow run (shown in the Prefect UI)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    create_markdown_artifact(run_markdown(title, stages, metrics, mlflow_link(env), extra), key=key,
-                             description=title)
+    create_markdown_artifact(
+        run_markdown(title, stages, metrics, mlflow_link(env), extra), key=key, description=title
+    )
     table = matrix_table(project / "plots" / "tame" / "matrix.csv")
     if table:
-        create_table_artifact(table, key=f"{key}-accuracy-matrix",
-                              description="TAME accuracy matrix R[i][j]: trained through i, tested on j")
-
+        create_table_artifact(
+            table,
+            key=f"{key}-accuracy-matrix",
+            description="TAME accuracy matrix R[i][j]: trained through i, tested on j",
+        )
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
-    """Prefect logs a task or flow exception with its traceback; a ClflowError is a user error: one line."""
+    """Prefect logs a task or flow exception with its traceback; a ClflowError is a user error: one
+    line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None

@@ -1,4 +1,5 @@
-"""Figures a person would rather look at than read: heatmaps and accuracy curves (PNG, written atomically)."""
+"""Figures a person would rather look at than read: heatmaps and accuracy curves (PNG, written
+atomically)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from clflow.io import atomic_path  # noqa: E402
@@ -27,7 +28,15 @@ def accuracy_heatmap(R: np.ndarray, title: str, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(R), 0.8 + 0.55 * len(R)))
     im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
     for (i, j), v in np.ndenumerate(R):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+        ax.text(
+            j,
+            i,
+            f"{v:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if v < 0.6 else "black",
+        )
     ax.set_xlabel("evaluated on experience")
     ax.set_ylabel("trained through experience")
     ax.set_title(title)
@@ -35,8 +44,11 @@ def accuracy_heatmap(R: np.ndarray, title: str, path: str | Path) -> None:
     _save(fig, path)
 
 
-def accuracy_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, path: str | Path) -> None:
-    """Mean accuracy on experiences seen so far, after each experience, one line (± std) per method."""
+def accuracy_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str, path: str | Path
+) -> None:
+    """Mean accuracy on experiences seen so far, after each experience, one line (± std) per
+    method."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, (mean, std) in curves.items():
         x = np.arange(len(mean))
@@ -57,8 +69,9 @@ def seen_accuracy(R: np.ndarray) -> np.ndarray:
     return np.array([R[i, : i + 1].mean() for i in range(len(R))])
 
 
-def loss_with_boundaries(loss: np.ndarray, true: np.ndarray, detected: list[int], title: str,
-                         path: str | Path) -> None:
+def loss_with_boundaries(
+    loss: np.ndarray, true: np.ndarray, detected: list[int], title: str, path: str | Path
+) -> None:
     """Training loss per batch; true task boundaries dashed grey, detections red."""
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.plot(np.arange(len(loss)), loss, lw=0.8, color="tab:blue", label="loss")

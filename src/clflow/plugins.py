@@ -42,11 +42,21 @@ class ReservoirBuffer:
                     self.X[j], self.y[j], self._keys[j] = x_i, y_i, key  # type: ignore[index]
 
     def get_state(self) -> dict:
-        return {"X": self.X, "y": self.y, "n_seen": self.n_seen, "keys": list(self._keys),
-                "known": sorted(self._known), "rng": self.rng.bit_generator.state}
+        return {
+            "X": self.X,
+            "y": self.y,
+            "n_seen": self.n_seen,
+            "keys": list(self._keys),
+            "known": sorted(self._known),
+            "rng": self.rng.bit_generator.state,
+        }
 
     def set_state(self, state: dict) -> ReservoirBuffer:
-        self.X, self.y, self.n_seen = state["X"], np.asarray(state["y"], dtype=np.int64), int(state["n_seen"])
+        self.X, self.y, self.n_seen = (
+            state["X"],
+            np.asarray(state["y"], dtype=np.int64),
+            int(state["n_seen"]),
+        )
         self._keys, self._known = list(state["keys"]), set(state["known"])
         self.rng.bit_generator.state = state["rng"]
         return self
@@ -101,7 +111,11 @@ class ExperienceBalancedBuffer:
 
     @property
     def y(self) -> np.ndarray:
-        return np.concatenate([g[1] for g in self.groups]) if self.groups else np.empty(0, dtype=np.int64)
+        return (
+            np.concatenate([g[1] for g in self.groups])
+            if self.groups
+            else np.empty(0, dtype=np.int64)
+        )
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to n stored examples, drawn without replacement."""
@@ -122,7 +136,8 @@ class Plugin:
         return None
 
     def after_experience(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Called with an experience's training rows when it ends (only by boundary-aware harnesses)."""
+        """Called with an experience's training rows when it ends (only by boundary-aware
+        harnesses)."""
         return None
 
 

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,10 +29,16 @@ from clflow.locks import file_lock
 
 log = logging.getLogger("clflow.registry")
 CHAMPION, CHALLENGER = "champion", "challenger"
-TAG_DECISION, TAG_REASON, TAG_PREVIOUS = "clflow.decision", "clflow.reason", "clflow.previous_champion"
+TAG_DECISION, TAG_REASON, TAG_PREVIOUS = (
+    "clflow.decision",
+    "clflow.reason",
+    "clflow.previous_champion",
+)
 TAG_EVIDENCE = "clflow.per_experience"  # JSON: accuracy per experience of challenger and champion
 METRICS = ("avg_accuracy", "forgetting")
-Scorer = Callable[[str], Sequence[float]]  # model URI -> accuracy on each experience of the current test set
+Scorer = Callable[
+    [str], Sequence[float]
+]  # model URI -> accuracy on each experience of the current test set
 
 
 class RegistryError(ClflowError):
@@ -45,8 +51,11 @@ class Decision:
     reason: str
 
 
-def decide(candidate: Sequence[float], champion: Sequence[float] | None, max_drop: float) -> Decision:
-    """The promotion rule on per-experience accuracies measured on the same test set; None: no champion."""
+def decide(
+    candidate: Sequence[float], champion: Sequence[float] | None, max_drop: float
+) -> Decision:
+    """The promotion rule on per-experience accuracies measured on the same test set; None: no
+    champion."""
     if champion is None:
         return Decision(True, "no champion yet")
     cand, champ = [float(a) for a in candidate], [float(a) for a in champion]
@@ -60,18 +69,28 @@ def decide(candidate: Sequence[float], champion: Sequence[float] | None, max_dro
     drops = [c - a for a, c in zip(cand, champ)]
     worst = max(range(len(drops)), key=drops.__getitem__)
     if drops[worst] > max_drop:
-        return Decision(False, f"experience {worst}: accuracy {cand[worst]:.4f} drops {drops[worst]:.4f} below "
-                               f"the champion's {champ[worst]:.4f} (more than {max_drop:g})")
-    return Decision(True, f"avg_accuracy {acc:.4f} >= champion's {champ_acc:.4f}; no experience drops by more "
-                          f"than {max_drop:g} (largest: {max(drops[worst], 0.0):.4f} on experience {worst})")
+        return Decision(
+            False,
+            f"experience {worst}: accuracy {cand[worst]:.4f} drops {drops[worst]:.4f} below "
+            f"the champion's {champ[worst]:.4f} (more than {max_drop:g})",
+        )
+    return Decision(
+        True,
+        f"avg_accuracy {acc:.4f} >= champion's {champ_acc:.4f}; no experience drops by more "
+        f"than {max_drop:g} (largest: {max(drops[worst], 0.0):.4f} on experience {worst})",
+    )
 
 
 def lock_path(uri: str, name: str) -> Path:
-    """Beside the SQLite store (one project); otherwise per user (a shared server needs one host)."""
+    """Beside the SQLite store (one project); otherwise per user (a shared server needs one
+    host)."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite" and parsed.path:
         return Path(parsed.path).with_name(f".{Path(parsed.path).name}.{name}.lock")
-    return Path(tempfile.gettempdir()) / f"clflow-registry-{hashlib.sha256(uri.encode()).hexdigest()[:12]}-{name}.lock"
+    return (
+        Path(tempfile.gettempdir())
+        / f"clflow-registry-{hashlib.sha256(uri.encode()).hexdigest()[:12]}-{name}.lock"
+    )
 
 
 class Registry:
@@ -110,11 +129,20 @@ class Registry:
 
     def _decision_lock(self):
         """Held while the champion is read and moved, so decisions never interleave."""
-        return file_lock(lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision")
+        return file_lock(
+            lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision"
+        )
 
-    def consider(self, version: str, scores: Sequence[float], max_drop: float, evaluate: Scorer | None = None,
-                 forgetting: float | None = None) -> Decision:
-        """Tag `version` as challenger with its per-experience `scores`; promote it if it beats the champion.
+    def consider(
+        self,
+        version: str,
+        scores: Sequence[float],
+        max_drop: float,
+        evaluate: Scorer | None = None,
+        forgetting: float | None = None,
+    ) -> Decision:
+        """Tag `version` as challenger with its per-experience `scores`; promote it if it beats the
+        champion.
 
         `evaluate(model_uri)` scores the champion on the same test set. Without it the
         champion's recorded scores serve (the caller vouches they are the same evidence).
@@ -131,18 +159,38 @@ class Registry:
             champ_scores, failure = None, ""
             if champ is not None:
                 try:
-                    champ_scores = ([float(a) for a in evaluate(f"models:/{self.name}/{champ.version}")]
-                                    if evaluate is not None else self.recorded_scores(champ))
-                except Exception as exc:  # e.g. its artifacts were deleted: no stale number stands in
-                    failure = f"champion version {champ.version} could not be re-scored ({type(exc).__name__}: {exc})"
-            decision = Decision(False, failure) if failure else decide(scores, champ_scores, max_drop)
-            self.tag(version, **{TAG_EVIDENCE: json.dumps({"challenger": scores, "champion": champ_scores})})
+                    champ_scores = (
+                        [float(a) for a in evaluate(f"models:/{self.name}/{champ.version}")]
+                        if evaluate is not None
+                        else self.recorded_scores(champ)
+                    )
+                except (
+                    Exception
+                ) as exc:  # e.g. its artifacts were deleted: no stale number stands in
+                    failure = (
+                        f"champion version {champ.version} could not be re-scored "
+                        f"({type(exc).__name__}: {exc})"
+                    )
+            decision = (
+                Decision(False, failure) if failure else decide(scores, champ_scores, max_drop)
+            )
+            self.tag(
+                version,
+                **{TAG_EVIDENCE: json.dumps({"challenger": scores, "champion": champ_scores})},
+            )
             if decision.promote:
-                self._promote(version, str(champ.version) if champ else "", "promoted", decision.reason)
+                self._promote(
+                    version, str(champ.version) if champ else "", "promoted", decision.reason
+                )
             else:
                 self.tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason})
-        log.info("%s version %s: %s (%s)", self.name, version, "promoted" if decision.promote else "not promoted",
-                 decision.reason)
+        log.info(
+            "%s version %s: %s (%s)",
+            self.name,
+            version,
+            "promoted" if decision.promote else "not promoted",
+            decision.reason,
+        )
         return decision
 
     @staticmethod
@@ -172,8 +220,11 @@ class Registry:
                 raise RegistryError("no champion to roll back", file=self.uri, field=self.name)
             previous = champ.tags.get(TAG_PREVIOUS, "")
             if not previous:
-                raise RegistryError(f"champion version {champ.version} has no predecessor", file=self.uri,
-                                    field=self.name)
+                raise RegistryError(
+                    f"champion version {champ.version} has no predecessor",
+                    file=self.uri,
+                    field=self.name,
+                )
             self.get(previous)
             self.tag(str(champ.version), **{TAG_DECISION: "rolled_back", TAG_REASON: reason})
             self.client.set_registered_model_alias(self.name, CHAMPION, previous)
@@ -184,7 +235,13 @@ class Registry:
         rows = []
         for found in self.client.search_model_versions(f"name='{self.name}'"):
             v = self.get(found.version)  # search results leave out aliases
-            rows.append({"version": v.version, "aliases": ",".join(v.aliases),
-                         **{k: f"{float(v.tags[k]):.4f}" if k in v.tags else "" for k in METRICS},
-                         "decision": v.tags.get(TAG_DECISION, ""), "reason": v.tags.get(TAG_REASON, "")})
+            rows.append(
+                {
+                    "version": v.version,
+                    "aliases": ",".join(v.aliases),
+                    **{k: f"{float(v.tags[k]):.4f}" if k in v.tags else "" for k in METRICS},
+                    "decision": v.tags.get(TAG_DECISION, ""),
+                    "reason": v.tags.get(TAG_REASON, ""),
+                }
+            )
         return sorted(rows, key=lambda r: -int(r["version"]))

@@ -25,12 +25,19 @@ def _walk(body: dict, path: str) -> list[tuple[str, dict]]:
 
 def method_rows(metrics: dict[str, dict]) -> list[tuple[str, str, dict]]:
     """(stage, method path, values) for every entry, at any depth, that carries the CL metrics."""
-    return [(stage, path or stage, vals) for stage, body in metrics.items() for path, vals in _walk(body, "")]
+    return [
+        (stage, path or stage, vals)
+        for stage, body in metrics.items()
+        for path, vals in _walk(body, "")
+    ]
 
 
 def summary_table(metrics: dict[str, dict]) -> str:
     """A markdown table: avg accuracy (± std over seeds), forgetting, BWT, FWT per method."""
-    lines = ["| stage | method | avg accuracy | forgetting | BWT | FWT |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | method | avg accuracy | forgetting | BWT | FWT |",
+        "|---|---|---|---|---|---|",
+    ]
     for stage, method, v in method_rows(metrics):
         cells = []
         for key in KEYS:

@@ -26,7 +26,8 @@ def default_timeout() -> float:
 
 
 def wait_for(url: str, timeout: float, what: str) -> None:
-    """GET `url` until it answers 200, with exponential backoff; ServiceUnavailable after `timeout` s."""
+    """GET `url` until it answers 200, with exponential backoff; ServiceUnavailable after `timeout`
+    s."""
     deadline, delay, last = time.monotonic() + timeout, 0.25, "no answer"
     while True:
         try:
@@ -37,23 +38,34 @@ def wait_for(url: str, timeout: float, what: str) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = str(getattr(exc, "reason", exc))
         if time.monotonic() + delay > deadline:
-            raise ServiceUnavailable(f"{what} did not answer within {timeout:g} s ({last})", file=url)
+            raise ServiceUnavailable(
+                f"{what} did not answer within {timeout:g} s ({last})", file=url
+            )
         time.sleep(delay)
         delay = min(delay * 2, 4.0)
 
 
 def check_tracking_uri(uri: str, timeout: float | None = None) -> None:
-    """An http(s) MLflow tracking URI must answer /health; file and database stores need no check."""
+    """An http(s) MLflow tracking URI must answer /health; file and database stores need no
+    check."""
     if uri.startswith(("http://", "https://")):
-        wait_for(uri.rstrip("/") + "/health", default_timeout() if timeout is None else timeout,
-                 "the MLflow tracking server")
+        wait_for(
+            uri.rstrip("/") + "/health",
+            default_timeout() if timeout is None else timeout,
+            "the MLflow tracking server",
+        )
 
 
 def check_prefect_api(url: str | None = None, timeout: float | None = None) -> str | None:
-    """A configured PREFECT_API_URL must answer /health; unset means the ephemeral API (nothing to check)."""
+    """A configured PREFECT_API_URL must answer /health; unset means the ephemeral API (nothing to
+    check)."""
     from prefect.settings import PREFECT_API_URL
 
     url = url or PREFECT_API_URL.value()
     if url:
-        wait_for(url.rstrip("/") + "/health", default_timeout() if timeout is None else timeout, "the Prefect API")
+        wait_for(
+            url.rstrip("/") + "/health",
+            default_timeout() if timeout is None else timeout,
+            "the Prefect API",
+        )
     return url

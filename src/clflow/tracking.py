@@ -48,8 +48,13 @@ def use_store(uri: str) -> None:
 
 def git_commit(root: Path | None = None) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -120,13 +125,18 @@ def log_torch_model(model: Any, name: str, example: Any) -> None:
     import numpy as np
     import torch
 
-    mlflow.pytorch.log_model(model.cpu().eval(), name=name, input_example=np.asarray(example, dtype=np.float32),
-                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    mlflow.pytorch.log_model(
+        model.cpu().eval(),
+        name=name,
+        input_example=np.asarray(example, dtype=np.float32),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )
 
 
 @contextmanager
 def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator[dict[str, str]]:
-    """A parent MLflow run for one pipeline run; yields the env that makes stage runs its children."""
+    """A parent MLflow run for one pipeline run; yields the env that makes stage runs its
+    children."""
     import mlflow
 
     from clflow.config import load_params
@@ -135,8 +145,17 @@ def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator
     experiment = experiment or load_params(root / "params.yaml").tracking.experiment
     exp_id = setup(experiment, root)
     group = f"pipeline-{uuid.uuid4().hex[:12]}"
-    tags = {"clflow.stage": "pipeline", "clflow.pipeline_run": group, "mlflow.source.git.commit": git_commit(root)}
+    tags = {
+        "clflow.stage": "pipeline",
+        "clflow.pipeline_run": group,
+        "mlflow.source.git.commit": git_commit(root),
+    }
     with mlflow.start_run(experiment_id=exp_id, run_name="pipeline", tags=tags) as run:
-        env = {PARENT_ENV: run.info.run_id, PIPELINE_ENV: group, URI_ENV: tracking_uri(root), EXPERIMENT_ENV: exp_id}
+        env = {
+            PARENT_ENV: run.info.run_id,
+            PIPELINE_ENV: group,
+            URI_ENV: tracking_uri(root),
+            EXPERIMENT_ENV: exp_id,
+        }
         yield env
         mlflow.set_tag("clflow.dvc_lock", dvc_lock_hash(root))

@@ -1,4 +1,5 @@
-"""The federated Prefect flow on the thread pool and on a real Dask LocalCluster through prefect-dask."""
+"""The federated Prefect flow on the thread pool and on a real Dask LocalCluster through
+prefect-dask."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from clflow.config import StreamConfig
 from clflow.streams import build_stream
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +24,13 @@ def test_dask_gives_the_same_prototypes_as_the_thread_pool(prefect_api):
     cloudpickle.register_pickle_by_value(fed)
     stream = build_stream(StreamConfig(source="digits", experiences=3, seed=0))
     runs = {}
-    for runner, group in (("thread", 1), ("dask", 3)):  # grouping clients per task changes nothing either
-        runs[runner] = fed.federated.with_options(task_runner=fed.task_runner(runner))(stream, n_clients=4, overlap=2,
-                                                                                       group_size=group)
+    for runner, group in (
+        ("thread", 1),
+        ("dask", 3),
+    ):  # grouping clients per task changes nothing either
+        runs[runner] = fed.federated.with_options(task_runner=fed.task_runner(runner))(
+            stream, n_clients=4, overlap=2, group_size=group
+        )
     a, b = runs["thread"]["server"], runs["dask"]["server"]
     assert np.array_equal(a.counts, b.counts) and np.allclose(a.sums, b.sums, rtol=0, atol=1e-9)
     assert runs["thread"]["history"] == runs["dask"]["history"]

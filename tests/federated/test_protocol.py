@@ -19,8 +19,11 @@ def stream():
 def updates(stream):
     enc = Encoder("random", stream.n_features, dim=64, seed=0)
     tr = stream.train
-    ups = [client_update(tr.X[rows], tr.y[rows], enc, enc.hash, c, r)
-           for r, clients in enumerate(partition(stream, n_clients=7, overlap=2, seed=0)) for c, rows in clients.items()]
+    ups = [
+        client_update(tr.X[rows], tr.y[rows], enc, enc.hash, c, r)
+        for r, clients in enumerate(partition(stream, n_clients=7, overlap=2, seed=0))
+        for c, rows in clients.items()
+    ]
     return enc, ups
 
 
@@ -62,7 +65,13 @@ def test_merged_equals_central(stream, updates):
     central = central_server(stream, np.arange(len(stream.train)), enc, enc.hash, "cosine")
     assert np.abs(merged.prototypes() - central.prototypes()).max() <= 1e-5
     seen = np.arange(10)
-    assert abs(accuracy_on_seen(merged, stream, enc, seen) - accuracy_on_seen(central, stream, enc, seen)) <= 0.005
+    assert (
+        abs(
+            accuracy_on_seen(merged, stream, enc, seen)
+            - accuracy_on_seen(central, stream, enc, seen)
+        )
+        <= 0.005
+    )
 
 
 def test_a_later_update_for_a_known_class_adds_only_new_samples(stream):
@@ -71,16 +80,21 @@ def test_a_later_update_for_a_known_class_adds_only_new_samples(stream):
     rows = np.flatnonzero(tr.y == 3)
     first, later = rows[:20], rows[20:50]
     s = fresh(stream, enc)
-    s.merge([client_update(tr.X[first], tr.y[first], enc, enc.hash, "a", 0),
-             client_update(tr.X[later], tr.y[later], enc, enc.hash, "a", 1)])
+    s.merge(
+        [
+            client_update(tr.X[first], tr.y[first], enc, enc.hash, "a", 0),
+            client_update(tr.X[later], tr.y[later], enc, enc.hash, "a", 1),
+        ]
+    )
     assert s.counts[3] == 50
     assert np.allclose(s.prototypes()[0], tr.X[rows[:50]].mean(0))
 
 
 BAD = {
     "wrong dimension": lambda u: dataclasses.replace(u, sums=u.sums[:, :10]),
-    "nan": lambda u: dataclasses.replace(u, sums=np.where(np.arange(u.sums.size).reshape(u.sums.shape) == 3,
-                                                          np.nan, u.sums)),
+    "nan": lambda u: dataclasses.replace(
+        u, sums=np.where(np.arange(u.sums.size).reshape(u.sums.shape) == 3, np.nan, u.sums)
+    ),
     "inf": lambda u: dataclasses.replace(u, sums=u.sums + np.inf),
     "zero count": lambda u: dataclasses.replace(u, counts=u.counts * 0),
     "negative count": lambda u: dataclasses.replace(u, counts=-u.counts),
@@ -94,8 +108,12 @@ BAD = {
 def test_each_bad_update_is_rejected_counted_and_the_rest_merged(stream, updates, caplog):
     enc, ups = updates
     good = ups[:6]
-    bad = [dataclasses.replace(BAD[k](ups[0]), update_id=ups[0].update_id if k == "duplicate id" else f"bad-{k}")
-           for k in BAD]
+    bad = [
+        dataclasses.replace(
+            BAD[k](ups[0]), update_id=ups[0].update_id if k == "duplicate id" else f"bad-{k}"
+        )
+        for k in BAD
+    ]
     s = fresh(stream, enc)
     with caplog.at_level(logging.WARNING, logger="clflow.federated"):
         report = s.merge(good[:3] + bad + good[3:])
@@ -109,7 +127,9 @@ def test_each_bad_update_is_rejected_counted_and_the_rest_merged(stream, updates
     assert len(caplog.records) == len(BAD)
     clean = fresh(stream, enc)
     clean.merge(good)
-    assert np.array_equal(s.counts, clean.counts) and np.allclose(s.sums, clean.sums)  # nothing merged is lost
+    assert np.array_equal(s.counts, clean.counts) and np.allclose(
+        s.sums, clean.sums
+    )  # nothing merged is lost
 
 
 def test_encoders_are_fixed_and_hashed(stream):

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-
 from conftest import drop_experience, file_hashes, load_flow
 
 pytestmark = pytest.mark.slow
@@ -22,7 +21,12 @@ def registry(project):
 def test_new_experience_ends_with_a_registered_version(updated_project):
     project, result, before = updated_project
     assert [p.rsplit("/", 1)[-1] for p in result["accepted"]] == ["0000-rotated.parquet"]
-    assert result["stages"] == {"prepare": "ran", "embed_classes": "cached", "tame": "ran", "register": "ran"}
+    assert result["stages"] == {
+        "prepare": "ran",
+        "embed_classes": "cached",
+        "tame": "ran",
+        "register": "ran",
+    }
     reg = registry(project)
     assert result["register"]["version"] == 2
     assert str(reg.version("challenger").version) == "2"
@@ -30,7 +34,10 @@ def test_new_experience_ends_with_a_registered_version(updated_project):
     assert tags["clflow.decision"] in {"promoted", "rejected"} and tags["clflow.reason"]
     assert tags["clflow.experiences"] == "6"
     # TAME continued from its checkpoint instead of retraining
-    assert json.loads((project / "metrics" / "tame.json").read_text())["resumed_from_experience"] == 5.0
+    assert (
+        json.loads((project / "metrics" / "tame.json").read_text())["resumed_from_experience"]
+        == 5.0
+    )
 
 
 def test_the_stream_gained_the_experience_and_lost_nothing(updated_project):
@@ -58,7 +65,9 @@ def test_only_bad_files_change_nothing(updated_project):
     champion = registry(project).version("champion").version
     bad = drop_experience(project, "short.parquet", limit=50)
     x = np.stack(pl.read_parquet(bad)["x"].to_list())[:, :10]
-    pl.DataFrame({"x": x.tolist(), "y": list(range(len(x)))}).write_parquet(bad)  # wrong feature length
+    pl.DataFrame({"x": x.tolist(), "y": list(range(len(x)))}).write_parquet(
+        bad
+    )  # wrong feature length
     result = load_flow(project, "continual", "continual_update")(project=str(project))
     assert result["accepted"] == [] and result["stages"] == {}
     assert "feature length 10" in result["rejected"]["short.parquet"]
@@ -67,12 +76,14 @@ def test_only_bad_files_change_nothing(updated_project):
 
 
 def test_a_failed_update_is_finished_by_the_next_run(tmp_path, prefect_api):
-    """tame fails after intake accepted a file: the file stays owed and the next run (no new file) trains it."""
-    from clflow.dvcrun import StageFailed
-    from clflow.streams.incoming import pending
+    """tame fails after intake accepted a file: the file stays owed and the next run (no new file)
+    trains it."""
+    import sys
+
     from conftest import make_project, run
 
-    import sys
+    from clflow.dvcrun import StageFailed
+    from clflow.streams.incoming import pending
 
     project = make_project(tmp_path / "p", {"stream": {"tasks": [0, 1]}})
     stages = ["prepare", "embed_classes", "tame"]
@@ -90,5 +101,9 @@ def test_a_failed_update_is_finished_by_the_next_run(tmp_path, prefect_api):
     assert result["accepted"] == [] and result["stages"]["tame"] == "ran"
     assert len(result["trained"]) == 1 and pending(project) == []
     tame = json.loads((project / "metrics" / "tame.json").read_text())
-    assert tame["resumed_from_experience"] == 2.0  # continued from the repaired checkpoint onto the new rows
-    assert update(project=str(project), stages=stages)["stages"] == {}  # and now there is nothing owed
+    assert (
+        tame["resumed_from_experience"] == 2.0
+    )  # continued from the repaired checkpoint onto the new rows
+    assert (
+        update(project=str(project), stages=stages)["stages"] == {}
+    )  # and now there is nothing owed

@@ -1,4 +1,5 @@
-"""The pipeline flow: parameter overrides as DVC experiments, Prefect artifacts, retries, the project lock."""
+"""The pipeline flow: parameter overrides as DVC experiments, Prefect artifacts, retries, the
+project lock."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import load_flow, make_project, run
 
 pytestmark = pytest.mark.slow
@@ -17,15 +17,21 @@ def read_artifacts(key: str):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
 
 
 def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
     project = make_project(tmp_path / "p")
     pipeline = load_flow(project, "pipeline", "pipeline")
     params_before = (project / "params.yaml").read_bytes()
-    metrics = pipeline(project=str(project), stages=["baselines"], overrides={"baselines.memory": 50},
-                       experiment="mem50")
+    metrics = pipeline(
+        project=str(project),
+        stages=["baselines"],
+        overrides={"baselines.memory": 50},
+        experiment="mem50",
+    )
     assert set(metrics) == {"baselines"} and 0 < metrics["baselines"]["replay"]["avg_accuracy"] <= 1
     # the workspace is untouched; the experiment is in DVC with its params
     assert (project / "params.yaml").read_bytes() == params_before
@@ -36,8 +42,15 @@ def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
     md = read_artifacts("clflow-pipeline")
     assert md and "dvc exp run mem50" in md[0].data and "MLflow run:" in md[0].data
     # a second experiment; `dvc metrics diff` compares the two
-    pipeline(project=str(project), stages=["baselines"], overrides={"baselines.memory": 150}, experiment="mem150")
-    diff = run([sys.executable, "-m", "dvc", "metrics", "diff", "mem50", "mem150", "--json"], project).stdout
+    pipeline(
+        project=str(project),
+        stages=["baselines"],
+        overrides={"baselines.memory": 150},
+        experiment="mem150",
+    )
+    diff = run(
+        [sys.executable, "-m", "dvc", "metrics", "diff", "mem50", "mem150", "--json"], project
+    ).stdout
     diff = json.loads(diff)
     replay = diff["metrics/baselines.json"]["replay.avg_accuracy"]
     assert replay["old"] != replay["new"]
@@ -48,7 +61,9 @@ def test_a_typo_in_an_override_stops_before_running(tmp_path, prefect_api):
 
     project = make_project(tmp_path / "p")
     with pytest.raises(ConfigError, match=r"baselines.memroy.*did you mean 'baselines.memory'"):
-        load_flow(project, "pipeline", "pipeline")(project=str(project), overrides={"baselines.memroy": 5})
+        load_flow(project, "pipeline", "pipeline")(
+            project=str(project), overrides={"baselines.memroy": 5}
+        )
     assert not (project / "dvc.lock").exists()
 
 
@@ -58,7 +73,9 @@ def test_a_second_run_waits_for_the_project_lock_then_stops_clearly(tmp_path, pr
     project = make_project(tmp_path / "p")
     with project_lock(project, timeout=0):  # another run holds the project
         with pytest.raises(LockTimeout, match=r"run.lock: the project is held by another run"):
-            load_flow(project, "pipeline", "pipeline")(project=str(project), stages=["prepare"], lock_timeout=1)
+            load_flow(project, "pipeline", "pipeline")(
+                project=str(project), stages=["prepare"], lock_timeout=1
+            )
     assert not (project / "data" / "stream").exists()
 
 

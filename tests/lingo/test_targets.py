@@ -3,7 +3,13 @@ import pytest
 
 from clflow.errors import ClflowError
 from clflow.io import write_parquet
-from clflow.lingo.targets import encode_names, load_encoder, random_targets, read_targets, targets_frame
+from clflow.lingo.targets import (
+    encode_names,
+    load_encoder,
+    random_targets,
+    read_targets,
+    targets_frame,
+)
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATE = "the handwritten digit {name}"
@@ -39,7 +45,10 @@ def test_appending_classes_keeps_earlier_targets(encoder, targets):
 def test_unknown_encoder_path(tmp_path):
     with pytest.raises(ClflowError) as err:
         load_encoder(tmp_path / "nope")
-    assert "field 'lingo.encoder_path'" in err.value.line() and str(tmp_path / "nope") in err.value.line()
+    assert (
+        "field 'lingo.encoder_path'" in err.value.line()
+        and str(tmp_path / "nope") in err.value.line()
+    )
 
 
 def test_template_needs_name(encoder):

@@ -58,7 +58,10 @@ def test_appending_keeps_old_ids(data):
     assert bank.trained_at == 6000
     assert ids1.tolist() == list(range(1500)) and ids2[0] == 1500
     _, ids, labels = bank.search(X[[0, 1600, 5999]], 1)
-    assert ids[:, 0].tolist() == [0, 1600, 5999] and labels[:, 0].tolist() == y[[0, 1600, 5999]].tolist()
+    assert (
+        ids[:, 0].tolist() == [0, 1600, 5999]
+        and labels[:, 0].tolist() == y[[0, 1600, 5999]].tolist()
+    )
 
 
 def test_dimension_mismatch(data):

@@ -59,7 +59,9 @@ def test_permuted_digits_applies_each_tasks_permutation():
 
 
 def test_recurring_tasks_get_fresh_rows():
-    s = build_stream(StreamConfig(source="permuted_digits", experiences=3, tasks=[0, 1, 0, 2, 1], seed=0))
+    s = build_stream(
+        StreamConfig(source="permuted_digits", experiences=3, tasks=[0, 1, 0, 2, 1], seed=0)
+    )
     tr = s.train
     assert [int(tr.task[tr.experience == e][0]) for e in range(5)] == [0, 1, 0, 2, 1]
     a, b = tr.X[tr.experience == 0], tr.X[tr.experience == 2]
@@ -68,7 +70,9 @@ def test_recurring_tasks_get_fresh_rows():
 
 
 def test_rotated_digits_rotates():
-    s = build_stream(StreamConfig(source="rotated_digits", experiences=2, rotation_step=90.0, seed=0))
+    s = build_stream(
+        StreamConfig(source="rotated_digits", experiences=2, rotation_step=90.0, seed=0)
+    )
     te = s.test
     x0 = te.X[te.experience == 0][0].reshape(8, 8)
     x1 = te.X[te.experience == 1][0].reshape(8, 8)
@@ -103,9 +107,13 @@ def test_split_and_permuted_mnist1d():
     assert split.n_features == 40 and split.n_experiences == 5 and len(split.classes) == 10
     for e in range(5):
         assert len(np.unique(split.train.y[split.train.experience == e])) == 2
-    perm = build_stream(StreamConfig(source="permuted_mnist1d", experiences=3, tasks=[0, 1, 0, 2], limit=2000))
+    perm = build_stream(
+        StreamConfig(source="permuted_mnist1d", experiences=3, tasks=[0, 1, 0, 2], limit=2000)
+    )
     te = perm.test
     assert [int(perm.train.task[perm.train.experience == e][0]) for e in range(4)] == [0, 1, 0, 2]
-    assert np.array_equal(te.X[te.experience == 1], te.X[te.experience == 0][:, permutation(1, 40, 0)])
+    assert np.array_equal(
+        te.X[te.experience == 1], te.X[te.experience == 0][:, permutation(1, 40, 0)]
+    )
     assert np.array_equal(te.X[te.experience == 2], te.X[te.experience == 0])  # task 0 recurs
     assert len(np.unique(perm.train.y[perm.train.experience == 1])) == 10

@@ -1,4 +1,5 @@
-"""New experience files: validation with one-line reasons, intake (accept / move aside), appending."""
+"""New experience files: validation with one-line reasons, intake (accept / move aside),
+appending."""
 
 from __future__ import annotations
 
@@ -8,23 +9,36 @@ import pytest
 
 from clflow.errors import StreamError
 from clflow.streams import Split, Stream
-from clflow.streams.incoming import (accepted_files, append_experiences, example_experience, intake,
-                                     read_experience)
+from clflow.streams.incoming import (
+    accepted_files,
+    append_experiences,
+    example_experience,
+    intake,
+    read_experience,
+)
 
 
 def tiny_stream(n_features: int = 4, n_classes: int = 3) -> Stream:
     rng = np.random.default_rng(0)
+
     def split(n):
         exp = np.repeat(np.arange(2, dtype=np.int32), n // 2)
-        return Split(rng.normal(size=(n, n_features)).astype(np.float32), rng.integers(0, n_classes, n), exp,
-                     exp.copy())
+        return Split(
+            rng.normal(size=(n, n_features)).astype(np.float32),
+            rng.integers(0, n_classes, n),
+            exp,
+            exp.copy(),
+        )
+
     return Stream(split(20), split(10), [f"c{i}" for i in range(n_classes)], (1, 2, 2))
 
 
 def frame(n: int = 20, d: int = 4, **cols) -> pl.DataFrame:
     rng = np.random.default_rng(1)
-    base = {"x": pl.Series("x", rng.normal(size=(n, d)).astype(np.float32)).cast(pl.List(pl.Float32)),
-            "y": pl.Series("y", rng.integers(0, 3, n), dtype=pl.Int64)}
+    base = {
+        "x": pl.Series("x", rng.normal(size=(n, d)).astype(np.float32)).cast(pl.List(pl.Float32)),
+        "y": pl.Series("y", rng.integers(0, 3, n), dtype=pl.Int64),
+    }
     return pl.DataFrame({**base, **cols})
 
 
@@ -45,17 +59,20 @@ def test_split_column_and_task_are_honoured(tmp_path):
     assert len(exp.train_y) == 4 and len(exp.test_y) == 2 and exp.task == 1
 
 
-@pytest.mark.parametrize("df, field, words", [
-    (frame(10).drop("y"), "y", "missing column"),
-    (frame(10, d=5), "x", "feature length 5"),
-    (frame(10).with_columns(pl.lit(7, dtype=pl.Int64).alias("y")), "y", "label 7 outside"),
-    (frame(10).with_columns(pl.col("y").cast(pl.Float64)), "y", "integer"),
-    (pl.concat([frame(10), frame(10).head(1)]), "x", "duplicate rows"),
-    (frame(4, split=["train", "train", "valid", "test"]), "split", "'valid'"),
-    (frame(4, split=["train"] * 4), "split", "both train and test"),
-    (frame(4, task=pl.Series([0, 0, 1, 1], dtype=pl.Int32)), "task", "one task id"),
-    (frame(0), None, "empty"),
-])
+@pytest.mark.parametrize(
+    "df, field, words",
+    [
+        (frame(10).drop("y"), "y", "missing column"),
+        (frame(10, d=5), "x", "feature length 5"),
+        (frame(10).with_columns(pl.lit(7, dtype=pl.Int64).alias("y")), "y", "label 7 outside"),
+        (frame(10).with_columns(pl.col("y").cast(pl.Float64)), "y", "integer"),
+        (pl.concat([frame(10), frame(10).head(1)]), "x", "duplicate rows"),
+        (frame(4, split=["train", "train", "valid", "test"]), "split", "'valid'"),
+        (frame(4, split=["train"] * 4), "split", "both train and test"),
+        (frame(4, task=pl.Series([0, 0, 1, 1], dtype=pl.Int32)), "task", "one task id"),
+        (frame(0), None, "empty"),
+    ],
+)
 def test_bad_files_give_one_line_naming_file_and_field(tmp_path, df, field, words):
     path = write(tmp_path, df)
     with pytest.raises(StreamError) as err:
@@ -89,7 +106,10 @@ def test_intake_accepts_good_moves_bad_aside_and_rejects_a_repeat(tmp_path):
     write(incoming, frame(10, d=3), "b_bad.parquet")
     report = intake(incoming, experiences, tiny_stream())
     assert [p.name for p in accepted_files(experiences)] == ["0000-a_good.parquet"]
-    assert list(report.rejected) == ["b_bad.parquet"] and "feature length 3" in report.rejected["b_bad.parquet"]
+    assert (
+        list(report.rejected) == ["b_bad.parquet"]
+        and "feature length 3" in report.rejected["b_bad.parquet"]
+    )
     assert (incoming / "rejected" / "b_bad.parquet").exists()
     assert "field 'x'" in (incoming / "rejected" / "b_bad.parquet.reason.txt").read_text()
     assert not list(incoming.glob("*.parquet"))
@@ -103,11 +123,17 @@ def test_append_adds_experiences_in_order_with_new_or_recurring_tasks(tmp_path):
     stream, incoming, experiences = tiny_stream(), tmp_path / "in", tmp_path / "exp"
     incoming.mkdir()
     write(incoming, frame(10), "a.parquet")
-    write(incoming, frame(8, task=pl.Series([0] * 8, dtype=pl.Int32)).with_columns(pl.col("y") % 2), "b.parquet")
+    write(
+        incoming,
+        frame(8, task=pl.Series([0] * 8, dtype=pl.Int32)).with_columns(pl.col("y") % 2),
+        "b.parquet",
+    )
     intake(incoming, experiences, stream)
     grown = append_experiences(stream, experiences)
     assert grown.n_experiences == 4
-    np.testing.assert_array_equal(grown.train.X[: len(stream.train)], stream.train.X)  # nothing lost
+    np.testing.assert_array_equal(
+        grown.train.X[: len(stream.train)], stream.train.X
+    )  # nothing lost
     assert set(grown.train.task[grown.train.experience == 2]) == {2}  # a new task id
     assert set(grown.train.task[grown.train.experience == 3]) == {0}  # a recurring task
     assert (grown.test.experience == 2).sum() == 3 and (grown.test.experience == 3).sum() > 0

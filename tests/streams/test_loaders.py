@@ -54,8 +54,16 @@ def test_cifar_pickles(tmp_path):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(base / name, "wb") as fh:
-            pickle.dump({b"data": rng.integers(0, 256, (10, 3072)).astype(np.uint8), b"labels": list(range(10))}, fh)
+            pickle.dump(
+                {
+                    b"data": rng.integers(0, 256, (10, 3072)).astype(np.uint8),
+                    b"labels": list(range(10)),
+                },
+                fh,
+            )
     with open(base / "batches.meta", "wb") as fh:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh)
     data = load_cifar10(tmp_path)
-    assert data.X_train.shape == (50, 3072) and data.classes[3] == "c3" and data.shape == (3, 32, 32)
+    assert (
+        data.X_train.shape == (50, 3072) and data.classes[3] == "c3" and data.shape == (3, 32, 32)
+    )

@@ -23,7 +23,9 @@ def stream_dir(tmp_path, stream):
 
 def test_round_trip(stream, stream_dir):
     back = load_stream(stream_dir)
-    assert np.array_equal(back.train.X, stream.train.X) and np.array_equal(back.test.y, stream.test.y)
+    assert np.array_equal(back.train.X, stream.train.X) and np.array_equal(
+        back.test.y, stream.test.y
+    )
     assert back.classes == stream.classes and back.shape == (1, 8, 8)
     df = pl.read_parquet(stream_dir / "train.parquet")
     assert df.schema["x"] == pl.List(pl.Float32) and df.schema["y"] == pl.Int64
@@ -38,16 +40,41 @@ def corrupt(stream_dir, fn, name="train.parquet"):
 
 CASES = {
     "missing column": (lambda df: df.drop("y"), "field 'y': missing column"),
-    "string labels": (lambda df: df.with_columns(pl.col("y").cast(pl.Utf8)), "field 'y': expected an integer"),
-    "ragged x": (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(pl.col("x").list.head(5))
-                                           .otherwise(pl.col("x")).alias("x")), "field 'x': ragged feature length"),
-    "nan x": (lambda df: df.with_columns(pl.when(pl.int_range(pl.len()) == 7)
-                                         .then(pl.col("x").list.eval(pl.element() * float("nan")))
-                                         .otherwise(pl.col("x")).alias("x")), "field 'x': NaN or inf.*row 7"),
-    "label out of range": (lambda df: df.with_columns(pl.lit(12, pl.Int64).alias("y")), "field 'y': label 12 outside"),
+    "string labels": (
+        lambda df: df.with_columns(pl.col("y").cast(pl.Utf8)),
+        "field 'y': expected an integer",
+    ),
+    "ragged x": (
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 3)
+            .then(pl.col("x").list.head(5))
+            .otherwise(pl.col("x"))
+            .alias("x")
+        ),
+        "field 'x': ragged feature length",
+    ),
+    "nan x": (
+        lambda df: df.with_columns(
+            pl.when(pl.int_range(pl.len()) == 7)
+            .then(pl.col("x").list.eval(pl.element() * float("nan")))
+            .otherwise(pl.col("x"))
+            .alias("x")
+        ),
+        "field 'x': NaN or inf.*row 7",
+    ),
+    "label out of range": (
+        lambda df: df.with_columns(pl.lit(12, pl.Int64).alias("y")),
+        "field 'y': label 12 outside",
+    ),
     "empty": (lambda df: df.head(0), "no rows: the stream is empty"),
-    "experience gap": (lambda df: df.filter(pl.col("experience") != 1), "field 'experience': experience 1 has no rows"),
-    "x not a list": (lambda df: df.with_columns(pl.lit(1.0).alias("x")), "field 'x': expected a list"),
+    "experience gap": (
+        lambda df: df.filter(pl.col("experience") != 1),
+        "field 'experience': experience 1 has no rows",
+    ),
+    "x not a list": (
+        lambda df: df.with_columns(pl.lit(1.0).alias("x")),
+        "field 'x': expected a list",
+    ),
 }
 
 
@@ -74,7 +101,9 @@ def test_normalizer_round_trips_through_meta_json(stream, stream_dir):
     meta = json.loads((stream_dir / "meta.json").read_text())
     meta["normalize"]["mean"] = meta["normalize"]["mean"][:3]
     (stream_dir / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(StreamError, match="meta.json: field 'normalize': normalizer has 3 features"):
+    with pytest.raises(
+        StreamError, match="meta.json: field 'normalize': normalizer has 3 features"
+    ):
         load_stream(stream_dir)
     (stream_dir / "meta.json").write_text("{not json")
     with pytest.raises(StreamError, match="meta.json: not valid JSON"):
@@ -82,7 +111,11 @@ def test_normalizer_round_trips_through_meta_json(stream, stream_dir):
 
 
 def test_feature_length_mismatch_between_splits(stream_dir):
-    corrupt(stream_dir, lambda df: df.with_columns(pl.col("x").list.concat(pl.lit([0.5]))), "test.parquet")
+    corrupt(
+        stream_dir,
+        lambda df: df.with_columns(pl.col("x").list.concat(pl.lit([0.5]))),
+        "test.parquet",
+    )
     with pytest.raises(StreamError, match="test.parquet: field 'x': feature length 65 differs"):
         load_stream(stream_dir)
 

@@ -4,8 +4,8 @@ import pytest
 from clflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from clflow.config import StreamConfig
 from clflow.evaluation import run_stream
-from clflow.streams import build_stream, iter_batches
 from clflow.learners import ContinualLearner
+from clflow.streams import build_stream, iter_batches
 from clflow.tame import TameLearner
 
 FAST = dict(seed=0)  # default widths: an undertrained expert shows no loss jump
@@ -47,24 +47,32 @@ def test_recurring_task_switches_back_to_its_expert():
     s = build_stream(StreamConfig(source="permuted_digits", experiences=2, tasks=[0, 1, 0], seed=0))
     learner = TameLearner(ContinualLearner(10), **FAST)
     run_stream(learner, s, batch_size=32, epochs=3, seed=0)
-    assert [(e.kind, e.source, e.target) for e in learner.events_] == [("spawn", 0, 1), ("switch", 1, 0)]
+    assert [(e.kind, e.source, e.target) for e in learner.events_] == [
+        ("spawn", 0, 1),
+        ("switch", 1, 0),
+    ]
     assert learner.n_experts == 2
 
 
 def test_spurious_expert_is_pruned_and_its_buffer_folded_back():
     s = build_stream(StreamConfig(source="permuted_digits", experiences=2, seed=0))
-    learner = TameLearner(ContinualLearner(10), min_expert_batches=5, seed=0)  # default warm-up 10, window 2
+    learner = TameLearner(
+        ContinualLearner(10), min_expert_batches=5, seed=0
+    )  # default warm-up 10, window 2
     a = list(task_batches(s, 0, epochs=2))
     b = list(task_batches(s, 1, epochs=1))[:3]  # a blip of another distribution: 3 batches only
     for X, y in a + b + a[:10]:
         learner.partial_fit(X, y)
     kinds = [(e.kind, e.source, e.target) for e in learner.events_]
-    # the blip spawns expert 1; in its warm-up the parent explains the data again: return, then prune
+    # the blip spawns expert 1; in its warm-up the parent explains the data again: return, then
+    # prune
     assert kinds == [("spawn", 0, 1), ("return", 1, 0), ("prune", 1, 0)]
     assert list(learner.experts_) == [0]
     buf = learner.experts_[0].buffer
     blip = {x.tobytes() for X, _ in b for x in X}
-    assert any(x.tobytes() in blip for x in buf.X)  # the pruned expert's samples live on in expert 0's buffer
+    assert any(
+        x.tobytes() in blip for x in buf.X
+    )  # the pruned expert's samples live on in expert 0's buffer
 
 
 def test_max_experts_caps_growth(split_digits):
@@ -100,7 +108,9 @@ def test_resumed_run_equals_the_run_it_continues(split_digits, tmp_path):
     part = TameLearner(ContinualLearner(10), **FAST)
     run_stream(part, first, batch_size=32, epochs=2, seed=0)
     save_checkpoint(tmp_path / "c.pt", {"state": part.get_state()})
-    resumed = TameLearner(ContinualLearner(10), **FAST).set_state(load_checkpoint(tmp_path / "c.pt")["state"])
+    resumed = TameLearner(ContinualLearner(10), **FAST).set_state(
+        load_checkpoint(tmp_path / "c.pt")["state"]
+    )
     res = run_stream(resumed, split_digits, batch_size=32, epochs=2, seed=0, start=2)
     assert np.allclose(res.R[-1], full_result.R[-1])
     assert resumed.log_.loss == pytest.approx(full.log_.loss)
@@ -108,17 +118,25 @@ def test_resumed_run_equals_the_run_it_continues(split_digits, tmp_path):
 
 
 def test_checkpoint_with_pickled_objects_is_refused_unloaded(trained, tmp_path):
-    """The old format pickled a learner object: loading it could run code, so it is refused, not read."""
+    """The old format pickled a learner object: loading it could run code, so it is refused, not
+    read."""
     import torch
 
     path = tmp_path / "old.pt"
     torch.save({"format": "clflow-checkpoint/1", "params": {"expert": ContinualLearner(10)}}, path)
-    with pytest.raises(CheckpointError, match=r"old.pt: holds pickled objects .*delete it to retrain$"):
+    with pytest.raises(
+        CheckpointError, match=r"old.pt: holds pickled objects .*delete it to retrain$"
+    ):
         load_checkpoint(path)
 
 
 def test_checkpoint_round_trips_plain_data(tmp_path):
-    state = {"a": np.arange(3, dtype=np.float32), "b": [(1, b"k")], "c": {"n": np.int64(4)}, "d": None}
+    state = {
+        "a": np.arange(3, dtype=np.float32),
+        "b": [(1, b"k")],
+        "c": {"n": np.int64(4)},
+        "d": None,
+    }
     save_checkpoint(tmp_path / "p.pt", state)
     back = load_checkpoint(tmp_path / "p.pt")
     assert np.array_equal(back["a"], state["a"]) and back["a"].dtype == np.float32

@@ -7,16 +7,25 @@ import pytest
 from clflow.tame.pyfunc import InputError, features
 
 
-@pytest.mark.parametrize("rows, pattern", [
-    ([[1.0, 2.0, float("nan")]], r"^row 0, feature 2: missing \(null\) or NaN is not a finite number$"),
-    ([[1.0, 2.0, 3.0], [1.0, None, 3.0]], r"^row 1, feature 1: missing \(null\) or NaN is not a finite number$"),
-    ([[1.0, 2.0, 3.0], [1.0, 2.0, "inf"]], r"^row 1, feature 2: inf is not a finite number$"),
-    ([[1.0, 2.0, 3.0], [1.0, "x", 3.0]], r"^row 1, feature 1: 'x' is not a number$"),
-    ([[1.0, 2.0, 3.0], [1.0, 2.0]], r"^row 1: 2 values, the model takes 3$"),
-    ([[1.0, 2.0]], r"^rows have 2 values, the model takes 3$"),
-    ([], r"^empty input"),
-    (np.empty((0, 3)), r"^empty input"),
-])
+@pytest.mark.parametrize(
+    "rows, pattern",
+    [
+        (
+            [[1.0, 2.0, float("nan")]],
+            r"^row 0, feature 2: missing \(null\) or NaN is not a finite number$",
+        ),
+        (
+            [[1.0, 2.0, 3.0], [1.0, None, 3.0]],
+            r"^row 1, feature 1: missing \(null\) or NaN is not a finite number$",
+        ),
+        ([[1.0, 2.0, 3.0], [1.0, 2.0, "inf"]], r"^row 1, feature 2: inf is not a finite number$"),
+        ([[1.0, 2.0, 3.0], [1.0, "x", 3.0]], r"^row 1, feature 1: 'x' is not a number$"),
+        ([[1.0, 2.0, 3.0], [1.0, 2.0]], r"^row 1: 2 values, the model takes 3$"),
+        ([[1.0, 2.0]], r"^rows have 2 values, the model takes 3$"),
+        ([], r"^empty input"),
+        (np.empty((0, 3)), r"^empty input"),
+    ],
+)
 def test_bad_input_is_refused_with_one_line(rows, pattern):
     with pytest.raises(InputError, match=pattern):
         features(rows, 3)
@@ -24,7 +33,13 @@ def test_bad_input_is_refused_with_one_line(rows, pattern):
 
 def test_good_input_in_every_shape():
     X = np.arange(6, dtype=np.float32).reshape(2, 3)
-    for given in (X, X.tolist(), pd.DataFrame(X), pd.DataFrame({"x": list(X)}), {"input": X.tolist()}):
+    for given in (
+        X,
+        X.tolist(),
+        pd.DataFrame(X),
+        pd.DataFrame({"x": list(X)}),
+        {"input": X.tolist()},
+    ):
         assert np.array_equal(features(given, 3), X)
     assert features([1, 2, 3], 3).shape == (1, 3)  # one row
 
@@ -36,7 +51,12 @@ def test_requirements_cover_every_module_the_model_code_imports():
     from clflow.codedeps import module_level_imports, source_closure
 
     modules = module_level_imports(source_closure(Path(pyfunc.__file__)))
-    assert {"yaml", "pydantic", "polars", "torch"} <= modules  # config.py and the streams run on load
+    assert {
+        "yaml",
+        "pydantic",
+        "polars",
+        "torch",
+    } <= modules  # config.py and the streams run on load
     assert not {"faiss", "sklearn", "dvc", "prefect", "scipy"} & modules  # never needed to serve
     declared = {r.split("==")[0] for r in pyfunc.requirements()}
     assert declared == {"PyYAML", "mlflow", "numpy", "pandas", "polars", "pydantic", "torch"}

@@ -6,11 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, stop, wait_http
 
 pytestmark = pytest.mark.slow
@@ -20,7 +18,9 @@ def post(url: str, body: str) -> tuple[int, dict]:
     """(HTTP status, JSON answer) of a POST, error statuses included."""
     import urllib.error
 
-    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.loads(resp.read())
@@ -42,11 +42,32 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
 
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # `--env-manager local` execs uvicorn from here
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+    }
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([f"{bin_dir}/mlflow", "models", "serve", "-m", "models:/clflow-tame@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            f"{bin_dir}/mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/clflow-tame@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
@@ -55,7 +76,10 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
         row = X[0].tolist()
         row[5] = "BAD"
         body = json.dumps({"inputs": [X[0].tolist(), row]})
-        answers = {bad: post(url, body.replace('"BAD"', bad)) for bad in ("NaN", "null", '"inf"', "Infinity")}
+        answers = {
+            bad: post(url, body.replace('"BAD"', bad))
+            for bad in ("NaN", "null", '"inf"', "Infinity")
+        }
         short = post(url, json.dumps({"inputs": [X[0][:10].tolist()]}))
         empty = post(url, json.dumps({"inputs": []}))
         again = post(url, json.dumps({"inputs": X[:3].tolist()}))
@@ -64,10 +88,15 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
         log.close()
     for bad, (status, body) in answers.items():
         assert status == 400, (bad, body)
-        assert "row 1, feature 5:" in body["message"] and "not a finite number" in body["message"], (bad, body)
+        assert (
+            "row 1, feature 5:" in body["message"] and "not a finite number" in body["message"]
+        ), (bad, body)
     assert short[0] == 400 and "64" in short[1]["message"]
     assert empty[0] == 400
-    assert again[0] == 200 and [r["label"] for r in again[1]["predictions"]] == local["label"].tolist()[:3]
+    assert (
+        again[0] == 200
+        and [r["label"] for r in again[1]["predictions"]] == local["label"].tolist()[:3]
+    )
     assert [r["label"] for r in served] == local["label"].tolist()
     assert [r["expert"] for r in served] == local["expert"].tolist()
     assert [r["class_name"] for r in served] == local["class_name"].tolist()

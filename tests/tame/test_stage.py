@@ -7,7 +7,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import make_project, run, update_params
 
 pytestmark = pytest.mark.slow
@@ -22,7 +21,9 @@ def metrics(project):
 
 
 def test_appended_experience_continues_from_the_checkpoint(tmp_path):
-    project = make_project(tmp_path / "p", {"stream": {"tasks": [0, 1, 2]}, "train": {"seeds": [0], "epochs": 3}})
+    project = make_project(
+        tmp_path / "p", {"stream": {"tasks": [0, 1, 2]}, "train": {"seeds": [0], "epochs": 3}}
+    )
     out = repro(project, "tame")
     assert metrics(project)["resumed_from_experience"] == 0
     ckpt = project / "models" / "tame" / "seed_0.pt"
@@ -40,7 +41,9 @@ def test_appended_experience_continues_from_the_checkpoint(tmp_path):
 
 
 def test_corrupt_checkpoint_stops_with_one_line_and_keeps_it(tmp_path):
-    project = make_project(tmp_path / "p", {"stream": {"tasks": [0, 1]}, "train": {"seeds": [0], "epochs": 3}})
+    project = make_project(
+        tmp_path / "p", {"stream": {"tasks": [0, 1]}, "train": {"seeds": [0], "epochs": 3}}
+    )
     repro(project, "tame")
     ckpt = project / "models" / "tame" / "seed_0.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
@@ -48,5 +51,10 @@ def test_corrupt_checkpoint_stops_with_one_line_and_keeps_it(tmp_path):
     update_params(project, {"stream": {"tasks": [0, 1, 2]}})
     proc = repro(project, "tame", check=False)
     assert proc.returncode != 0
-    assert f"error: {ckpt.relative_to(project)}: truncated or corrupt checkpoint" in proc.stderr + proc.stdout
-    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == before  # persisted, not deleted or rewritten
+    assert (
+        f"error: {ckpt.relative_to(project)}: truncated or corrupt checkpoint"
+        in proc.stderr + proc.stdout
+    )
+    assert (
+        hashlib.sha256(ckpt.read_bytes()).hexdigest() == before
+    )  # persisted, not deleted or rewritten

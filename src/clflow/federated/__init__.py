@@ -1,5 +1,11 @@
 """Federated prototype merging: clients learn their own classes, a server averages prototypes."""
 
-from clflow.federated.protocol import ClientUpdate, Encoder, MergeReport, PrototypeServer, client_update
+from clflow.federated.protocol import (
+    ClientUpdate,
+    Encoder,
+    MergeReport,
+    PrototypeServer,
+    client_update,
+)
 
 __all__ = ["ClientUpdate", "Encoder", "MergeReport", "PrototypeServer", "client_update"]

@@ -30,7 +30,8 @@ class ClientUpdate:
 
 
 class Encoder:
-    """A fixed, shared embedding: raw features or a seeded random ReLU feature map; identified by a hash."""
+    """A fixed, shared embedding: raw features or a seeded random ReLU feature map; identified by a
+    hash."""
 
     def __init__(self, kind: str, n_features: int, dim: int = 256, seed: int = 0):
         self.kind, self.n_features = kind, n_features
@@ -38,7 +39,9 @@ class Encoder:
             self.W = None
             self.dim = n_features
         elif kind == "random":
-            self.W = np.random.default_rng(seed).standard_normal((n_features, dim)) / np.sqrt(n_features)
+            self.W = np.random.default_rng(seed).standard_normal((n_features, dim)) / np.sqrt(
+                n_features
+            )
             self.dim = dim
         else:
             raise ValueError(f"unknown encoder {kind!r} (raw or random)")
@@ -52,15 +55,23 @@ class Encoder:
         return X if self.W is None else np.maximum(X @ self.W, 0.0)
 
 
-def client_update(X: np.ndarray, y: np.ndarray, encode: Callable[[np.ndarray], np.ndarray], encoder_hash: str,
-                  client: str, round_: int) -> ClientUpdate:
+def client_update(
+    X: np.ndarray,
+    y: np.ndarray,
+    encode: Callable[[np.ndarray], np.ndarray],
+    encoder_hash: str,
+    client: str,
+    round_: int,
+) -> ClientUpdate:
     """Per-class sums and counts of a client's new rows."""
     Z = encode(X)
     classes, inverse = np.unique(y, return_inverse=True)
     sums = np.zeros((len(classes), Z.shape[1]))
     np.add.at(sums, inverse, Z)
     counts = np.bincount(inverse, minlength=len(classes)).astype(np.int64)
-    return ClientUpdate(f"{client}/r{round_}", client, round_, encoder_hash, classes.astype(np.int64), sums, counts)
+    return ClientUpdate(
+        f"{client}/r{round_}", client, round_, encoder_hash, classes.astype(np.int64), sums, counts
+    )
 
 
 @dataclass
@@ -73,7 +84,12 @@ class PrototypeServer:
     """Holds merged prototype sums and counts; classifies by the nearest merged prototype."""
 
     def __init__(self, dim: int, n_classes: int, encoder_hash: str, metric: str = "cosine"):
-        self.dim, self.n_classes, self.encoder_hash, self.metric = dim, n_classes, encoder_hash, metric
+        self.dim, self.n_classes, self.encoder_hash, self.metric = (
+            dim,
+            n_classes,
+            encoder_hash,
+            metric,
+        )
         self.sums = np.zeros((n_classes, dim))
         self.counts = np.zeros(n_classes, dtype=np.int64)
         self.seen_ids: set[str] = set()

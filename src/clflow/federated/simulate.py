@@ -1,4 +1,5 @@
-"""Federated class-incremental simulation: which client holds which rows in which round, and scoring."""
+"""Federated class-incremental simulation: which client holds which rows in which round, and
+scoring."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from clflow.federated.protocol import PrototypeServer, client_update
 from clflow.streams import Stream
 
 
-def partition(stream: Stream, n_clients: int, overlap: int, seed: int) -> list[dict[str, np.ndarray]]:
+def partition(
+    stream: Stream, n_clients: int, overlap: int, seed: int
+) -> list[dict[str, np.ndarray]]:
     """Round r reveals experience r's classes. Each class goes to `overlap` random clients,
-    which split its rows unevenly (Dirichlet shares). Returns {client: train row indices} per round."""
+    which split its rows unevenly (Dirichlet shares).
+
+    Returns {client: train row indices} per round.
+    """
     rng = np.random.default_rng(seed)
     tr = stream.train
     rounds = []
@@ -34,15 +40,26 @@ def accuracy_on_seen(server: PrototypeServer, stream: Stream, encode, seen: np.n
     return float(np.mean(server.predict(encode(stream.test.X[rows])) == stream.test.y[rows]))
 
 
-def central_server(stream: Stream, rows: np.ndarray, encode, encoder_hash: str, metric: str) -> PrototypeServer:
+def central_server(
+    stream: Stream, rows: np.ndarray, encode, encoder_hash: str, metric: str
+) -> PrototypeServer:
     """Prototypes computed centrally from the same rows (the reference for the merge)."""
     Z = encode(stream.train.X[:1])
     server = PrototypeServer(Z.shape[1], len(stream.classes), encoder_hash, metric)
-    server.merge([client_update(stream.train.X[rows], stream.train.y[rows], encode, encoder_hash, "central", 0)])
+    server.merge(
+        [
+            client_update(
+                stream.train.X[rows], stream.train.y[rows], encode, encoder_hash, "central", 0
+            )
+        ]
+    )
     return server
 
 
-def local_accuracy(stream: Stream, rows: np.ndarray, encode, encoder_hash: str, metric: str,
-                   seen: np.ndarray) -> float:
+def local_accuracy(
+    stream: Stream, rows: np.ndarray, encode, encoder_hash: str, metric: str, seen: np.ndarray
+) -> float:
     """A client alone: its own prototypes, scored on all classes seen by anyone."""
-    return accuracy_on_seen(central_server(stream, rows, encode, encoder_hash, metric), stream, encode, seen)
+    return accuracy_on_seen(
+        central_server(stream, rows, encode, encoder_hash, metric), stream, encode, seen
+    )

@@ -1,4 +1,5 @@
-"""Language-guided continual learning: frozen sentence-embedding targets replace the one-hot head."""
+"""Language-guided continual learning: frozen sentence-embedding targets replace the one-hot
+head."""
 
 from clflow.lingo.targets import encode_names, load_encoder, random_targets, read_targets
 

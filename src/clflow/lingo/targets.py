@@ -1,4 +1,5 @@
-"""Frozen class targets: sentence embeddings of class names (LingoCL, Ni et al. 2024), or random controls."""
+"""Frozen class targets: sentence embeddings of class names (LingoCL, Ni et al. 2024), or random
+controls."""
 
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ def load_encoder(path: str | Path | None = None):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     path = Path(path) if path else default_encoder_path()
     if not (path / "config.json").exists() and not (path / "modules.json").exists():
-        raise ClflowError("not a local sentence-transformers model directory", file=path,
-                          field="lingo.encoder_path")
+        raise ClflowError(
+            "not a local sentence-transformers model directory",
+            file=path,
+            field="lingo.encoder_path",
+        )
     from sentence_transformers import SentenceTransformer
 
     try:
         return SentenceTransformer(str(path), device="cpu")
     except Exception as exc:
-        raise ClflowError(f"cannot load the encoder ({type(exc).__name__})", file=path,
-                          field="lingo.encoder_path") from None
+        raise ClflowError(
+            f"cannot load the encoder ({type(exc).__name__})", file=path, field="lingo.encoder_path"
+        ) from None
 
 
 def prompts(names: list[str], template: str) -> list[str]:
@@ -42,10 +47,14 @@ def prompts(names: list[str], template: str) -> list[str]:
 
 
 def encode_names(names: list[str], template: str, encoder) -> np.ndarray:
-    """L2-normalised embeddings, one name at a time so a class's target never depends on the others."""
+    """L2-normalised embeddings, one name at a time so a class's target never depends on the
+    others."""
     if not names or len(set(names)) != len(names):
         raise ClflowError("class names must be non-empty and distinct", field="classes")
-    rows = [encoder.encode([p], normalize_embeddings=True, convert_to_numpy=True)[0] for p in prompts(names, template)]
+    rows = [
+        encoder.encode([p], normalize_embeddings=True, convert_to_numpy=True)[0]
+        for p in prompts(names, template)
+    ]
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -56,20 +65,28 @@ def random_targets(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def targets_frame(names: list[str], template: str, T: np.ndarray) -> pl.DataFrame:
-    return pl.DataFrame({
-        "label": np.arange(len(names), dtype=np.int64), "name": names, "prompt": prompts(names, template),
-        "target": pl.Series("target", T).cast(pl.List(pl.Float32)),
-    })
+    return pl.DataFrame(
+        {
+            "label": np.arange(len(names), dtype=np.int64),
+            "name": names,
+            "prompt": prompts(names, template),
+            "target": pl.Series("target", T).cast(pl.List(pl.Float32)),
+        }
+    )
 
 
 def read_targets(path: str | Path, classes: list[str]) -> np.ndarray:
-    """Targets for `classes` (label order), checking that the names match the stream's classes.json."""
+    """Targets for `classes` (label order), checking that the names match the stream's
+    classes.json."""
     path = Path(path)
     if not path.exists():
         raise ClflowError("file not found (run the embed_classes stage)", file=path)
     df = pl.read_parquet(path).sort("label")
     names = df["name"].to_list()
     if names != list(classes):
-        raise ClflowError(f"class names {names} do not match the stream's classes.json {list(classes)}",
-                          file=path, field="name")
+        raise ClflowError(
+            f"class names {names} do not match the stream's classes.json {list(classes)}",
+            file=path,
+            field="name",
+        )
     return np.stack(df["target"].to_list()).astype(np.float32)

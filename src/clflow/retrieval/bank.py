@@ -17,7 +17,9 @@ from pathlib import Path
 try:
     import faiss
 except ImportError:  # pragma: no cover - an install without either extra
-    raise ImportError("clflow needs FAISS: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)") from None
+    raise ImportError(
+        "clflow needs FAISS: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)"
+    ) from None
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
@@ -70,7 +72,9 @@ class DemoBank:
         if self.config.metric not in ("ip", "l2"):
             raise BankError(f"unknown metric {self.config.metric!r} (ip or l2)", field="metric")
         if self.config.index not in ("auto", "flat", "ivf", "hnsw"):
-            raise BankError(f"unknown index {self.config.index!r} (auto, flat, ivf, hnsw)", field="index")
+            raise BankError(
+                f"unknown index {self.config.index!r} (auto, flat, ivf, hnsw)", field="index"
+            )
         self.seed = seed
         self.kind = "flat"
         self.index = self._empty("flat", 0)
@@ -95,7 +99,9 @@ class DemoBank:
             index.hnsw.efConstruction = cfg.ef_construction
             index.hnsw.efSearch = cfg.ef_search
             return index
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))  # FAISS wants >= 39 points per list
+        nlist = max(
+            1, min(int(4 * math.sqrt(n)), n // 39 or 1)
+        )  # FAISS wants >= 39 points per list
         quantiser = faiss.IndexFlatIP(d) if cfg.metric == "ip" else faiss.IndexFlatL2(d)
         if cfg.pq_m:
             index = faiss.IndexIVFPQ(quantiser, d, nlist, cfg.pq_m, 8, self._faiss_metric)
@@ -108,10 +114,14 @@ class DemoBank:
     def _prepare(self, X: np.ndarray, what: str) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.dim:
-            raise BankError(f"expected vectors of dimension {self.dim}, got shape {X.shape}", field=what)
+            raise BankError(
+                f"expected vectors of dimension {self.dim}, got shape {X.shape}", field=what
+            )
         if not np.isfinite(X).all():
-            raise BankError(f"NaN or inf in {what} (first at row {int(np.argwhere(~np.isfinite(X))[0][0])})",
-                            field=what)
+            raise BankError(
+                f"NaN or inf in {what} (first at row {int(np.argwhere(~np.isfinite(X))[0][0])})",
+                field=what,
+            )
         X = np.ascontiguousarray(X)
         if self.config.metric == "ip":
             X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
@@ -127,7 +137,8 @@ class DemoBank:
         index = self._empty(kind, len(X))
         if kind == "ivf":
             rng = np.random.default_rng(self.seed)
-            # 50 points per list trains the quantiser well (FAISS asks for 39+); more only costs time
+            # 50 points per list trains the quantiser well (FAISS asks for 39+); more only costs
+            # time
             n_train = 50 * index.nlist
             sample = X if len(X) <= n_train else X[rng.choice(len(X), n_train, replace=False)]
             index.train(sample)
@@ -137,13 +148,23 @@ class DemoBank:
 
     @staticmethod
     def _add_chunks(index: faiss.Index, X: np.ndarray) -> None:
-        for start in tqdm(range(0, len(X), CHUNK), desc="index", unit="chunk", leave=False,
-                          disable=None if len(X) > 4 * CHUNK else True):
-            index.add(X[start:start + CHUNK])
+        for start in tqdm(
+            range(0, len(X), CHUNK),
+            desc="index",
+            unit="chunk",
+            leave=False,
+            disable=None if len(X) > 4 * CHUNK else True,
+        ):
+            index.add(X[start : start + CHUNK])
 
-    def add(self, embeddings: np.ndarray, labels: np.ndarray, meta: dict[str, np.ndarray] | None = None,
-            ) -> np.ndarray:
-        """Append demonstrations; returns their ids. Rebuilds only when the index kind or IVF lists must change."""
+    def add(
+        self,
+        embeddings: np.ndarray,
+        labels: np.ndarray,
+        meta: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Append demonstrations; returns their ids. Rebuilds only when the index kind or IVF lists
+        must change."""
         X = self._prepare(embeddings, "embeddings")
         labels = np.asarray(labels, dtype=np.int64)
         if labels.shape != (len(X),):
@@ -155,29 +176,42 @@ class DemoBank:
         start, total = len(self), len(self) + len(X)
         kind = _kind(self.config, total)
         needs_rebuild = kind != self.kind or (
-            kind == "ivf" and (self.trained_at == 0 or total > self.config.retrain_factor * self.trained_at))
+            kind == "ivf"
+            and (self.trained_at == 0 or total > self.config.retrain_factor * self.trained_at)
+        )
         if needs_rebuild:
             self._rebuild(kind, np.concatenate([self._vectors(), X]) if start else X)
         else:
             self._add_chunks(self.index, X)
             self._gpu_index = None
-        rows = pl.DataFrame({"id": np.arange(start, total, dtype=np.int64), "label": labels,
-                             **{k: v for k, v in extra.items()}})
+        rows = pl.DataFrame(
+            {
+                "id": np.arange(start, total, dtype=np.int64),
+                "label": labels,
+                **{k: v for k, v in extra.items()},
+            }
+        )
         self.meta = pl.concat([self.meta, rows], how="diagonal_relaxed") if len(self.meta) else rows
         return rows["id"].to_numpy()
 
     # -- searching -----------------------------------------------------------------------
     def _search_index(self) -> faiss.Index:
-        """The index searches run on: a GPU copy when GPUs are present (Flat/IVF), else the CPU index."""
-        if self.config.gpu == "off" or self.kind == "hnsw" or not hasattr(faiss, "get_num_gpus") \
-                or faiss.get_num_gpus() == 0:
+        """The index searches run on: a GPU copy when GPUs are present (Flat/IVF), else the CPU
+        index."""
+        if (
+            self.config.gpu == "off"
+            or self.kind == "hnsw"
+            or not hasattr(faiss, "get_num_gpus")
+            or faiss.get_num_gpus() == 0
+        ):
             return self.index
         if self._gpu_index is None:
             self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
         return self._gpu_index
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(scores, ids, labels) of the k nearest demonstrations; ids/labels -1 where fewer exist."""
+        """(scores, ids, labels) of the k nearest demonstrations; ids/labels -1 where fewer
+        exist."""
         if len(self) == 0:
             raise BankError("the demonstration bank is empty: add demonstrations before searching")
         if k < 1:
@@ -188,14 +222,19 @@ class DemoBank:
         return scores, ids, labels
 
     def tune(self, queries: np.ndarray, recall: float = 0.95, k: int = 10) -> float:
-        """Smallest IVF nprobe / HNSW efSearch whose recall@k on `queries` reaches `recall`; returns that recall.
+        """Smallest IVF nprobe / HNSW efSearch whose recall@k on `queries` reaches `recall`; returns
+        that recall.
 
         Exact neighbours come from a Flat index over the stored vectors.
         """
         if self.kind == "flat":
             return 1.0
         Q = self._prepare(queries, "queries")
-        exact = faiss.IndexFlatIP(self.dim) if self.config.metric == "ip" else faiss.IndexFlatL2(self.dim)
+        exact = (
+            faiss.IndexFlatIP(self.dim)
+            if self.config.metric == "ip"
+            else faiss.IndexFlatL2(self.dim)
+        )
         exact.add(self._vectors())
         _, ref = exact.search(Q, k)
         knob = "nprobe" if self.kind == "ivf" else "efSearch"
@@ -218,8 +257,15 @@ class DemoBank:
         with atomic_dir(directory) as tmp:
             faiss.write_index(self.index, str(tmp / "index.faiss"))
             self.meta.write_parquet(tmp / "meta.parquet")
-            info = {"format": FORMAT, "dim": self.dim, "kind": self.kind, "trained_at": self.trained_at,
-                    "size": len(self), "seed": self.seed, "config": asdict(self.config)}
+            info = {
+                "format": FORMAT,
+                "dim": self.dim,
+                "kind": self.kind,
+                "trained_at": self.trained_at,
+                "size": len(self),
+                "seed": self.seed,
+                "config": asdict(self.config),
+            }
             (tmp / "bank.json").write_text(json.dumps(info, indent=1) + "\n")
 
     @classmethod
@@ -237,13 +283,23 @@ class DemoBank:
         try:
             index = faiss.read_index(str(directory / "index.faiss"))
         except RuntimeError:
-            raise BankError("truncated or corrupt FAISS index", file=directory / "index.faiss") from None
+            raise BankError(
+                "truncated or corrupt FAISS index", file=directory / "index.faiss"
+            ) from None
         try:
             meta = pl.read_parquet(directory / "meta.parquet")
         except Exception:
             raise BankError("unreadable metadata", file=directory / "meta.parquet") from None
         if index.d != bank.dim or index.ntotal != info["size"] or len(meta) != info["size"]:
-            raise BankError(f"index holds {index.ntotal} vectors of dim {index.d}, metadata {len(meta)} rows; "
-                            f"bank.json says {info['size']} of dim {bank.dim}", file=directory / "index.faiss")
-        bank.index, bank.kind, bank.trained_at, bank.meta = index, info["kind"], int(info["trained_at"]), meta
+            raise BankError(
+                f"index holds {index.ntotal} vectors of dim {index.d}, metadata {len(meta)} rows; "
+                f"bank.json says {info['size']} of dim {bank.dim}",
+                file=directory / "index.faiss",
+            )
+        bank.index, bank.kind, bank.trained_at, bank.meta = (
+            index,
+            info["kind"],
+            int(info["trained_at"]),
+            meta,
+        )
         return bank

@@ -27,15 +27,23 @@ class RetrievalReplayPlugin(ReplayPlugin):
     def before_step(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(self.buffer):
             return X, y
-        pool = np.flatnonzero(~np.isin(self.buffer.y, y)) if self.other_classes else np.arange(len(self.buffer))
+        pool = (
+            np.flatnonzero(~np.isin(self.buffer.y, y))
+            if self.other_classes
+            else np.arange(len(self.buffer))
+        )
         if not len(pool):
             return X, y
         bank = DemoBank(X.shape[1], BankConfig(index="flat"))
         bank.add(self.buffer.X[pool], self.buffer.y[pool])
         scores, ids, _ = bank.search(X, min(len(pool), len(y)))
         best: dict[int, float] = {}
-        for i, sc in zip(ids.ravel(), scores.ravel()):  # best similarity of each stored sample to the batch
+        for i, sc in zip(
+            ids.ravel(), scores.ravel()
+        ):  # best similarity of each stored sample to the batch
             if i >= 0 and sc > best.get(int(i), -np.inf):
                 best[int(i)] = float(sc)
         chosen = pool[sorted(best, key=best.__getitem__, reverse=True)[: len(y)]]
-        return np.concatenate([X, self.buffer.X[chosen]]), np.concatenate([y, self.buffer.y[chosen]])
+        return np.concatenate([X, self.buffer.X[chosen]]), np.concatenate(
+            [y, self.buffer.y[chosen]]
+        )

@@ -19,7 +19,8 @@ Embed = Callable[[np.ndarray], np.ndarray]
 
 
 def knn_vote(bank: DemoBank, X: np.ndarray, k: int, n_classes: int) -> np.ndarray:
-    """Class distribution from the k nearest demonstrations, weighted by similarity rank (1/rank)."""
+    """Class distribution from the k nearest demonstrations, weighted by similarity rank
+    (1/rank)."""
     _, ids, labels = bank.search(X, k)
     votes = np.zeros((len(X), n_classes))
     weights = 1.0 / np.arange(1, k + 1)
@@ -29,15 +30,27 @@ def knn_vote(bank: DemoBank, X: np.ndarray, k: int, n_classes: int) -> np.ndarra
     return votes / np.maximum(votes.sum(1, keepdims=True), 1e-12)
 
 
-def build_bank(X: np.ndarray, y: np.ndarray, embed: Embed, config: BankConfig, meta: dict | None = None) -> DemoBank:
+def build_bank(
+    X: np.ndarray, y: np.ndarray, embed: Embed, config: BankConfig, meta: dict | None = None
+) -> DemoBank:
     Z = embed(X)
     bank = DemoBank(Z.shape[1], config)
     bank.add(Z, y, meta)
     return bank
 
 
-def augmented_run(learner, stream: Stream, *, batch_size: int, epochs: int, seed: int, k: int, weight: float,
-                  config: BankConfig, embed_with_model: bool) -> tuple[RunResult, RunResult]:
+def augmented_run(
+    learner,
+    stream: Stream,
+    *,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    k: int,
+    weight: float,
+    config: BankConfig,
+    embed_with_model: bool,
+) -> tuple[RunResult, RunResult]:
     """Train through the stream; after each experience evaluate the model alone and blended with
     the k-NN vote over a bank of every training row seen so far. Returns (alone, with retrieval)."""
     T, n_classes = stream.n_experiences, len(stream.classes)
@@ -47,7 +60,15 @@ def augmented_run(learner, stream: Stream, *, batch_size: int, epochs: int, seed
     bank = DemoBank(tr.X.shape[1], config)
     for i in range(T):
         rows = tr.experience == i
-        fit_experience(learner, tr.X[rows], tr.y[rows], batch_size=batch_size, epochs=epochs, seed=seed, experience=i)
+        fit_experience(
+            learner,
+            tr.X[rows],
+            tr.y[rows],
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
+            experience=i,
+        )
         if embed_with_model:  # the features drift as the model learns: re-embed every stored row
             embed: Embed = learner.features
             seen = tr.experience <= i
@@ -63,8 +84,15 @@ def augmented_run(learner, stream: Stream, *, batch_size: int, epochs: int, seed
     return RunResult(R_alone, b, batches), RunResult(R_with, b, batches)
 
 
-def few_shot(stream: Stream, embed: Embed, held_out: np.ndarray, shots: list[int], k: int, config: BankConfig,
-             seed: int) -> dict[str, float]:
+def few_shot(
+    stream: Stream,
+    embed: Embed,
+    held_out: np.ndarray,
+    shots: list[int],
+    k: int,
+    config: BankConfig,
+    seed: int,
+) -> dict[str, float]:
     """Accuracy on held-out classes' test rows from n demonstrations per class.
 
     `episode`: a bank of the held-out demonstrations only (n-way choice among them);
@@ -76,8 +104,13 @@ def few_shot(stream: Stream, embed: Embed, held_out: np.ndarray, shots: list[int
     test_rows = np.isin(te.y, held_out)
     out: dict[str, float] = {}
     for n in shots:
-        demo = np.concatenate([rng.choice(np.flatnonzero(tr.y == c), n, replace=False) for c in held_out])
-        for name, rows in (("episode", demo), ("full_bank", np.concatenate([np.flatnonzero(known), demo]))):
+        demo = np.concatenate(
+            [rng.choice(np.flatnonzero(tr.y == c), n, replace=False) for c in held_out]
+        )
+        for name, rows in (
+            ("episode", demo),
+            ("full_bank", np.concatenate([np.flatnonzero(known), demo])),
+        ):
             bank = build_bank(tr.X[rows], tr.y[rows], embed, config)
             kk = min(k, n) if name == "episode" else k
             vote = knn_vote(bank, embed(te.X[test_rows]), kk, len(stream.classes))

@@ -4,5 +4,16 @@ from clflow.streams.batches import arrival_order, experience_batches, iter_batch
 from clflow.streams.builders import build_stream, class_groups, permutation
 from clflow.streams.schema import Split, Stream, load_stream, write_stream
 
-__all__ = ["Split", "Stream", "arrival_order", "build_stream", "class_groups", "experience_batches",
-           "iter_batches", "load_stream", "permutation", "stream_batches", "write_stream"]
+__all__ = [
+    "Split",
+    "Stream",
+    "arrival_order",
+    "build_stream",
+    "class_groups",
+    "experience_batches",
+    "iter_batches",
+    "load_stream",
+    "permutation",
+    "stream_batches",
+    "write_stream",
+]

@@ -8,7 +8,13 @@ from dataclasses import replace
 import numpy as np
 
 from clflow.config import DOMAIN_SOURCES, StreamConfig
-from clflow.streams.loaders import RawData, load_cifar10, load_digits, load_idx_dataset, load_mnist1d
+from clflow.streams.loaders import (
+    RawData,
+    load_cifar10,
+    load_digits,
+    load_idx_dataset,
+    load_mnist1d,
+)
 from clflow.streams.normalize import fit_normalizer
 from clflow.streams.schema import Split, Stream, load_stream
 
@@ -33,7 +39,14 @@ def _limit(data: RawData, limit: int, seed: int) -> RawData:
     n_test = max(1, round(limit * len(data.y_test) / (len(data.y_train) + len(data.y_test))))
     tr = rng.permutation(len(data.y_train))[: limit - n_test]
     te = rng.permutation(len(data.y_test))[:n_test]
-    return RawData(data.X_train[tr], data.y_train[tr], data.X_test[te], data.y_test[te], data.classes, data.shape)
+    return RawData(
+        data.X_train[tr],
+        data.y_train[tr],
+        data.X_test[te],
+        data.y_test[te],
+        data.classes,
+        data.shape,
+    )
 
 
 def _assemble(parts: list[tuple[np.ndarray, np.ndarray, int]]) -> Split:
@@ -49,7 +62,9 @@ Pool = Callable[[int], np.ndarray]
 Transform = Callable[[np.ndarray, int], np.ndarray]
 
 
-def _task_stream(data: RawData, cfg: StreamConfig, train_pool: Pool, test_pool: Pool, transform: Transform) -> Stream:
+def _task_stream(
+    data: RawData, cfg: StreamConfig, train_pool: Pool, test_pool: Pool, transform: Transform
+) -> Stream:
     """One experience per entry of the task sequence.
 
     A recurring task gets a fresh disjoint chunk of its training rows at each
@@ -57,7 +72,10 @@ def _task_stream(data: RawData, cfg: StreamConfig, train_pool: Pool, test_pool: 
     """
     tasks = cfg.task_sequence()
     rng = np.random.default_rng(cfg.seed + 1)
-    chunks = {t: np.array_split(rng.permutation(train_pool(t)), tasks.count(t)) for t in sorted(set(tasks))}
+    chunks = {
+        t: np.array_split(rng.permutation(train_pool(t)), tasks.count(t))
+        for t in sorted(set(tasks))
+    }
     seen = dict.fromkeys(chunks, 0)
     train_parts, test_parts = [], []
     for t in tasks:
@@ -81,7 +99,8 @@ def class_incremental(data: RawData, cfg: StreamConfig) -> Stream:
     """Each task is a group of classes (Split-Digits, Split-MNIST, ...)."""
     groups = class_groups(len(data.classes), cfg.experiences, cfg.seed)
     return _task_stream(
-        data, cfg,
+        data,
+        cfg,
         train_pool=lambda t: np.flatnonzero(np.isin(data.y_train, groups[t])),
         test_pool=lambda t: np.flatnonzero(np.isin(data.y_test, groups[t])),
         transform=lambda X, t: X,
@@ -112,8 +131,10 @@ def domain_incremental(data: RawData, cfg: StreamConfig) -> Stream:
         transform: Transform = lambda X, t: X[:, permutation(t, X.shape[1], cfg.seed)]  # noqa: E731
     else:
         transform = lambda X, t: rotate(X, data.shape, t * cfg.rotation_step)  # noqa: E731
-    every_row = lambda n: (lambda t: np.arange(n))  # noqa: E731
-    return _task_stream(data, cfg, every_row(len(data.y_train)), every_row(len(data.y_test)), transform)
+    every_row = lambda n: lambda t: np.arange(n)  # noqa: E731
+    return _task_stream(
+        data, cfg, every_row(len(data.y_train)), every_row(len(data.y_test)), transform
+    )
 
 
 def build_stream(cfg: StreamConfig) -> Stream:
@@ -126,6 +147,10 @@ def build_stream(cfg: StreamConfig) -> Stream:
         stream = load_stream(cfg.path)
     else:
         data = raw_data(cfg)
-        stream = domain_incremental(data, cfg) if cfg.source in DOMAIN_SOURCES else class_incremental(data, cfg)
+        stream = (
+            domain_incremental(data, cfg)
+            if cfg.source in DOMAIN_SOURCES
+            else class_incremental(data, cfg)
+        )
     first = stream.train.X[stream.train.experience == 0]
     return replace(stream, normalizer=fit_normalizer(cfg.normalize, first))

@@ -25,7 +25,9 @@ Policy = Literal["keep", "drop", "error"]
 def _row_keys(X: np.ndarray, *cols: np.ndarray) -> np.ndarray:
     """One opaque, hashable key per row: the bytes of its features and the given int columns."""
     parts = [np.ascontiguousarray(X, dtype=np.float32).view(np.uint8).reshape(len(X), -1)]
-    parts += [np.ascontiguousarray(c, dtype=np.int64).view(np.uint8).reshape(len(X), -1) for c in cols]
+    parts += [
+        np.ascontiguousarray(c, dtype=np.int64).view(np.uint8).reshape(len(X), -1) for c in cols
+    ]
     rows = np.ascontiguousarray(np.concatenate(parts, axis=1))
     return rows.view(np.dtype((np.void, rows.shape[1]))).ravel()
 
@@ -55,8 +57,13 @@ class DuplicateReport:
     dropped: int = 0
 
     def to_dict(self) -> dict:
-        return {"train": self.train, "test": self.test, "test_in_train": self.test_in_train,
-                "policy": self.policy, "dropped": self.dropped}
+        return {
+            "train": self.train,
+            "test": self.test,
+            "test_in_train": self.test_in_train,
+            "policy": self.policy,
+            "dropped": self.dropped,
+        }
 
 
 def apply_policy(stream: Stream, policy: Policy, where: str) -> tuple[Stream, DuplicateReport]:
@@ -65,21 +72,42 @@ def apply_policy(stream: Stream, policy: Policy, where: str) -> tuple[Stream, Du
     n_train, n_test = int(train_rep.sum()), int(test_rep.sum())
     if policy == "error" and (n_train or n_test):
         split, mask = ("train", train_rep) if n_train else ("test", test_rep)
-        raise StreamError(f"{n_train + n_test} duplicate rows ({split} split, first at row {int(np.argmax(mask))}); "
-                          "set stream.duplicates to keep or drop", file=where, field="x")
+        raise StreamError(
+            f"{n_train + n_test} duplicate rows ({split} split, "
+            f"first at row {int(np.argmax(mask))}); "
+            "set stream.duplicates to keep or drop",
+            file=where,
+            field="x",
+        )
     if policy == "drop" and (n_train or n_test):
         n_exp = stream.n_experiences
-        stream = replace(stream, train=stream.train.select(~train_rep), test=stream.test.select(~test_rep))
+        stream = replace(
+            stream, train=stream.train.select(~train_rep), test=stream.test.select(~test_rep)
+        )
         for name, split in (("train", stream.train), ("test", stream.test)):
             empty = sorted(set(range(n_exp)) - set(np.unique(split.experience).tolist()))
             if empty:
-                raise StreamError(f"dropping duplicates leaves experience {empty[0]} with no {name} rows",
-                                  file=where, field="stream.duplicates")
+                raise StreamError(
+                    f"dropping duplicates leaves experience {empty[0]} with no {name} rows",
+                    file=where,
+                    field="stream.duplicates",
+                )
     leak = leaked_rows(stream.train, stream.test)
-    report = DuplicateReport(n_train, n_test, leak, policy, (n_train + n_test) if policy == "drop" else 0)
+    report = DuplicateReport(
+        n_train, n_test, leak, policy, (n_train + n_test) if policy == "drop" else 0
+    )
     if n_train or n_test:
-        log.info("%s: %d repeated training rows, %d repeated test rows (%s)", where, n_train, n_test,
-                 "dropped" if policy == "drop" else "kept")
+        log.info(
+            "%s: %d repeated training rows, %d repeated test rows (%s)",
+            where,
+            n_train,
+            n_test,
+            "dropped" if policy == "drop" else "kept",
+        )
     if leak:
-        log.warning("%s: %d test rows also occur in the training rows: leakage inflates accuracy", where, leak)
+        log.warning(
+            "%s: %d test rows also occur in the training rows: leakage inflates accuracy",
+            where,
+            leak,
+        )
     return stream, report

@@ -21,11 +21,20 @@ import polars as pl
 
 from clflow.errors import StreamError
 from clflow.io import write_json, write_parquet
-from clflow.streams.schema import (Split, Stream, check_duplicates, check_labels, int_column, read_features,
-                                  read_frame)
+from clflow.streams.schema import (
+    Split,
+    Stream,
+    check_duplicates,
+    check_labels,
+    int_column,
+    read_features,
+    read_frame,
+)
 
 SPLITS = ("train", "test")
-SOURCES_FILE = "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
+SOURCES_FILE = (
+    "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,9 @@ def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np
         split = df["split"].cast(pl.String)
         bad = split.filter(~split.is_in(SPLITS) | split.is_null())
         if len(bad):
-            raise StreamError(f"value {bad[0]!r} is not one of {list(SPLITS)}", file=path, field="split")
+            raise StreamError(
+                f"value {bad[0]!r} is not one of {list(SPLITS)}", file=path, field="split"
+            )
         return (split == "test").to_numpy()
     n = df.height
     n_test = int(round(n * test_size))
@@ -54,22 +65,28 @@ def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np
     return mask
 
 
-def read_experience(path: str | Path, n_features: int, n_classes: int, *, test_size: float = 0.3,
-                    seed: int = 0) -> Experience:
+def read_experience(
+    path: str | Path, n_features: int, n_classes: int, *, test_size: float = 0.3, seed: int = 0
+) -> Experience:
     """Read and validate one incoming experience file against the stream it joins."""
     path = Path(path)
     df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty")
     X = read_features(df, path)
     if X.shape[1] != n_features:
-        raise StreamError(f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x")
+        raise StreamError(
+            f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x"
+        )
     y = int_column(df, "y", path).astype(np.int64)
     check_labels(y, n_classes, path)
     task = None
     if "task" in df.columns:
         tasks = np.unique(int_column(df, "task", path))
         if len(tasks) != 1 or tasks[0] < 0:
-            raise StreamError(f"one experience has one task id >= 0, got {tasks.tolist()[:5]}", file=path,
-                              field="task")
+            raise StreamError(
+                f"one experience has one task id >= 0, got {tasks.tolist()[:5]}",
+                file=path,
+                field="task",
+            )
         task = int(tasks[0])
     check_duplicates(df, path)
     test = _split_mask(df, path, test_size, seed)
@@ -87,12 +104,18 @@ def write_experience(exp: Experience, directory: str | Path, index: int, name: s
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
     out = Path(directory) / f"{index:04d}-{stem}.parquet"
     n_tr, n_te = len(exp.train_y), len(exp.test_y)
-    df = pl.DataFrame({
-        "x": pl.Series("x", np.concatenate([exp.train_X, exp.test_X])).cast(pl.List(pl.Float32)),
-        "y": pl.Series("y", np.concatenate([exp.train_y, exp.test_y]), dtype=pl.Int64),
-        "split": ["train"] * n_tr + ["test"] * n_te,
-        "task": pl.Series("task", [-1 if exp.task is None else exp.task] * (n_tr + n_te), dtype=pl.Int32),
-    })
+    df = pl.DataFrame(
+        {
+            "x": pl.Series("x", np.concatenate([exp.train_X, exp.test_X])).cast(
+                pl.List(pl.Float32)
+            ),
+            "y": pl.Series("y", np.concatenate([exp.train_y, exp.test_y]), dtype=pl.Int64),
+            "split": ["train"] * n_tr + ["test"] * n_te,
+            "task": pl.Series(
+                "task", [-1 if exp.task is None else exp.task] * (n_tr + n_te), dtype=pl.Int32
+            ),
+        }
+    )
     write_parquet(out, df)
     return out
 
@@ -105,9 +128,12 @@ def accepted_files(directory: str | Path) -> list[Path]:
 
 def _append(split: Split, X: np.ndarray, y: np.ndarray, experience: int, task: int) -> Split:
     n = len(y)
-    return Split(np.concatenate([split.X, X]), np.concatenate([split.y, y]),
-                 np.concatenate([split.experience, np.full(n, experience, np.int32)]),
-                 np.concatenate([split.task, np.full(n, task, np.int32)]))
+    return Split(
+        np.concatenate([split.X, X]),
+        np.concatenate([split.y, y]),
+        np.concatenate([split.experience, np.full(n, experience, np.int32)]),
+        np.concatenate([split.task, np.full(n, task, np.int32)]),
+    )
 
 
 def append_experiences(stream: Stream, directory: str | Path) -> Stream:
@@ -136,7 +162,8 @@ def pending(project: str | Path) -> list[str]:
 
 
 def set_pending(project: str | Path, files: list[str]) -> None:
-    """Record (or, with [], clear) the files an update still owes the model; survives a failed run."""
+    """Record (or, with [], clear) the files an update still owes the model; survives a failed
+    run."""
     path = Path(project) / PENDING
     if not files:
         path.unlink(missing_ok=True)
@@ -163,9 +190,16 @@ def _reject(path: Path, rejected_dir: Path, reason: str) -> None:
     path.replace(target)
 
 
-def intake(incoming: str | Path, experiences: str | Path, stream: Stream, *, test_size: float = 0.3,
-           seed: int = 0) -> Intake:
-    """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move aside.
+def intake(
+    incoming: str | Path,
+    experiences: str | Path,
+    stream: Stream,
+    *,
+    test_size: float = 0.3,
+    seed: int = 0,
+) -> Intake:
+    """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move
+    aside.
 
     An accepted file is written (atomically) into `experiences` and its digest recorded
     before the source is removed, so a crash never loses a file: after one between the
@@ -181,7 +215,9 @@ def intake(incoming: str | Path, experiences: str | Path, stream: Stream, *, tes
         try:
             if digest in seen:
                 raise StreamError("the same file was already accepted", file=path)
-            exp = read_experience(path, stream.n_features, len(stream.classes), test_size=test_size, seed=seed)
+            exp = read_experience(
+                path, stream.n_features, len(stream.classes), test_size=test_size, seed=seed
+            )
         except StreamError as err:
             rejected[path.name] = err.line()
             _reject(path, incoming / "rejected", err.line())
@@ -201,11 +237,15 @@ def _sources(experiences: Path) -> dict[str, dict]:
 
 
 def _record_source(experiences: Path, accepted: str, source: str, digest: str) -> None:
-    write_json(experiences / SOURCES_FILE, {**_sources(experiences), accepted: {"source": source, "sha256": digest}})
+    write_json(
+        experiences / SOURCES_FILE,
+        {**_sources(experiences), accepted: {"source": source, "sha256": digest}},
+    )
 
 
-def example_experience(stream: Stream, *, rotate: float = 0.0, permute: bool = False, seed: int = 0,
-                       limit: int = 0) -> pl.DataFrame:
+def example_experience(
+    stream: Stream, *, rotate: float = 0.0, permute: bool = False, seed: int = 0, limit: int = 0
+) -> pl.DataFrame:
     """A new-domain experience drawn from the stream's own rows (every class), for demos and tests.
 
     The rows are rotated (image streams) or pixel-permuted, so the experience is a
@@ -224,5 +264,9 @@ def example_experience(stream: Stream, *, rotate: float = 0.0, permute: bool = F
         X = rotate_images(X, stream.shape, rotate)
     if permute:
         X = X[:, permutation(seed + 1, X.shape[1], seed)]
-    keep = ~pl.DataFrame({"x": X.tolist(), "y": y}).is_duplicated().to_numpy()  # rotation can merge rows
-    return pl.DataFrame({"x": pl.Series("x", X[keep]).cast(pl.List(pl.Float32)), "y": pl.Series(y[keep])})
+    keep = (
+        ~pl.DataFrame({"x": X.tolist(), "y": y}).is_duplicated().to_numpy()
+    )  # rotation can merge rows
+    return pl.DataFrame(
+        {"x": pl.Series("x", X[keep]).cast(pl.List(pl.Float32)), "y": pl.Series(y[keep])}
+    )

@@ -18,8 +18,18 @@ import numpy as np
 from clflow.errors import StreamError
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"]
+FASHION_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,9 @@ def load_digits(test_size: float, seed: int) -> RawData:
     return RawData(Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64), DIGIT_NAMES, (1, 8, 8))
 
 
-MNIST1D_SAMPLES = 8000  # the size used by the MNIST-1D paper's benchmarks (4000 per class pair in a 5 x 2 split)
+MNIST1D_SAMPLES = (
+    8000  # the size used by the MNIST-1D paper's benchmarks (4000 per class pair in a 5 x 2 split)
+)
 
 
 def load_mnist1d(test_size: float, n_samples: int = MNIST1D_SAMPLES) -> RawData:
@@ -66,8 +78,14 @@ def load_mnist1d(test_size: float, n_samples: int = MNIST1D_SAMPLES) -> RawData:
         np.random.set_state(state)
     as_x = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     as_y = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
-    return RawData(as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"]), DIGIT_NAMES,
-                   (1, as_x(d["x"]).shape[1]))
+    return RawData(
+        as_x(d["x"]),
+        as_y(d["y"]),
+        as_x(d["x_test"]),
+        as_y(d["y_test"]),
+        DIGIT_NAMES,
+        (1, as_x(d["x"]).shape[1]),
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -81,7 +99,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise StreamError("not an unsigned-byte idx file (bad magic number)", file=path)
     ndim = data[3]
-    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise StreamError(f"truncated: header says {dims}, found {body.size} values", file=path)
@@ -94,27 +112,47 @@ def _find(root: Path, names: list[str], stem: str) -> Path:
             cand = root / sub / f"{stem}{suffix}"
             if cand.exists():
                 return cand
-    raise StreamError(f"'{stem}' not found (looked in {', '.join(names)}); clflow never downloads data",
-                      file=root, field="stream.path")
+    raise StreamError(
+        f"'{stem}' not found (looked in {', '.join(names)}); clflow never downloads data",
+        file=root,
+        field="stream.path",
+    )
 
 
 def load_idx_dataset(root: str | Path, fashion: bool) -> RawData:
     """MNIST or Fashion-MNIST from a torchvision-format directory (or the raw files themselves)."""
     root = Path(root)
     if not root.is_dir():
-        raise StreamError("directory not found; clflow never downloads data", file=root, field="stream.path")
+        raise StreamError(
+            "directory not found; clflow never downloads data", file=root, field="stream.path"
+        )
     subdirs = [".", "raw", "FashionMNIST/raw" if fashion else "MNIST/raw"]
-    arrays = [read_idx(_find(root, subdirs, stem)) for stem in
-              ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    arrays = [
+        read_idx(_find(root, subdirs, stem))
+        for stem in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    ]
     Xtr, ytr, Xte, yte = arrays
     flat = lambda a: a.reshape(len(a), -1).astype(np.float32)  # noqa: E731  (raw 0..255)
-    return RawData(flat(Xtr), ytr.astype(np.int64), flat(Xte), yte.astype(np.int64),
-                   FASHION_NAMES if fashion else DIGIT_NAMES, (1, 28, 28))
+    return RawData(
+        flat(Xtr),
+        ytr.astype(np.int64),
+        flat(Xte),
+        yte.astype(np.int64),
+        FASHION_NAMES if fashion else DIGIT_NAMES,
+        (1, 28, 28),
+    )
 
 
 def _unpickle(path: Path) -> dict:
     if not path.exists():
-        raise StreamError("file not found; clflow never downloads data", file=path, field="stream.path")
+        raise StreamError(
+            "file not found; clflow never downloads data", file=path, field="stream.path"
+        )
     try:
         with open(path, "rb") as fh:
             return pickle.load(fh, encoding="bytes")
@@ -127,7 +165,9 @@ def load_cifar10(root: str | Path) -> RawData:
     root = Path(root)
     base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     if not base.is_dir():
-        raise StreamError("directory not found; clflow never downloads data", file=root, field="stream.path")
+        raise StreamError(
+            "directory not found; clflow never downloads data", file=root, field="stream.path"
+        )
 
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
         d = _unpickle(base / name)
@@ -138,5 +178,11 @@ def load_cifar10(root: str | Path) -> RawData:
     Xte, yte = batch("test_batch")
     meta = _unpickle(base / "batches.meta")
     names = [n.decode() for n in meta[b"label_names"]]
-    return RawData(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), Xte, yte,
-                   names, (3, 32, 32))
+    return RawData(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        Xte,
+        yte,
+        names,
+        (3, 32, 32),
+    )

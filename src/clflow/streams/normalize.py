@@ -52,5 +52,6 @@ class Normalizer:
 
 
 def fit_normalizer(kind: NormalizeKind, X_first: np.ndarray) -> Normalizer | None:
-    """The normalizer `stream.normalize` asks for, fitted on the first experience's training rows."""
+    """The normalizer `stream.normalize` asks for, fitted on the first experience's training
+    rows."""
     return Normalizer.fit(X_first) if kind == "standard" else None

@@ -64,11 +64,15 @@ def read_features(df: pl.DataFrame, path: Path) -> np.ndarray:
             raise StreamError("missing feature vectors (null)", file=path, field="x")
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo != hi:
-            raise StreamError(f"ragged feature length: rows have {lo} to {hi} values", file=path, field="x")
+            raise StreamError(
+                f"ragged feature length: rows have {lo} to {hi} values", file=path, field="x"
+            )
         arr = df["x"].list.to_array(lo)
     else:
         arr = df["x"]
-    X = np.array(arr.to_numpy(), dtype=np.float32)  # a writable copy (polars hands out read-only views)
+    X = np.array(
+        arr.to_numpy(), dtype=np.float32
+    )  # a writable copy (polars hands out read-only views)
     if X.ndim != 2:
         raise StreamError("feature vectors must be one-dimensional", file=path, field="x")
     bad = ~np.isfinite(X)
@@ -79,18 +83,27 @@ def read_features(df: pl.DataFrame, path: Path) -> np.ndarray:
 
 
 def check_duplicates(df: pl.DataFrame, path: Path) -> None:
-    """Identical (x, y) rows are a data error (a file appended twice, a bad join): name the first."""
-    dup = ~df.select(pl.struct("x", "y").is_first_distinct()).to_series().to_numpy()  # repeats of an earlier row
+    """Identical (x, y) rows are a data error (a file appended twice, a bad join): name the
+    first."""
+    dup = (
+        ~df.select(pl.struct("x", "y").is_first_distinct()).to_series().to_numpy()
+    )  # repeats of an earlier row
     if dup.any():
-        raise StreamError(f"{int(dup.sum())} duplicate rows (first at row {int(np.argmax(dup))}); drop them first",
-                          file=path, field="x")
+        raise StreamError(
+            f"{int(dup.sum())} duplicate rows (first at row {int(np.argmax(dup))}); "
+            "drop them first",
+            file=path,
+            field="x",
+        )
 
 
 def check_labels(y: np.ndarray, n_classes: int, path: Path) -> None:
     """Every label indexes classes.json; name the first that does not."""
     if y.min() < 0 or y.max() >= n_classes:
         bad = int(y[(y < 0) | (y >= n_classes)][0])
-        raise StreamError(f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y")
+        raise StreamError(
+            f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y"
+        )
 
 
 def int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
@@ -103,17 +116,24 @@ def int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
     return col.to_numpy()
 
 
-def read_frame(path: Path, required: set[str], empty: str = "no rows: the stream is empty") -> pl.DataFrame:
-    """A parquet file with the `required` columns and at least one row, or a one-line StreamError."""
+def read_frame(
+    path: Path, required: set[str], empty: str = "no rows: the stream is empty"
+) -> pl.DataFrame:
+    """A parquet file with the `required` columns and at least one row, or a one-line
+    StreamError."""
     if not path.exists():
         raise StreamError("file not found", file=path)
     try:
         df = pl.read_parquet(path)
     except Exception as exc:  # polars raises several types for a corrupt file
-        raise StreamError(f"not a readable parquet file ({type(exc).__name__})", file=path) from None
+        raise StreamError(
+            f"not a readable parquet file ({type(exc).__name__})", file=path
+        ) from None
     missing = required - set(df.columns)
     if missing:
-        raise StreamError(f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0])
+        raise StreamError(
+            f"missing column (has {sorted(df.columns)})", file=path, field=sorted(missing)[0]
+        )
     if df.height == 0:
         raise StreamError(empty, file=path)
     return df
@@ -163,11 +183,15 @@ def load_stream(directory: str | Path) -> Stream:
     if train.X.shape[1] != test.X.shape[1]:
         raise StreamError(
             f"feature length {test.X.shape[1]} differs from train's {train.X.shape[1]}",
-            file=directory / "test.parquet", field="x",
+            file=directory / "test.parquet",
+            field="x",
         )
     if int(test.experience.max()) > int(train.experience.max()):
-        raise StreamError("test rows of an experience with no training rows", file=directory / "test.parquet",
-                          field="experience")
+        raise StreamError(
+            "test rows of an experience with no training rows",
+            file=directory / "test.parquet",
+            field="experience",
+        )
     if classes is None:
         classes = default_class_names(int(max(train.y.max(), test.y.max())) + 1)
     meta = read_meta(directory / "meta.json")
@@ -175,11 +199,17 @@ def load_stream(directory: str | Path) -> Stream:
     try:
         normalizer = Normalizer.from_dict(meta.get("normalize"))
     except (KeyError, TypeError, ValueError):
-        raise StreamError("not a valid normalizer (kind, mean, std)", file=directory / "meta.json",
-                          field="normalize") from None
+        raise StreamError(
+            "not a valid normalizer (kind, mean, std)",
+            file=directory / "meta.json",
+            field="normalize",
+        ) from None
     if normalizer is not None and normalizer.mean.shape != (train.X.shape[1],):
-        raise StreamError(f"normalizer has {normalizer.mean.size} features, the stream {train.X.shape[1]}",
-                          file=directory / "meta.json", field="normalize")
+        raise StreamError(
+            f"normalizer has {normalizer.mean.size} features, the stream {train.X.shape[1]}",
+            file=directory / "meta.json",
+            field="normalize",
+        )
     return Stream(train, test, classes, shape or None, normalizer)
 
 
@@ -197,12 +227,14 @@ def read_meta(path: Path) -> dict:
 
 
 def split_frame(split: Split) -> pl.DataFrame:
-    return pl.DataFrame({
-        "x": pl.Series("x", split.X.astype(np.float32)).cast(pl.List(pl.Float32)),
-        "y": pl.Series("y", split.y, dtype=pl.Int64),
-        "experience": pl.Series("experience", split.experience, dtype=pl.Int32),
-        "task": pl.Series("task", split.task, dtype=pl.Int32),
-    })
+    return pl.DataFrame(
+        {
+            "x": pl.Series("x", split.X.astype(np.float32)).cast(pl.List(pl.Float32)),
+            "y": pl.Series("y", split.y, dtype=pl.Int64),
+            "experience": pl.Series("experience", split.experience, dtype=pl.Int32),
+            "task": pl.Series("task", split.task, dtype=pl.Int32),
+        }
+    )
 
 
 def write_stream(stream: Stream, directory: str | Path, extra_meta: dict | None = None) -> None:

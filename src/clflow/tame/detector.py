@@ -24,8 +24,15 @@ def one_sided_p(z: float) -> float:
 class LossShiftDetector:
     """Online one-sided test of new losses against a reference window of accepted losses."""
 
-    def __init__(self, alpha: float = 1e-3, window: int = 2, warmup: int = 10, history: int = 30,
-                 min_jump: float = 1.0, min_std: float = 1e-2):
+    def __init__(
+        self,
+        alpha: float = 1e-3,
+        window: int = 2,
+        warmup: int = 10,
+        history: int = 30,
+        min_jump: float = 1.0,
+        min_std: float = 1e-2,
+    ):
         self.alpha = alpha
         self.window = window
         self.warmup = warmup
@@ -73,7 +80,11 @@ class LossShiftDetector:
         return "suspect"
 
     def get_state(self) -> dict:
-        return {"losses": list(self.losses), "n_accepted": self.n_accepted, "n_suspect": self.n_suspect}
+        return {
+            "losses": list(self.losses),
+            "n_accepted": self.n_accepted,
+            "n_suspect": self.n_suspect,
+        }
 
     def set_state(self, state: dict) -> LossShiftDetector:
         self.losses = deque(state["losses"], maxlen=self.history)

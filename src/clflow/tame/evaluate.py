@@ -13,7 +13,10 @@ from clflow.tame.learner import TameLearner
 
 def batch_tasks(stream: Stream, batch_experience: np.ndarray) -> np.ndarray:
     """True task of each training batch."""
-    task_of = {int(e): int(stream.train.task[stream.train.experience == e][0]) for e in np.unique(batch_experience)}
+    task_of = {
+        int(e): int(stream.train.task[stream.train.experience == e][0])
+        for e in np.unique(batch_experience)
+    }
     return np.array([task_of[int(e)] for e in batch_experience], dtype=np.int64)
 
 
@@ -26,7 +29,9 @@ def oracle_experts(learner: TameLearner, tasks: np.ndarray) -> dict[int, int]:
     return {t: c.most_common(1)[0][0] for t, c in votes.items()}
 
 
-def tame_scores(learner: TameLearner, stream: Stream, batch_experience: np.ndarray, tolerance: int) -> dict:
+def tame_scores(
+    learner: TameLearner, stream: Stream, batch_experience: np.ndarray, tolerance: int
+) -> dict:
     """Detection quality, selector accuracy and oracle-routed accuracy of a trained TAME learner."""
     tasks = batch_tasks(stream, batch_experience)
     scores = detection_scores(shift_points(tasks), learner.detections_, tolerance)
@@ -36,12 +41,18 @@ def tame_scores(learner: TameLearner, stream: Stream, batch_experience: np.ndarr
     target = np.array([oracle.get(int(t), -1) for t in test.task])
     routed = learner.route(test.X)
     oracle_pred = learner.predict_with(test.X[known], target[known])
-    per_exp = [np.mean(oracle_pred[test.experience[known] == j] == test.y[known][test.experience[known] == j])
-               for j in np.unique(test.experience[known])]
-    scores.update({
-        "n_experts": float(learner.n_experts),
-        "selector_accuracy": float(np.mean(routed[known] == target[known])),
-        "oracle_avg_accuracy": float(np.mean(per_exp)),
-        "selector_parameters": float(learner.selector_.n_parameters()),
-    })
+    per_exp = [
+        np.mean(
+            oracle_pred[test.experience[known] == j] == test.y[known][test.experience[known] == j]
+        )
+        for j in np.unique(test.experience[known])
+    ]
+    scores.update(
+        {
+            "n_experts": float(learner.n_experts),
+            "selector_accuracy": float(np.mean(routed[known] == target[known])),
+            "oracle_avg_accuracy": float(np.mean(per_exp)),
+            "selector_parameters": float(learner.selector_.n_parameters()),
+        }
+    )
     return scores

@@ -22,7 +22,9 @@ from clflow.evaluation import RunResult
 from clflow.streams import Stream
 
 log = logging.getLogger("clflow.tame")
-MODEL_CODE = sorted(source_closure(Path(__file__).with_name("learner.py")))  # code behind the weights
+MODEL_CODE = sorted(
+    source_closure(Path(__file__).with_name("learner.py"))
+)  # code behind the weights
 
 
 def fingerprint(config: dict, stream: Stream) -> str:
@@ -64,5 +66,7 @@ def merge(previous: dict, new: RunResult) -> RunResult:
     old = np.asarray(previous["R"], dtype=float)
     k = int(previous["experiences"])
     R[: k - 1, : old.shape[1]] = old[: k - 1]
-    batches = np.concatenate([np.asarray(previous["batch_experience"], dtype=np.int64), new.batch_experience])
+    batches = np.concatenate(
+        [np.asarray(previous["batch_experience"], dtype=np.int64), new.batch_experience]
+    )
     return RunResult(R, new.b, batches)

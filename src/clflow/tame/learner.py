@@ -36,7 +36,9 @@ class Expert:
 @dataclass
 class Event:
     batch: int  # index of the batch at which the shift was declared
-    kind: str  # spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | prune
+    kind: (
+        str  # spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | prune
+    )
     source: int
     target: int
 
@@ -54,9 +56,23 @@ class TameLearner(ParamsMixin):
     `expert` is an unfitted template; each new expert is a clone of it with its own seed.
     """
 
-    def __init__(self, expert: ContinualLearner, *, seed: int = 0, alpha: float = 1e-3, window: int = 2, warmup: int = 10, history: int = 30, min_jump: float = 1.0,
-                 buffer_size: int = 100, max_experts: int = 10, min_expert_batches: int = 5,
-                 selector_hidden: int = 128, selector_epochs: int = 100, detect: bool = True):
+    def __init__(
+        self,
+        expert: ContinualLearner,
+        *,
+        seed: int = 0,
+        alpha: float = 1e-3,
+        window: int = 2,
+        warmup: int = 10,
+        history: int = 30,
+        min_jump: float = 1.0,
+        buffer_size: int = 100,
+        max_experts: int = 10,
+        min_expert_batches: int = 5,
+        selector_hidden: int = 128,
+        selector_epochs: int = 100,
+        detect: bool = True,
+    ):
         self.expert = expert
         self.seed = seed
         self.alpha = alpha
@@ -77,9 +93,15 @@ class TameLearner(ParamsMixin):
             eid = self.next_id_
             self.next_id_ += 1
         learner = self.expert.clone(seed=self.seed + 1009 * eid)
-        detector = LossShiftDetector(self.alpha, self.window, self.warmup, self.history, self.min_jump)
-        expert = Expert(eid, learner.initialize(self.n_features_in_), detector,
-                        ReservoirBuffer(self.buffer_size, seed=self.seed + 31 * eid))
+        detector = LossShiftDetector(
+            self.alpha, self.window, self.warmup, self.history, self.min_jump
+        )
+        expert = Expert(
+            eid,
+            learner.initialize(self.n_features_in_),
+            detector,
+            ReservoirBuffer(self.buffer_size, seed=self.seed + 31 * eid),
+        )
         self.experts_[eid] = expert
         self.selector_stale_ = True
         return expert
@@ -89,8 +111,13 @@ class TameLearner(ParamsMixin):
         self.experts_: dict[int, Expert] = {}
         self.next_id_ = 0
         self.active_ = self._new_expert().id
-        self.selector_ = Selector(self.selector_hidden, epochs=self.selector_epochs, device=self.expert.device,
-                                  seed=self.seed, normalizer=self.expert.normalizer).initialize(n_features)
+        self.selector_ = Selector(
+            self.selector_hidden,
+            epochs=self.selector_epochs,
+            device=self.expert.device,
+            seed=self.seed,
+            normalizer=self.expert.normalizer,
+        ).initialize(n_features)
         self.selector_ids_: list[int] = []
         self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
         self.log_ = BatchLog()
@@ -108,7 +135,9 @@ class TameLearner(ParamsMixin):
     def _train_held(self, expert: Expert) -> None:
         """Train `expert` on the held batches (their losses become part of its normal range)."""
         for Xh, yh in self.pending_:
-            expert.learner.partial_fit(Xh, yh, accept=lambda loss: expert.detector.accept(loss) or True)
+            expert.learner.partial_fit(
+                Xh, yh, accept=lambda loss: expert.detector.accept(loss) or True
+            )
             self._learn(expert, Xh, yh)
         self.pending_ = []
 
@@ -151,16 +180,26 @@ class TameLearner(ParamsMixin):
 
     def _return_to_parent(self, expert: Expert) -> None:
         batch = len(self.log_.loss)
-        self.events_.append(Event(batch, "return", expert.id, int(expert.parent)))  # type: ignore[arg-type]
-        self.active_ = int(expert.parent)  # type: ignore[arg-type]
+        parent = int(expert.parent)  # type: ignore[arg-type]
+        self.events_.append(Event(batch, "return", expert.id, parent))
+        self.active_ = parent
         if expert.n_batches < self.min_expert_batches:
             self._prune(expert, batch)
 
-    def _best_fit(self, X: np.ndarray, y: np.ndarray, exclude: int) -> tuple[Expert | None, Expert | None]:
-        """(best expert whose normal range holds the loss on X, best expert overall), excluding one."""
-        scored = sorted((e.learner.batch_loss(X, y), e.id) for e in self.experts_.values() if e.id != exclude)
-        normal = [eid for loss, eid in scored if self.experts_[eid].detector.ready
-                  and not self.experts_[eid].detector.significant(loss)]
+    def _best_fit(
+        self, X: np.ndarray, y: np.ndarray, exclude: int
+    ) -> tuple[Expert | None, Expert | None]:
+        """(best expert whose normal range holds the loss on X, best expert overall), excluding
+        one."""
+        scored = sorted(
+            (e.learner.batch_loss(X, y), e.id) for e in self.experts_.values() if e.id != exclude
+        )
+        normal = [
+            eid
+            for loss, eid in scored
+            if self.experts_[eid].detector.ready
+            and not self.experts_[eid].detector.significant(loss)
+        ]
         pick = lambda ids: self.experts_[ids[0]] if ids else None  # noqa: E731
         return pick(normal), pick([eid for _, eid in scored])
 
@@ -195,7 +234,9 @@ class TameLearner(ParamsMixin):
     # -- inference ----------------------------------------------------------------------
     def _check(self) -> None:
         if not hasattr(self, "experts_"):
-            raise NotFittedError("TameLearner is not initialised; call partial_fit or initialize first")
+            raise NotFittedError(
+                "TameLearner is not initialised; call partial_fit or initialize first"
+            )
 
     def _refresh_selector(self) -> None:
         """Align selector outputs with the live experts, then retrain it on their buffers."""
@@ -209,8 +250,12 @@ class TameLearner(ParamsMixin):
         self.selector_ids_ = kept_ids + new_ids
         if len(self.selector_ids_) > 1:
             X = np.concatenate([self.experts_[eid].buffer.X for eid in self.selector_ids_])
-            labels = np.concatenate([np.full(len(self.experts_[eid].buffer), pos)
-                                     for pos, eid in enumerate(self.selector_ids_)])
+            labels = np.concatenate(
+                [
+                    np.full(len(self.experts_[eid].buffer), pos)
+                    for pos, eid in enumerate(self.selector_ids_)
+                ]
+            )
             self.selector_.fit(X, labels)
         self.selector_stale_ = False
 
@@ -247,20 +292,41 @@ class TameLearner(ParamsMixin):
     # -- state (written by clflow.checkpoint, not here) ---------------------------------
     def get_state(self) -> dict:
         self._check()
-        experts = [{"id": e.id, "n_batches": e.n_batches, "parent": e.parent, "returns": e.returns, "learner": e.learner.get_state(),
-                    "detector": e.detector.get_state(), "buffer": e.buffer.get_state()}
-                   for e in self.experts_.values()]
-        return {"n_features_in": self.n_features_in_, "next_id": self.next_id_, "active": self.active_,
-                "experts": experts, "selector": self.selector_.get_state(), "selector_ids": self.selector_ids_,
-                "selector_stale": self.selector_stale_, "pending": self.pending_, "log": asdict(self.log_),
-                "events": [asdict(e) for e in self.events_]}
+        experts = [
+            {
+                "id": e.id,
+                "n_batches": e.n_batches,
+                "parent": e.parent,
+                "returns": e.returns,
+                "learner": e.learner.get_state(),
+                "detector": e.detector.get_state(),
+                "buffer": e.buffer.get_state(),
+            }
+            for e in self.experts_.values()
+        ]
+        return {
+            "n_features_in": self.n_features_in_,
+            "next_id": self.next_id_,
+            "active": self.active_,
+            "experts": experts,
+            "selector": self.selector_.get_state(),
+            "selector_ids": self.selector_ids_,
+            "selector_stale": self.selector_stale_,
+            "pending": self.pending_,
+            "log": asdict(self.log_),
+            "events": [asdict(e) for e in self.events_],
+        }
 
     def set_state(self, state: dict) -> TameLearner:
         self.initialize(int(state["n_features_in"]))
         self.experts_ = {}
         for es in state["experts"]:
             expert = self._new_expert(int(es["id"]))
-            expert.n_batches, expert.parent, expert.returns = int(es["n_batches"]), es["parent"], int(es["returns"])
+            expert.n_batches, expert.parent, expert.returns = (
+                int(es["n_batches"]),
+                es["parent"],
+                int(es["returns"]),
+            )
             expert.learner.set_state(es["learner"])
             expert.detector.set_state(es["detector"])
             expert.buffer.set_state(es["buffer"])

@@ -54,14 +54,20 @@ def read_tame(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def restore(ckpt: dict[str, Any], path: str | Path, learner: TameLearner | None = None) -> TameLearner:
-    """The trained learner of a checkpoint (into `learner` when given); one line when it does not fit."""
+def restore(
+    ckpt: dict[str, Any], path: str | Path, learner: TameLearner | None = None
+) -> TameLearner:
+    """The trained learner of a checkpoint (into `learner` when given); one line when it does not
+    fit."""
     try:
         learner = tame_from_params(ckpt["params"]) if learner is None else learner
         return learner.set_state(ckpt["state"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"does not fit this code ({type(exc).__name__}); delete it to retrain",
-                              file=path, field="state") from None
+        raise CheckpointError(
+            f"does not fit this code ({type(exc).__name__}); delete it to retrain",
+            file=path,
+            field="state",
+        ) from None
 
 
 def load_tame(path: str | Path) -> tuple[TameLearner, dict[str, Any]]:

@@ -46,7 +46,8 @@ def _rows(model_input) -> list | np.ndarray:
 
 
 def features(model_input, n_features: int) -> np.ndarray:
-    """Rows as a float32 matrix (an array, a frame of numeric columns, or a frame with an `x` list column),
+    """Rows as a float32 matrix (an array, a frame of numeric columns, or a frame with an `x` list
+    column),
     checked: at least one row, `n_features` values each, every value a finite number."""
     rows = _rows(model_input)
     if rows is None or len(rows) == 0:
@@ -56,7 +57,9 @@ def features(model_input, n_features: int) -> np.ndarray:
     except (TypeError, ValueError):  # ragged rows, None, text: find the first culprit
         for i, row in enumerate(rows):
             if np.ndim(row) != 1 or len(row) != n_features:
-                raise InputError(f"row {i}: {np.size(row)} values, the model takes {n_features}") from None
+                raise InputError(
+                    f"row {i}: {np.size(row)} values, the model takes {n_features}"
+                ) from None
             try:
                 np.asarray(row, dtype=np.float64)
             except (TypeError, ValueError):
@@ -65,7 +68,9 @@ def features(model_input, n_features: int) -> np.ndarray:
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2 or X.shape[1] != n_features:
-        raise InputError(f"rows have {X.shape[-1] if X.ndim else 0} values, the model takes {n_features}")
+        raise InputError(
+            f"rows have {X.shape[-1] if X.ndim else 0} values, the model takes {n_features}"
+        )
     bad = ~np.isfinite(X)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
@@ -78,7 +83,9 @@ class TameModel(mlflow.pyfunc.PythonModel):
     """Predicts the label (and its class name and the routed expert) of each row of raw features."""
 
     def load_context(self, context) -> None:
-        self.learner, ckpt = load_tame(context.artifacts["checkpoint"])  # no pickle: loading runs no code
+        self.learner, ckpt = load_tame(
+            context.artifacts["checkpoint"]
+        )  # no pickle: loading runs no code
         self.classes = list(ckpt["classes"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
@@ -91,14 +98,20 @@ class TameModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(err.line(), error_code=INVALID_PARAMETER_VALUE) from None
         experts = self.learner.route(X)
         labels = self.learner.predict_with(X, experts)
-        return pd.DataFrame({"label": labels, "class_name": [self.classes[i] for i in labels], "expert": experts})
+        return pd.DataFrame(
+            {"label": labels, "class_name": [self.classes[i] for i in labels], "expert": experts}
+        )
 
 
 def experience_scores(model, stream) -> list[float]:
-    """Accuracy of a loaded pyfunc model on each experience's test rows (their mean is avg_accuracy)."""
+    """Accuracy of a loaded pyfunc model on each experience's test rows (their mean is
+    avg_accuracy)."""
     labels = model.predict(stream.test.X)["label"].to_numpy()
     exps = stream.test.experience
-    return [float((labels[exps == e] == stream.test.y[exps == e]).mean()) for e in range(stream.n_experiences)]
+    return [
+        float((labels[exps == e] == stream.test.y[exps == e]).mean())
+        for e in range(stream.n_experiences)
+    ]
 
 
 def requirements() -> list[str]:
@@ -108,7 +121,9 @@ def requirements() -> list[str]:
     return pinned_requirements(module_level_imports(source_closure(Path(__file__))))
 
 
-def log_tame_model(checkpoint: str | Path, example, name: str = "tame", registered_model_name: str | None = None):
+def log_tame_model(
+    checkpoint: str | Path, example, name: str = "tame", registered_model_name: str | None = None
+):
     """Log a TAME checkpoint as a pyfunc model (selector, experts, class names) with a signature.
 
     The clflow package travels as code, so the model loads wherever its pinned requirements do.
@@ -116,7 +131,11 @@ def log_tame_model(checkpoint: str | Path, example, name: str = "tame", register
     import clflow
 
     return mlflow.pyfunc.log_model(
-        name=name, python_model=TameModel(), artifacts={"checkpoint": str(checkpoint)},
-        input_example=np.asarray(example, dtype=np.float32), code_paths=[str(Path(clflow.__file__).parent)],
-        registered_model_name=registered_model_name, pip_requirements=requirements(),
+        name=name,
+        python_model=TameModel(),
+        artifacts={"checkpoint": str(checkpoint)},
+        input_example=np.asarray(example, dtype=np.float32),
+        code_paths=[str(Path(clflow.__file__).parent)],
+        registered_model_name=registered_model_name,
+        pip_requirements=requirements(),
     )

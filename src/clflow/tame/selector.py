@@ -16,8 +16,16 @@ class Selector:
     pruned, keeping the other outputs' weights (warm start).
     """
 
-    def __init__(self, hidden: int = 128, lr: float = 1e-3, epochs: int = 50, batch_size: int = 64,
-                 device: str = "auto", seed: int = 0, normalizer=None):
+    def __init__(
+        self,
+        hidden: int = 128,
+        lr: float = 1e-3,
+        epochs: int = 50,
+        batch_size: int = 64,
+        device: str = "auto",
+        seed: int = 0,
+        normalizer=None,
+    ):
         self.hidden = hidden
         self.lr = lr
         self.epochs = epochs
@@ -30,8 +38,14 @@ class Selector:
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            scale = [] if self.normalizer is None else [Standardize(self.normalizer.mean, self.normalizer.std)]
-            self.body_ = nn.Sequential(*scale, nn.Linear(n_features, self.hidden), nn.ReLU()).to(self.device_)
+            scale = (
+                []
+                if self.normalizer is None
+                else [Standardize(self.normalizer.mean, self.normalizer.std)]
+            )
+            self.body_ = nn.Sequential(*scale, nn.Linear(n_features, self.hidden), nn.ReLU()).to(
+                self.device_
+            )
         self.head_: nn.Linear | None = None  # grows with the experts
         self.n_features_in_ = n_features
         return self
@@ -60,7 +74,8 @@ class Selector:
         return sum(p.numel() for p in (*self.body_.parameters(), *head))
 
     def fit(self, X: np.ndarray, labels: np.ndarray) -> Selector:
-        """Train on buffered samples; labels are output positions. Class-balanced by sample weights."""
+        """Train on buffered samples; labels are output positions. Class-balanced by sample
+        weights."""
         Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
         yt = torch.as_tensor(labels, dtype=torch.long, device=self.device_)
         counts = torch.bincount(yt, minlength=self.n_outputs).clamp(min=1).float()
@@ -71,8 +86,10 @@ class Selector:
         for _ in range(self.epochs):
             perm = torch.randperm(len(yt), generator=gen).to(self.device_)
             for start in range(0, len(yt), self.batch_size):
-                idx = perm[start:start + self.batch_size]
-                loss = nn.functional.cross_entropy(self.head_(self.body_(Xt[idx])), yt[idx], weight=weight)
+                idx = perm[start : start + self.batch_size]
+                loss = nn.functional.cross_entropy(
+                    self.head_(self.body_(Xt[idx])), yt[idx], weight=weight
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
