@@ -303,3 +303,26 @@ def test_dvc_plots_show_renders_loss_and_heatmaps(built_project, tmp_path):
     for image in ("loss.png", "matrix.png", "matrix_finetune.png"):
         assert image in html
     assert "accuracy.csv" in html and "loss.csv" in html
+
+
+def test_the_same_inputs_give_byte_identical_models(built_project, tmp_path):
+    """DVC sees an unchanged model as unchanged: a fresh run writes the same checkpoint bytes."""
+    out = tmp_path / "models"
+    run(
+        [
+            sys.executable,
+            "stages/tame.py",
+            "--models",
+            str(out),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+        built_project,
+    )
+    for ckpt in (built_project / "models" / "tame").glob("*.pt"):
+        assert (out / ckpt.name).read_bytes() == ckpt.read_bytes(), ckpt.name
+    assert (tmp_path / "m.json").read_text() == (
+        built_project / "metrics" / "tame.json"
+    ).read_text()
