@@ -89,9 +89,11 @@ class ExperienceBalancedBuffer:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.groups: list[tuple[np.ndarray, np.ndarray]] = []
+        self.X: np.ndarray | None = None  # the groups joined; rebuilt when an experience arrives
+        self.y = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
-        return sum(len(g[1]) for g in self.groups)
+        return len(self.y)
 
     def group_sizes(self, n_groups: int) -> list[int]:
         sizes = [self.capacity // n_groups] * n_groups
@@ -104,26 +106,15 @@ class ExperienceBalancedBuffer:
         self.groups.append((X[order], y[order]))
         sizes = self.group_sizes(len(self.groups))
         self.groups = [(gx[:n].copy(), gy[:n].copy()) for (gx, gy), n in zip(self.groups, sizes)]
-
-    @property
-    def X(self) -> np.ndarray | None:
-        return np.concatenate([g[0] for g in self.groups]) if self.groups else None
-
-    @property
-    def y(self) -> np.ndarray:
-        return (
-            np.concatenate([g[1] for g in self.groups])
-            if self.groups
-            else np.empty(0, dtype=np.int64)
-        )
+        self.X = np.concatenate([g[0] for g in self.groups])
+        self.y = np.concatenate([g[1] for g in self.groups])
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to n stored examples, drawn without replacement."""
         if not len(self):
             raise ValueError("empty buffer")
-        X, y = self.X, self.y
-        idx = self.rng.choice(len(y), size=min(n, len(y)), replace=False)
-        return X[idx], y[idx]  # type: ignore[index]
+        idx = self.rng.choice(len(self.y), size=min(n, len(self.y)), replace=False)
+        return self.X[idx], self.y[idx]  # type: ignore[index]
 
 
 class Plugin:
