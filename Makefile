@@ -11,6 +11,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_HOME := $(CURDIR)/.prefect
+# Prefect's ephemeral API gives up after 20 s; a first start (database migrations) on a busy
+# 2-core machine can take longer (measured: a failed `make run` on a fresh .prefect/).
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PREFECT_LOGGING_LEVEL ?= WARNING

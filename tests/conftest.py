@@ -20,6 +20,8 @@ QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
+    # stages that run a flow start their own ephemeral Prefect API; its default 20 s is short on 2 cores
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 os.environ.update(QUIET)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
