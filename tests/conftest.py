@@ -20,7 +20,7 @@ QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
-    # stages that run a flow start their own ephemeral Prefect API; its default 20 s is short on 2 cores
+    # stages that run a flow start their own ephemeral Prefect API: its 20 s default is short here
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 os.environ.update(QUIET)
