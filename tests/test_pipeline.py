@@ -22,7 +22,7 @@ def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
     for vals in metrics.values():
         assert {"avg_accuracy", "forgetting", "bwt", "fwt"} <= set(vals)
     # catastrophic forgetting on Split-Digits: finetune far below joint, replay in between
-    assert metrics["finetune"]["avg_accuracy"] < 0.4 < metrics["joint"]["avg_accuracy"]
+    assert metrics["finetune"]["avg_accuracy"] < metrics["joint"]["avg_accuracy"] - 0.3
     assert (
         metrics["finetune"]["avg_accuracy"]
         < metrics["replay"]["avg_accuracy"]
