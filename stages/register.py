@@ -68,19 +68,20 @@ def main(argv: list[str] | None = None) -> None:
         info = log_tame_model(ckpt_path, stream.test.X[:2], registered_model_name=cfg.model_name)
         version = str(info.registered_model_version)
         scores = evaluate(f"models:/{cfg.model_name}/{version}")
+        forgot = forgetting(ckpt["R"])
         registry = Registry(cfg.model_name, tracking_uri(), cfg.lock_timeout)
         registry.tag(
             version,
             **{"clflow.run_id": run.info.run_id, "clflow.experiences": str(stream.n_experiences)},
         )
         decision = registry.consider(
-            version, scores, cfg.max_experience_drop, evaluate, forgetting=forgetting(ckpt["R"])
+            version, scores, cfg.max_experience_drop, evaluate, forgetting=forgot
         )
         champion = registry.version("champion")
         evidence = json.loads(registry.get(version).tags[TAG_EVIDENCE])
         out = {
             "avg_accuracy": sum(scores) / len(scores),
-            "forgetting": forgetting(ckpt["R"]),
+            "forgetting": forgot,
             "version": int(version),
             "promoted": int(decision.promote),
             "champion_version": int(champion.version) if champion else 0,
