@@ -22,7 +22,39 @@ def test_repeated_presentations_count_once():
     X = np.eye(3, dtype=np.float32)
     for _ in range(4):
         buf.add(X, np.array([0, 1, 2]))
-    assert buf.n_seen == 3 and len(buf) == 3
+    assert len(buf) == 3 and sorted(buf.y.tolist()) == [0, 1, 2]
+    # an example evicted once stays out when it comes back (a recurring task)
+    small = ReservoirBuffer(2, seed=0)
+    for _ in range(3):
+        small.add(np.arange(10, dtype=np.float32)[:, None], np.zeros(10, int))
+    assert len(small) == 2 and len(set(small.X[:, 0].tolist())) == 2
+
+
+def test_reservoir_sample_does_not_depend_on_order():
+    X, y = np.arange(200, dtype=np.float32)[:, None], np.arange(200) % 3
+    a, b = ReservoirBuffer(20, seed=4), ReservoirBuffer(20, seed=4)
+    a.add(X, y)
+    for i in np.random.default_rng(1).permutation(200):
+        b.add(X[i : i + 1], y[i : i + 1])
+    assert sorted(a.X[:, 0].tolist()) == sorted(b.X[:, 0].tolist())
+
+
+def test_reservoir_and_its_checkpoint_stay_bounded(tmp_path):
+    from clflow.checkpoint import load_checkpoint, save_checkpoint
+
+    def checkpoint_size(n_rows: int) -> int:
+        buf = ReservoirBuffer(50, seed=0)
+        rng = np.random.default_rng(0)
+        for _ in range(n_rows // 100):  # distinct rows, several epochs over them
+            buf.add(rng.normal(size=(100, 8)).astype(np.float32), rng.integers(0, 10, 100))
+        path = tmp_path / f"{n_rows}.pt"
+        save_checkpoint(path, {"buffer": buf.get_state()})
+        again = ReservoirBuffer(50, seed=0).set_state(load_checkpoint(path)["buffer"])
+        assert np.array_equal(again.X, buf.X) and np.array_equal(again.priority, buf.priority)
+        return path.stat().st_size
+
+    # 100x buffer_size distinct rows: the checkpoint holds 50 rows, as after 100 rows
+    assert checkpoint_size(5000) <= checkpoint_size(100) + 64
 
 
 def test_replay_doubles_batch_from_memory():

@@ -2,62 +2,80 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 
 class ReservoirBuffer:
-    """Uniform random sample of every distinct example seen (reservoir sampling, Vitter's R).
+    """A uniform random sample of the distinct examples seen, in O(capacity) memory.
 
-    Repeated presentations of one example (several epochs) count once, so the
-    buffer stays uniform over the data rather than over presentations.
+    Bottom-k sampling: every distinct example gets a pseudo-random priority, a keyed
+    64-bit hash of its bytes (features and label), and the buffer keeps the `capacity`
+    examples of lowest priority. That is a uniform sample without replacement of the
+    distinct examples seen (each set of `capacity` is equally likely over seeds), and
+    repeated presentations of one example (several epochs, a recurring task) count once
+    with no record of the past: an example seen again has the priority it had, so it is
+    either still held or still below the cut. Only the held rows and their priorities
+    are stored (and checkpointed), never the keys of everything seen; the sample is the
+    same whatever the order of the data.
     """
 
     def __init__(self, capacity: int, seed: int = 0):
         self.capacity = capacity
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # draws rehearsal batches only
         self.X: np.ndarray | None = None
         self.y = np.empty(0, dtype=np.int64)
-        self.n_seen = 0
-        self._keys: list[bytes] = []
-        self._known: set[bytes] = set()
+        self.priority = np.empty(0, dtype=np.uint64)
 
     def __len__(self) -> int:
         return len(self.y)
 
+    def priorities(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Each row's priority: blake2b of its bytes and label, keyed by the seed."""
+        key = self.seed.to_bytes(8, "little", signed=True)
+        X = np.ascontiguousarray(X)
+        return np.array(
+            [
+                int.from_bytes(
+                    hashlib.blake2b(
+                        x_i.tobytes() + int(y_i).to_bytes(8, "little", signed=True),
+                        digest_size=8,
+                        key=key,
+                    ).digest(),
+                    "little",
+                )
+                for x_i, y_i in zip(X, y)
+            ],
+            dtype=np.uint64,
+        )
+
     def add(self, X: np.ndarray, y: np.ndarray) -> None:
-        for x_i, y_i in zip(X, y):
-            key = x_i.tobytes() + int(y_i).to_bytes(8, "little", signed=True)
-            if key in self._known:
-                continue
-            self._known.add(key)
-            self.n_seen += 1
-            if len(self.y) < self.capacity:
-                self.X = x_i[None].copy() if self.X is None else np.concatenate([self.X, x_i[None]])
-                self.y = np.append(self.y, y_i)
-                self._keys.append(key)
-            else:
-                j = int(self.rng.integers(self.n_seen))
-                if j < self.capacity:
-                    self.X[j], self.y[j], self._keys[j] = x_i, y_i, key  # type: ignore[index]
+        if not len(y):
+            return
+        y = np.asarray(y, dtype=np.int64)
+        prio = self.priorities(X, y)
+        if self.X is not None:
+            X, y = np.concatenate([self.X, X]), np.concatenate([self.y, y])
+            prio = np.concatenate([self.priority, prio])
+        # one row per priority (a repeat of a held or a new example), lowest first
+        prio, first = np.unique(prio, return_index=True)
+        keep = first[: self.capacity]
+        self.X, self.y, self.priority = X[keep].copy(), y[keep], prio[: self.capacity]
 
     def get_state(self) -> dict:
         return {
             "X": self.X,
             "y": self.y,
-            "n_seen": self.n_seen,
-            "keys": list(self._keys),
-            "known": sorted(self._known),
+            "priority": self.priority.view(np.int64),  # torch stores no uint64 arrays
             "rng": self.rng.bit_generator.state,
         }
 
     def set_state(self, state: dict) -> ReservoirBuffer:
-        self.X, self.y, self.n_seen = (
-            state["X"],
-            np.asarray(state["y"], dtype=np.int64),
-            int(state["n_seen"]),
-        )
-        self._keys, self._known = list(state["keys"]), set(state["known"])
+        self.X = state["X"]
+        self.y = np.asarray(state["y"], dtype=np.int64)
+        self.priority = np.asarray(state["priority"], dtype=np.int64).view(np.uint64)
         self.rng.bit_generator.state = state["rng"]
         return self
 
