@@ -138,12 +138,12 @@ def incremental(train: TrainConfig, tame: TameConfig, seed: int) -> tuple[float,
         for rep in range(3):
             ckpt = Path(tmp) / f"full{rep}.pt"
             t0 = time.perf_counter()
-            train_seed(full_stream, train, tame, seed, ckpt)
+            train_seed(full_stream, train, tame, seed, ckpt, ckpt)
             full_t.append(time.perf_counter() - t0)
             ckpt = Path(tmp) / f"inc{rep}.pt"
-            train_seed(first, train, tame, seed, ckpt)
+            train_seed(first, train, tame, seed, ckpt, ckpt)
             t0 = time.perf_counter()
-            _, _, start = train_seed(full_stream, train, tame, seed, ckpt)
+            _, _, start = train_seed(full_stream, train, tame, seed, ckpt, ckpt)
             inc_t.append(time.perf_counter() - t0)
             assert start == 4, "the update did not continue from the checkpoint"
     return float(np.median(full_t)), float(np.median(inc_t))

@@ -11,7 +11,7 @@ import polars as pl
 from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_seeds
-from clflow.io import atomic_path, write_json
+from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.learners import ContinualLearner, learner_for_method
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
@@ -72,37 +72,40 @@ def main(argv: list[str] | None = None) -> None:
         plots="plots/baselines",
     )
 
-    params = load_params(args.params)
-    stream = load_stream(args.stream)
-    results, learners = {}, {}
-    for method in params.baselines.methods:
-        results[method], learners[method] = run_method(
-            method, stream, params.train, params.baselines
-        )
-    metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
-    write_plots(results, Path(args.plots))
-    write_json(args.metrics, metrics)
-    for m, v in metrics.items():
-        log.info(
-            "%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f",
-            m,
-            v["avg_accuracy"],
-            v["avg_accuracy_std"],
-            v["forgetting"],
-        )
+    with StagedOuts(args.metrics, args.plots) as outs:  # all change, or none
+        params = load_params(args.params)
+        stream = load_stream(args.stream)
+        results, learners = {}, {}
+        for method in params.baselines.methods:
+            results[method], learners[method] = run_method(
+                method, stream, params.train, params.baselines
+            )
+        metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
+        write_plots(results, Path(outs[args.plots]))
+        write_json(outs[args.metrics], metrics)
+        for m, v in metrics.items():
+            log.info(
+                "%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f",
+                m,
+                v["avg_accuracy"],
+                v["avg_accuracy_std"],
+                v["forgetting"],
+            )
 
-    import mlflow
+        import mlflow
 
-    sections = {"train": params.train.model_dump(), "baselines": params.baselines.model_dump()}
-    with stage_run("baselines", sections, params.tracking.experiment):
-        mlflow.log_metrics({f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()})
-        mlflow.log_dict(
-            {m: [r.R.tolist() for r in runs] for m, runs in results.items()},
-            "accuracy_matrices.json",
-        )
-        mlflow.log_artifacts(args.plots, "plots")
-        for m, learner in learners.items():
-            log_torch_model(learner.model_, m, stream.test.X[:2])
+        sections = {"train": params.train.model_dump(), "baselines": params.baselines.model_dump()}
+        with stage_run("baselines", sections, params.tracking.experiment):
+            mlflow.log_metrics(
+                {f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()}
+            )
+            mlflow.log_dict(
+                {m: [r.R.tolist() for r in runs] for m, runs in results.items()},
+                "accuracy_matrices.json",
+            )
+            mlflow.log_artifacts(outs[args.plots], "plots")
+            for m, learner in learners.items():
+                log_torch_model(learner.model_, m, stream.test.X[:2])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import polars as pl
 from clflow.config import load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import run_stream
-from clflow.io import write_json, write_parquet
+from clflow.io import StagedOuts, write_json, write_parquet
 from clflow.learners import learner_from_config
 from clflow.stage import stage_args
 from clflow.streams import load_stream
@@ -56,63 +56,64 @@ def main(argv: list[str] | None = None) -> None:
         metrics="metrics/federated.json",
     )
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's per-worker chatter
-    params = load_params(args.params)
-    cfg = params.federated
-    stream = load_stream(args.stream)
-    flows = load_flow_module()
-    run = flows.federated.with_options(task_runner=flows.task_runner(cfg.runner, cfg.address))
-    out = run(
-        stream,
-        n_clients=cfg.clients,
-        overlap=cfg.overlap,
-        encoder_kind=cfg.encoder,
-        metric=cfg.metric,
-        seed=cfg.seed,
-        group_size=cfg.group_size,
-    )
-    server, last = out["server"], out["history"][-1]
-    metrics = {
-        "merged_accuracy": last["merged_accuracy"],
-        "central_accuracy": last["central_accuracy"],
-        "max_prototype_diff": max(h["max_prototype_diff"] for h in out["history"]),
-        "local_only_accuracy_mean": float(np.mean(out["local_accuracies"])),
-        "local_only_accuracy_max": float(np.max(out["local_accuracies"])),
-        "finetune_accuracy": finetune_accuracy(stream, params.train),
-        "rejected_updates": float(sum(h["rejected"] for h in out["history"])),
-        "rounds": out["history"],
-    }
-    known = server.known
-    write_parquet(
-        args.prototypes,
-        pl.DataFrame(
-            {
-                "label": known,
-                "name": [stream.classes[k] for k in known],
-                "count": server.counts[known],
-                "prototype": pl.Series("prototype", server.prototypes().astype(np.float32)).cast(
-                    pl.List(pl.Float32)
-                ),
-                "encoder_hash": [server.encoder_hash] * len(known),
-            }
-        ),
-    )
-    write_json(args.metrics, metrics)
-    log.info(
-        "merged %.3f, central %.3f, local-only mean %.3f, finetune %.3f",
-        metrics["merged_accuracy"],
-        metrics["central_accuracy"],
-        metrics["local_only_accuracy_mean"],
-        metrics["finetune_accuracy"],
-    )
+    with StagedOuts(args.prototypes, args.metrics) as outs:  # all change, or none
+        params = load_params(args.params)
+        cfg = params.federated
+        stream = load_stream(args.stream)
+        flows = load_flow_module()
+        run = flows.federated.with_options(task_runner=flows.task_runner(cfg.runner, cfg.address))
+        out = run(
+            stream,
+            n_clients=cfg.clients,
+            overlap=cfg.overlap,
+            encoder_kind=cfg.encoder,
+            metric=cfg.metric,
+            seed=cfg.seed,
+            group_size=cfg.group_size,
+        )
+        server, last = out["server"], out["history"][-1]
+        metrics = {
+            "merged_accuracy": last["merged_accuracy"],
+            "central_accuracy": last["central_accuracy"],
+            "max_prototype_diff": max(h["max_prototype_diff"] for h in out["history"]),
+            "local_only_accuracy_mean": float(np.mean(out["local_accuracies"])),
+            "local_only_accuracy_max": float(np.max(out["local_accuracies"])),
+            "finetune_accuracy": finetune_accuracy(stream, params.train),
+            "rejected_updates": float(sum(h["rejected"] for h in out["history"])),
+            "rounds": out["history"],
+        }
+        known = server.known
+        write_parquet(
+            outs[args.prototypes],
+            pl.DataFrame(
+                {
+                    "label": known,
+                    "name": [stream.classes[k] for k in known],
+                    "count": server.counts[known],
+                    "prototype": pl.Series(
+                        "prototype", server.prototypes().astype(np.float32)
+                    ).cast(pl.List(pl.Float32)),
+                    "encoder_hash": [server.encoder_hash] * len(known),
+                }
+            ),
+        )
+        write_json(outs[args.metrics], metrics)
+        log.info(
+            "merged %.3f, central %.3f, local-only mean %.3f, finetune %.3f",
+            metrics["merged_accuracy"],
+            metrics["central_accuracy"],
+            metrics["local_only_accuracy_mean"],
+            metrics["finetune_accuracy"],
+        )
 
-    import mlflow
+        import mlflow
 
-    from clflow.tracking import stage_run
+        from clflow.tracking import stage_run
 
-    with stage_run("federated", {"federated": cfg.model_dump()}, params.tracking.experiment):
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
-        mlflow.log_dict(metrics["rounds"], "rounds.json")
-        mlflow.log_artifact(args.prototypes)
+        with stage_run("federated", {"federated": cfg.model_dump()}, params.tracking.experiment):
+            mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+            mlflow.log_dict(metrics["rounds"], "rounds.json")
+            mlflow.log_artifact(outs[args.prototypes])
 
 
 if __name__ == "__main__":

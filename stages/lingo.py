@@ -15,7 +15,7 @@ import polars as pl
 from clflow.config import LingoConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_seeds
-from clflow.io import atomic_path, write_json
+from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.learners import learner_for_method
 from clflow.lingo.targets import random_targets, read_targets
 from clflow.metrics import mean_std
@@ -89,38 +89,39 @@ def main(argv: list[str] | None = None) -> None:
         metrics="metrics/lingo.json",
         plots="plots/lingo",
     )
-    params = load_params(args.params)
-    stream = load_stream(args.stream)
-    language = read_targets(args.targets, stream.classes)
-    results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
-    metrics = {
-        m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
-        for m, heads in results.items()
-    }
-    write_plots(results, Path(args.plots))
-    write_json(args.metrics, metrics)
-    for m, heads in metrics.items():
-        for h, v in heads.items():
-            log.info(
-                "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f",
-                m,
-                h,
-                v["avg_accuracy"],
-                v["avg_accuracy_std"],
-                v["forgetting"],
-            )
+    with StagedOuts(args.metrics, args.plots) as outs:  # all change, or none
+        params = load_params(args.params)
+        stream = load_stream(args.stream)
+        language = read_targets(args.targets, stream.classes)
+        results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
+        metrics = {
+            m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
+            for m, heads in results.items()
+        }
+        write_plots(results, Path(outs[args.plots]))
+        write_json(outs[args.metrics], metrics)
+        for m, heads in metrics.items():
+            for h, v in heads.items():
+                log.info(
+                    "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f",
+                    m,
+                    h,
+                    v["avg_accuracy"],
+                    v["avg_accuracy_std"],
+                    v["forgetting"],
+                )
 
-    import mlflow
+        import mlflow
 
-    from clflow.tracking import flatten, stage_run
+        from clflow.tracking import flatten, stage_run
 
-    with stage_run(
-        "lingo",
-        {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()},
-        params.tracking.experiment,
-    ):
-        mlflow.log_metrics(flatten(metrics))
-        mlflow.log_artifacts(args.plots, "plots")
+        with stage_run(
+            "lingo",
+            {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()},
+            params.tracking.experiment,
+        ):
+            mlflow.log_metrics(flatten(metrics))
+            mlflow.log_artifacts(outs[args.plots], "plots")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 from clflow.config import RetrievalConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import run_seeds, run_stream
-from clflow.io import write_json
+from clflow.io import StagedOuts, write_json
 from clflow.learners import learner_for_method, learner_from_config
 from clflow.metrics import mean_std
 from clflow.plugins import ReplayPlugin
@@ -107,54 +107,57 @@ def main(argv: list[str] | None = None) -> None:
         bank="models/retrieval/bank",
         metrics="metrics/retrieval.json",
     )
-    params = load_params(args.params)
-    cfg, train, memory = params.retrieval, params.train, params.baselines.memory
-    stream = load_stream(args.stream)
-    bank_cfg = BankConfig(metric=cfg.metric, index=cfg.index)
-    held_out = np.unique(stream.train.y[stream.train.experience == stream.n_experiences - 1])
+    with StagedOuts(args.bank, args.metrics) as outs:  # all change, or none
+        params = load_params(args.params)
+        cfg, train, memory = params.retrieval, params.train, params.baselines.memory
+        stream = load_stream(args.stream)
+        bank_cfg = BankConfig(metric=cfg.metric, index=cfg.index)
+        held_out = np.unique(stream.train.y[stream.train.experience == stream.n_experiences - 1])
 
-    embed = embedder(stream, train, cfg, memory, held_out)
-    metrics = {
-        "augmented": augmented(stream, train, memory, cfg, bank_cfg),
-        "fewshot": {
-            "held_out_classes": [stream.classes[c] for c in held_out],
-            **few_shot(stream, embed, held_out, cfg.shots, cfg.k, bank_cfg, seed=train.seeds[0]),
-        },
-        "retrieval_replay": replay_variants(stream, train, memory),
-    }
-    tr = stream.train
-    bank = build_bank(
-        tr.X,
-        tr.y,
-        embed,
-        bank_cfg,
-        {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)},
-    )
-    bank.save(args.bank)
-    metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}
-    write_json(args.metrics, metrics)
-    for method, v in metrics["augmented"].items():
-        log.info(
-            "%-8s avg_accuracy alone %.3f, with retrieval %.3f",
-            method,
-            v["alone"]["avg_accuracy"],
-            v["with_retrieval"]["avg_accuracy"],
+        embed = embedder(stream, train, cfg, memory, held_out)
+        metrics = {
+            "augmented": augmented(stream, train, memory, cfg, bank_cfg),
+            "fewshot": {
+                "held_out_classes": [stream.classes[c] for c in held_out],
+                **few_shot(
+                    stream, embed, held_out, cfg.shots, cfg.k, bank_cfg, seed=train.seeds[0]
+                ),
+            },
+            "retrieval_replay": replay_variants(stream, train, memory),
+        }
+        tr = stream.train
+        bank = build_bank(
+            tr.X,
+            tr.y,
+            embed,
+            bank_cfg,
+            {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)},
         )
+        bank.save(outs[args.bank])
+        metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}
+        write_json(outs[args.metrics], metrics)
+        for method, v in metrics["augmented"].items():
+            log.info(
+                "%-8s avg_accuracy alone %.3f, with retrieval %.3f",
+                method,
+                v["alone"]["avg_accuracy"],
+                v["with_retrieval"]["avg_accuracy"],
+            )
 
-    import mlflow
+        import mlflow
 
-    from clflow.tracking import flatten, stage_run
+        from clflow.tracking import flatten, stage_run
 
-    sections = {
-        "train": train.model_dump(),
-        "retrieval": cfg.model_dump(),
-        "baselines.memory": memory,
-    }
-    with stage_run("retrieval", sections, params.tracking.experiment):
-        mlflow.log_metrics(
-            {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
-        )
-        mlflow.log_artifacts(args.bank, "bank")
+        sections = {
+            "train": train.model_dump(),
+            "retrieval": cfg.model_dump(),
+            "baselines.memory": memory,
+        }
+        with stage_run("retrieval", sections, params.tracking.experiment):
+            mlflow.log_metrics(
+                {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
+            )
+            mlflow.log_artifacts(outs[args.bank], "bank")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import polars as pl
 from clflow.config import TameConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_stream, untrained_accuracies
-from clflow.io import atomic_path, write_json
+from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.learners import learner_from_config
 from clflow.lingo.targets import read_targets
 from clflow.metrics import mean_std, shift_points
@@ -47,9 +47,11 @@ def train_seed(
     cfg: TameConfig,
     seed: int,
     ckpt_path: Path,
+    save_to: Path,
     targets: np.ndarray | None = None,
 ) -> tuple[TameLearner, RunResult, int]:
-    """Train (or continue) one seed; returns the learner, its full result and where it resumed."""
+    """Train (or continue from `ckpt_path`) one seed and save it to `save_to`; returns the learner,
+    its full result and where it resumed."""
     fp = incremental.fingerprint(
         {
             "train": train.model_dump(),
@@ -71,7 +73,7 @@ def train_seed(
         result = incremental.merge(ckpt, run_stream(learner, stream, start=start, **run))
         result.b = untrained_accuracies(make_tame(stream, train, cfg, seed, targets), stream)
     save_tame(
-        ckpt_path,
+        save_to,
         learner,
         fingerprint=fp,
         experiences=stream.n_experiences,
@@ -123,47 +125,56 @@ def main(argv: list[str] | None = None) -> None:
         targets="data/class_targets.parquet",
     )
 
-    params = load_params(args.params)
-    stream = load_stream(args.stream)
-    targets = read_targets(args.targets, stream.classes) if params.tame.head == "lingo" else None
-    runs, learners, resumed = [], [], []
-    for seed in params.train.seeds:
-        learner, result, start = train_seed(
-            stream, params.train, params.tame, seed, Path(args.models) / f"seed_{seed}.pt", targets
+    with StagedOuts(args.models, args.metrics, args.plots) as outs:  # all change, or none
+        params = load_params(args.params)
+        stream = load_stream(args.stream)
+        targets = (
+            read_targets(args.targets, stream.classes) if params.tame.head == "lingo" else None
         )
-        scores = evaluate.tame_scores(
-            learner, stream, result.batch_experience, params.tame.match_tolerance
+        runs, learners, resumed = [], [], []
+        for seed in params.train.seeds:
+            learner, result, start = train_seed(
+                stream,
+                params.train,
+                params.tame,
+                seed,
+                Path(args.models) / f"seed_{seed}.pt",
+                outs[args.models] / f"seed_{seed}.pt",
+                targets,
+            )
+            scores = evaluate.tame_scores(
+                learner, stream, result.batch_experience, params.tame.match_tolerance
+            )
+            runs.append({**result.metrics(), **scores})
+            learners.append((learner, result))
+            resumed.append(start)
+        metrics = {**mean_std(runs), "resumed_from_experience": float(min(resumed))}
+        write_plots(*learners[0], stream, Path(outs[args.plots]))
+        write_json(outs[args.metrics], metrics)
+        log.info(
+            "avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f",
+            metrics["avg_accuracy"],
+            metrics["avg_accuracy_std"],
+            metrics["detection_f1"],
+            metrics["n_experts"],
+            metrics["selector_accuracy"],
         )
-        runs.append({**result.metrics(), **scores})
-        learners.append((learner, result))
-        resumed.append(start)
-    metrics = {**mean_std(runs), "resumed_from_experience": float(min(resumed))}
-    write_plots(*learners[0], stream, Path(args.plots))
-    write_json(args.metrics, metrics)
-    log.info(
-        "avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f",
-        metrics["avg_accuracy"],
-        metrics["avg_accuracy_std"],
-        metrics["detection_f1"],
-        metrics["n_experts"],
-        metrics["selector_accuracy"],
-    )
 
-    import mlflow
+        import mlflow
 
-    from clflow.tracking import stage_run
+        from clflow.tracking import stage_run
 
-    with stage_run(
-        "tame",
-        {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
-        params.tracking.experiment,
-    ):
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(
-            {"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]},
-            "accuracy.json",
-        )
-        mlflow.log_artifacts(args.plots, "plots")
+        with stage_run(
+            "tame",
+            {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
+            params.tracking.experiment,
+        ):
+            mlflow.log_metrics(metrics)
+            mlflow.log_dict(
+                {"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]},
+                "accuracy.json",
+            )
+            mlflow.log_artifacts(outs[args.plots], "plots")
 
 
 if __name__ == "__main__":

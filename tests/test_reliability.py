@@ -8,14 +8,13 @@ hashes and the registry before and after, and puts the project back.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import file_hashes, free_port, make_project, run, update_params
+from conftest import copy_project, file_hashes, free_port, run, update_params
 
 from clflow.dvcrun import own_errors
 
@@ -24,10 +23,8 @@ WATCHED = ("data/stream", "data/experiences", "dvc.lock", "models/tame", "metric
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    dest = make_project(tmp_path_factory.mktemp("faults") / "project")
-    run([sys.executable, "-m", "dvc", "repro", "register"], dest)
-    return dest
+def project(tmp_path_factory, built_project) -> Path:
+    return copy_project(built_project, tmp_path_factory.mktemp("faults") / "project")
 
 
 def champion(project: Path) -> tuple[str, int]:
@@ -132,32 +129,34 @@ def test_corrupt_checkpoint_is_kept_and_nothing_else_changes(project):
     assert "up to date" in dvc_repro(project, "register").stdout
 
 
-def test_sigkill_mid_training_leaves_no_half_outputs_and_recovers(project):
-    from clflow.checkpoint import load_checkpoint
+# Where `dvc repro tame` is killed: while it writes (into staged copies), with only models/tame
+# moved in by the commit, and with every out moved in but the commit unfinished.
+# (tests/test_io.py kills a stage at every one of its points in turn.)
+KILL_POINTS = ("seed_0.pt", "commit metrics/tame.json", "commit done")
 
+
+def test_a_stage_killed_at_any_write_or_rename_keeps_the_previous_outs(project):
+    from clflow.checkpoint import load_checkpoint
+    from clflow.io import StagedOuts
+
+    outs = ("models/tame", "metrics/tame.json", "plots/tame")
     before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 101")
     try:
-        with Unchanged(project):
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dvc", "repro", "tame"],
-                cwd=project,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            for line in proc.stdout:  # kill once training is under way
-                if "Running stage 'tame'" in line:
-                    time.sleep(3)
-                    break
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        load_checkpoint(
-            project / "models" / "tame" / "seed_0.pt"
-        )  # still a whole, readable checkpoint
-        # the next run needs no cleanup: no stale DVC lock, temp files are ignored by DVC
-        done = dvc_repro(project, "tame")
+        before, registry = file_hashes(project, *outs, "dvc.lock"), champion(project)
+        for point in KILL_POINTS:  # SIGKILL by a test-only hook
+            proc = dvc_repro(project, "tame", env={"CLFLOW_TEST_KILL_AT": point})
+            assert f"{point}\n" in proc.stderr + proc.stdout, proc.stdout + proc.stderr
+            if point.startswith("commit "):
+                # killed between the commit's renames: the stage's next start rolls it back
+                assert (project / "models" / ".tame.commit.json").exists()
+                StagedOuts(*(project / o for o in outs))
+            assert file_hashes(project, *outs, "dvc.lock") == before, f"killed at {point}"
+            assert champion(project) == registry
+        done = dvc_repro(project, "tame")  # no cleanup needed
         assert done.returncode == 0, done.stdout + done.stderr
+        load_checkpoint(project / "models" / "tame" / "seed_0.pt")
+        # the run that got through left no staged or set-aside copies, and DVC agrees
+        assert not [p for p in project.rglob(".*") if p.suffix in (".staged", ".prev")]
         assert "up to date" in run([sys.executable, "-m", "dvc", "status", "tame"], project).stdout
     finally:
         (project / "params.yaml").write_text(before_params)

@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary sibling, then rename into place.
 
-A crash or a failing stage never leaves a half-written output behind.
+A crash or a failing stage never leaves a half-written output behind, and a
+stage's outs change all together (StagedOuts).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+_points = 0  # kill points passed in this process (test hook)
 
 
 @contextmanager
@@ -27,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        kill_point(f"write {path}")
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -40,6 +46,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        kill_point(f"write {path}")
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
@@ -60,3 +67,98 @@ def write_parquet(path: str | os.PathLike, df: pl.DataFrame) -> None:
     """Write a polars frame to parquet, atomically."""
     with atomic_path(path) as tmp:
         df.write_parquet(tmp)
+
+
+def kill_point(label: str) -> None:
+    """A test-only hook: SIGKILL this process at a point named by CLFLOW_TEST_KILL_AT.
+
+    The points are each atomic write and each step of a StagedOuts commit; the
+    variable names one by its number in this process (`3`) or by text in its label
+    (`commit metrics/tame.json`: the first point whose label holds it).
+    """
+    at = os.environ.get("CLFLOW_TEST_KILL_AT")
+    if not at:
+        return
+    global _points
+    _points += 1
+    if (at.isdigit() and int(at) == _points) or (not at.isdigit() and at in label):
+        print(f"test hook: killed at point {_points}, {label}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StagedOuts:
+    """A stage's outs, changed all together or not at all.
+
+    The stage writes each out at `staged[out]` (a hidden sibling); leaving the `with`
+    block normally commits: the previous outs move aside, the staged ones move in
+    (renames only, on one file system) and a journal beside the first out records the
+    commit while it runs. A commit killed half-way is rolled back, to the previous outs
+    that `dvc.lock` still describes, when the stage next starts (`dvc repro` reruns a
+    stage whose outs changed). An exception discards the staged outs.
+    """
+
+    def __init__(self, *outs: str | os.PathLike):
+        self.outs = [Path(o) for o in outs]
+        self.journal = _hidden(self.outs[0], "commit.json")
+        self.rollback()
+        # what a killed run left: set-aside and staged copies, atomic_path's temp files
+        for path in [self.journal] + [self[out] for out in self.outs]:
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                tmp.unlink()
+        for out in self.outs:
+            _remove(_hidden(out, "prev"))
+            _remove(self[out])
+            out.parent.mkdir(parents=True, exist_ok=True)
+
+    def __getitem__(self, out: str | os.PathLike) -> Path:
+        return _hidden(Path(out), "staged")
+
+    def __enter__(self) -> StagedOuts:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        for out in self.outs:
+            _remove(self[out])
+
+    def commit(self) -> None:
+        existed = [out.exists() for out in self.outs]
+        write_json(self.journal, {"outs": [str(o) for o in self.outs], "existed": existed})
+        # from here until the journal goes, a kill is undone by the next start (rollback)
+        for out in self.outs:
+            kill_point(f"commit {out}")
+            if out.exists():
+                os.replace(out, _hidden(out, "prev"))
+            if self[out].exists():
+                os.replace(self[out], out)
+        kill_point("commit done")
+        self.journal.unlink()  # the commit point: from here the new outs stand
+        for out in self.outs:
+            _remove(_hidden(out, "prev"))
+
+    def rollback(self) -> None:
+        """Undo a commit that was killed half-way (a journal is left): the previous outs return."""
+        if not self.journal.exists():
+            return
+        for out in self.outs:
+            prev = _hidden(out, "prev")
+            if prev.exists():
+                _remove(out)
+                os.replace(prev, out)
+        # an out that did not exist before the commit goes again
+        for out, existed in zip(self.outs, json.loads(self.journal.read_text())["existed"]):
+            if not existed:
+                _remove(out)
+        self.journal.unlink()
+
+
+def _hidden(path: Path, what: str) -> Path:
+    return path.with_name(f".{path.name}.{what}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
