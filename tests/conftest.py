@@ -84,22 +84,42 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
 
 
-@pytest.fixture(scope="session")
-def built_project(tmp_path_factory) -> Path:
-    """One project on which `dvc repro` has run (shared: the pipeline takes tens of seconds)."""
-    dest = make_project(tmp_path_factory.mktemp("built") / "project")
-    run([sys.executable, "-m", "dvc", "repro"], dest)
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a built project (git, DVC cache, outs, MLflow store): cheaper than a rebuild.
+
+    The copy's MLflow runs keep their artifacts where the original's experiment put them
+    (MLflow stores absolute artifact URIs); session projects outlive every test.
+    """
+    shutil.copytree(src, dest, symlinks=True)
     return dest
 
 
 @pytest.fixture(scope="session")
+def built_project(tmp_path_factory, prefect_api) -> Path:
+    """One project on which the pipeline flow (every stage through `dvc repro`) has run, shared:
+    the pipeline takes a minute or more. Tests that change it work on a copy_project."""
+    dest = make_project(tmp_path_factory.mktemp("built") / "project")
+    load_flow(dest, "pipeline", "pipeline")(project=str(dest))
+    return dest
+
+
+@pytest.fixture(scope="session", autouse=True)
 def prefect_api(tmp_path_factory):
-    """One ephemeral Prefect API for the whole session (it takes ~10 s to start)."""
+    """One ephemeral Prefect API for the whole session (it takes ~10 s to start).
+
+    Exported as PREFECT_API_URL too, so the flows that stages run in subprocesses (the
+    federated stage's) use it instead of each starting an API of its own.
+    """
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        try:
+            yield
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
 
 
 def load_flow(project: Path, module: str, name: str):
@@ -217,13 +237,12 @@ def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int =
 
 
 @pytest.fixture(scope="session")
-def updated_project(tmp_path_factory, prefect_api):
+def updated_project(tmp_path_factory, built_project):
     """A project whose model was registered, then updated by the continual flow with one good and
     one bad file."""
     import polars as pl
 
-    dest = make_project(tmp_path_factory.mktemp("updated") / "project")
-    run([sys.executable, "-m", "dvc", "repro", "register"], dest)
+    dest = copy_project(built_project, tmp_path_factory.mktemp("updated") / "project")
     before = {
         "stream": file_hashes(dest, "data/stream"),
         "train": pl.read_parquet(dest / "data/stream/train.parquet"),

@@ -75,19 +75,16 @@ def test_only_bad_files_change_nothing(updated_project):
     assert registry(project).version("champion").version == champion
 
 
-def test_a_failed_update_is_finished_by_the_next_run(tmp_path, prefect_api):
+def test_a_failed_update_is_finished_by_the_next_run(tmp_path, built_project):
     """tame fails after intake accepted a file: the file stays owed and the next run (no new file)
     trains it."""
-    import sys
-
-    from conftest import make_project, run
+    from conftest import copy_project
 
     from clflow.dvcrun import StageFailed
     from clflow.streams.incoming import pending
 
-    project = make_project(tmp_path / "p", {"stream": {"tasks": [0, 1]}})
+    project = copy_project(built_project, tmp_path / "p")  # 5 experiences, trained
     stages = ["prepare", "embed_classes", "tame"]
-    run([sys.executable, "-m", "dvc", "repro", "tame"], project)
     update = load_flow(project, "continual", "continual_update")
     drop_experience(project, "new.parquet", limit=300)
     ckpt = project / "models" / "tame" / "seed_0.pt"
@@ -102,7 +99,7 @@ def test_a_failed_update_is_finished_by_the_next_run(tmp_path, prefect_api):
     assert len(result["trained"]) == 1 and pending(project) == []
     tame = json.loads((project / "metrics" / "tame.json").read_text())
     assert (
-        tame["resumed_from_experience"] == 2.0
+        tame["resumed_from_experience"] == 5.0
     )  # continued from the repaired checkpoint onto the new rows
     assert (
         update(project=str(project), stages=stages)["stages"] == {}

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import make_project, run, update_params
+from conftest import copy_project, make_project, run, update_params
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,12 @@ def test_appended_experience_continues_from_the_checkpoint(tmp_path):
     assert metrics(project)["resumed_from_experience"] == 0
 
 
-def test_corrupt_checkpoint_stops_with_one_line_and_keeps_it(tmp_path):
-    project = make_project(
-        tmp_path / "p", {"stream": {"tasks": [0, 1]}, "train": {"seeds": [0], "epochs": 3}}
-    )
-    repro(project, "tame")
+def test_corrupt_checkpoint_stops_with_one_line_and_keeps_it(tmp_path, built_project):
+    project = copy_project(built_project, tmp_path / "p")
     ckpt = project / "models" / "tame" / "seed_0.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    update_params(project, {"stream": {"tasks": [0, 1, 2]}})
+    update_params(project, {"stream": {"tasks": [0, 1, 2, 3, 4, 0]}})  # one more experience
     proc = repro(project, "tame", check=False)
     assert proc.returncode != 0
     assert (
