@@ -56,3 +56,50 @@ def test_invalid_yaml(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, field, message",
+    [
+        ("train:\n  lr: .inf\n", "train.lr", "finite number"),
+        ("tame:\n  min_jump: .inf\n", "tame.min_jump", "finite number"),
+        ("stream:\n  rotation_step: .nan\n", "stream.rotation_step", "finite number"),
+        ("train:\n  epochs: 1000000000\n", "train.epochs", "less than or equal to 1000"),
+        ("train:\n  seeds: [99999999999999999999999]\n", "train.seeds.0", "less than or equal"),
+        ("train:\n  seeds: [0, 0]\n", "train", "seeds repeat"),
+        ('tracking:\n  experiment: ""\n', "tracking.experiment", "at least 1 character"),
+        ("register:\n  model_name: a/b\n", "register.model_name", "should match pattern"),
+        ("train:\n  lr: 0.1\n  lr: 0.2\n", "lr", "key given twice (line 3)"),
+    ],
+)
+def test_careless_values_are_refused_in_one_line(tmp_path, text, field, message):
+    with pytest.raises(ConfigError) as err:
+        load_params(write(tmp_path, text))
+    line = err.value.line()
+    assert f"field '{field}'" in line and message in line and "\n" not in line, line
+
+
+def test_the_file_itself_is_checked_before_it_is_parsed(tmp_path):
+    p = tmp_path / "params.yaml"
+    for content, message in [
+        (b"", "empty: no sections"),
+        (b"train:\n  lr: 0.1\xff\n", r"not UTF-8 text \(byte 0xff, line 2\)"),
+        (b"a: &a [x, x]\n" + b"".join(b"b%d: [*a, *a]\n" % i for i in range(60)), "aliases"),
+        (b"# " + b"x" * (1 << 20) + b"\n", "bytes, at most"),
+    ]:
+        p.write_bytes(content)
+        with pytest.raises(ConfigError, match=message):
+            load_params(p)
+    p.unlink()
+    p.mkdir()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_params(p)
+
+
+def test_bad_yaml_in_an_override_names_the_key(tmp_path):
+    from clflow.config import check_overrides
+
+    p = write(tmp_path, "train:\n  lr: 0.1\n")
+    for value in ("[unclosed", "!!python/object/apply:os.system ['true']"):
+        with pytest.raises(ConfigError, match=r"field 'train.seeds': not valid YAML"):
+            check_overrides(p, {"train.seeds": value})

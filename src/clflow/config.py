@@ -1,13 +1,16 @@
 """Typed `params.yaml`: one pydantic model per section, unknown keys rejected.
 
 A typo stops every stage with one line naming the key and the nearest valid one.
+Every number is finite and within documented bounds (README, "Parameters"), so a
+careless value cannot run for days or train to chance with exit 0; the file itself
+is capped (size, YAML aliases) before anything reads it into memory.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,8 +36,19 @@ DOMAIN_SOURCES = (
 FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
 
 
+MAX_BYTES = 1 << 20  # params.yaml is a page of settings, not data
+MAX_ALIASES = 100  # YAML aliases (`*name`): a few are handy, thousands are a "billion laughs"
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy and torch accept as a seed
+Name = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+]
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # inf and NaN are refused everywhere: `train.lr: .inf` would train to chance, exit 0
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class StreamConfig(Section):
@@ -43,15 +57,17 @@ class StreamConfig(Section):
     source: Literal[SOURCES] = "digits"  # type: ignore[valid-type]
     path: str = ""
     experiences: int = Field(
-        5, ge=1, description="class groups (class-incremental) or distinct domains"
+        5, ge=1, le=1000, description="class groups (class-incremental) or distinct domains"
     )
     tasks: list[int] | None = Field(
-        None, description="task id of each experience in order; recurring ids reuse a task"
+        None,
+        max_length=10_000,
+        description="task id of each experience in order; recurring ids reuse a task",
     )
-    seed: int = 0
+    seed: Seed = 0
     test_size: float = Field(0.3, gt=0.0, lt=1.0)
     rotation_step: float = Field(
-        30.0, description="degrees between consecutive rotated_digits tasks"
+        30.0, ge=-360, le=360, description="degrees between consecutive rotated_digits tasks"
     )
     limit: int = Field(0, ge=0, description="keep at most this many source rows (0 = all)")
     duplicates: Literal["keep", "drop", "error"] = Field(
@@ -84,12 +100,18 @@ class TrainConfig(Section):
     """Backbone and optimiser shared by every learner."""
 
     backbone: Literal["mlp", "cnn"] = "mlp"
-    hidden: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(5, ge=1, description="passes over each experience")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    hidden: int = Field(256, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    batch_size: int = Field(32, ge=1, le=65_536)
+    epochs: int = Field(5, ge=1, le=1000, description="passes over each experience")
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> TrainConfig:
+        if len(set(self.seeds)) != len(self.seeds):  # a repeated seed repeats a run exactly
+            raise ValueError(f"seeds repeat: {self.seeds}")
+        return self
 
 
 class BaselinesConfig(Section):
@@ -100,7 +122,7 @@ class BaselinesConfig(Section):
         "joint",
     ]
     memory: int = Field(
-        200, ge=1, description="replay buffer size in samples (both replay methods)"
+        200, ge=1, le=10_000_000, description="replay buffer size in samples (both replay methods)"
     )
 
 
@@ -108,23 +130,32 @@ class TameConfig(Section):
     """TAME: shift detection, experts, selector, pruning (see src/clflow/tame)."""
 
     alpha: float = Field(1e-3, gt=0, lt=0.5, description="one-sided significance of the loss test")
-    window: int = Field(2, ge=1, description="consecutive significant batches that declare a shift")
-    warmup: int = Field(10, ge=1, description="batches of a fresh expert before it is tested")
-    history: int = Field(30, ge=2, description="accepted losses in the reference window")
+    window: int = Field(
+        2, ge=1, le=10_000, description="consecutive significant batches that declare a shift"
+    )
+    warmup: int = Field(
+        10, ge=1, le=100_000, description="batches of a fresh expert before it is tested"
+    )
+    history: int = Field(
+        30, ge=2, le=100_000, description="accepted losses in the reference window"
+    )
     min_jump: float = Field(
-        1.0, ge=0, description="effect size: a shift raises the loss by at least this (nats)"
+        1.0,
+        ge=0,
+        le=100,
+        description="effect size: a shift raises the loss by at least this (nats)",
     )
     buffer_size: int = Field(
-        100, ge=1, description="reservoir samples per expert (selector training data)"
+        100, ge=1, le=1_000_000, description="reservoir samples per expert (selector training data)"
     )
-    max_experts: int = Field(10, ge=1)
+    max_experts: int = Field(10, ge=1, le=1000)
     min_expert_batches: int = Field(
-        5, ge=0, description="experts with fewer batches are spurious: pruned"
+        5, ge=0, le=1_000_000, description="experts with fewer batches are spurious: pruned"
     )
-    selector_hidden: int = Field(128, ge=1)
-    selector_epochs: int = Field(100, ge=1)
+    selector_hidden: int = Field(128, ge=1, le=65_536)
+    selector_epochs: int = Field(100, ge=1, le=100_000)
     match_tolerance: int = Field(
-        5, ge=0, description="batches after a true boundary a detection may fall"
+        5, ge=0, le=100_000, description="batches after a true boundary a detection may fall"
     )
     detect: bool = True
     head: Literal["linear", "lingo"] = Field(
@@ -140,11 +171,13 @@ class RetrievalConfig(Section):
     )
     metric: Literal["ip", "l2"] = "ip"
     index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
-    k: int = Field(5, ge=1)
+    k: int = Field(5, ge=1, le=1000)
     weight: float = Field(
         0.5, ge=0.0, le=1.0, description="share of the k-NN vote in the blended prediction"
     )
-    shots: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    shots: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=lambda: [1, 5], min_length=1, max_length=20
+    )
 
 
 class LingoConfig(Section):
@@ -163,8 +196,10 @@ class LingoConfig(Section):
 class FederatedConfig(Section):
     """Federated prototype merging over the stream's experiences as rounds."""
 
-    clients: int = Field(10, ge=1)
-    overlap: int = Field(1, ge=1, description="clients that share each class (disjoint rows)")
+    clients: int = Field(10, ge=1, le=1_000_000)
+    overlap: int = Field(
+        1, ge=1, le=1_000_000, description="clients that share each class (disjoint rows)"
+    )
     encoder: Literal["raw", "random"] = Field(
         "raw", description="shared fixed encoder: raw features or random ReLU map"
     )
@@ -173,19 +208,19 @@ class FederatedConfig(Section):
     address: str = Field(
         "", description="Dask scheduler address; empty = a local distributed cluster"
     )
-    group_size: int = Field(1, ge=1, description="clients per Prefect task")
-    seed: int = 0
+    group_size: int = Field(1, ge=1, le=1_000_000, description="clients per Prefect task")
+    seed: Seed = 0
 
 
 class TrackingConfig(Section):
-    experiment: str = "clflow"
+    experiment: Name = "clflow"
 
 
 class RegisterConfig(Section):
     """Model registry: every TAME model becomes a version; the better one becomes `champion`."""
 
-    model_name: str = Field("clflow-tame", min_length=1)
-    seed: int | None = Field(
+    model_name: Name = "clflow-tame"
+    seed: Seed | None = Field(
         None, description="which train seed's model to register; null = the first"
     )
     max_experience_drop: float = Field(
@@ -196,7 +231,7 @@ class RegisterConfig(Section):
         "champion's (both scored on the current test set)",
     )
     lock_timeout: float = Field(
-        120.0, ge=0, description="seconds to wait for another registration's decision"
+        120.0, ge=0, le=86_400, description="seconds to wait for another registration's decision"
     )
 
 
@@ -232,18 +267,59 @@ def _explain(err: ValidationError, path: Path) -> ConfigError:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return ConfigError(f"unknown key{hint}", file=path, field=key)
     msg = first["msg"].removeprefix("Value error, ")
-    return ConfigError(f"{msg} (got {first.get('input')!r})", file=path, field=key or None)
+    got = repr(first.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."  # one line, whatever was given
+    return ConfigError(f"{msg} (got {got})", file=path, field=key or None)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (DVC refuses it too)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"key given twice (line {key_node.start_mark.line + 1})", field=str(key)
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse(text: str, path: Path, field: str | None = None) -> object:
+    """YAML text to Python: safe tags only, capped aliases, one line on any error."""
+    try:
+        aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text))
+        if aliases > MAX_ALIASES:
+            raise ConfigError(f"{aliases} YAML aliases, at most {MAX_ALIASES}", file=path)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python tags
+    except ConfigError as err:
+        raise ConfigError(err.message, file=path, field=field or err.field) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark and field is None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"not valid YAML{where} ({problem})", file=path, field=field) from None
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError("file not found", file=path)
+    if not path.is_file():
+        raise ConfigError("not a regular file", file=path)
+    if path.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"{path.stat().st_size} bytes, at most {MAX_BYTES}", file=path)
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}", file=path) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        bad = f"byte {data[exc.start]:#04x}, line {line}"
+        raise ConfigError(f"not UTF-8 text ({bad})", file=path) from None
+    raw = _parse(text, path)
+    if raw is None:  # DVC refuses an empty params file too: no silent run on defaults
+        raise ConfigError("empty: no sections (see the shipped params.yaml)", file=path)
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of sections", file=path)
     return raw
@@ -268,7 +344,7 @@ def check_overrides(path: str | Path, overrides: dict[str, object]) -> Params:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError("not a section", file=path, field=key)
-        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+        node[leaf] = _parse(value, path, field=key) if isinstance(value, str) else value
     return _validate(raw, path)
 
 
