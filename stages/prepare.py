@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         stream = build_stream(params.stream)
     except ValueError as exc:  # e.g. more experiences than classes
-        raise ConfigError(str(exc), file=args.params, field="stream") from None
+        field = getattr(exc, "field", "stream")
+        raise ConfigError(str(exc), file=args.params, field=field) from None
     stream = append_experiences(stream, args.experiences)
     where = (
         params.stream.path

@@ -117,3 +117,12 @@ def test_split_and_permuted_mnist1d():
     )
     assert np.array_equal(te.X[te.experience == 2], te.X[te.experience == 0])  # task 0 recurs
     assert len(np.unique(perm.train.y[perm.train.experience == 1])) == 10
+
+
+def test_too_small_a_limit_is_named_instead_of_an_empty_experience():
+    from clflow.config import StreamConfig
+    from clflow.streams.builders import EmptyExperience, build_stream
+
+    with pytest.raises(EmptyExperience, match="stream.limit 5 is too small") as err:
+        build_stream(StreamConfig(limit=5))
+    assert err.value.field == "stream.limit"

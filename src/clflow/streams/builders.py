@@ -58,6 +58,24 @@ def _assemble(parts: list[tuple[np.ndarray, np.ndarray, int]]) -> Split:
     return Split(X, y, exp, task)
 
 
+class EmptyExperience(ValueError):
+    """An experience without training or test rows (too small a `stream.limit`, or source)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _check_parts(parts: list[tuple[np.ndarray, np.ndarray, int]], split: str, limit: int) -> None:
+    empty = [e for e, p in enumerate(parts) if not len(p[1])]
+    if empty:
+        hint = f": stream.limit {limit} is too small (0 = all rows)" if limit else ""
+        raise EmptyExperience(
+            f"experience {empty[0]} would have no {split} rows{hint}",
+            "stream.limit" if limit else "stream",
+        )
+
+
 Pool = Callable[[int], np.ndarray]
 Transform = Callable[[np.ndarray, int], np.ndarray]
 
@@ -84,6 +102,8 @@ def _task_stream(
         train_parts.append((transform(data.X_train[rows], t), data.y_train[rows], t))
         te = test_pool(t)
         test_parts.append((transform(data.X_test[te], t), data.y_test[te], t))
+    _check_parts(train_parts, "training", cfg.limit)
+    _check_parts(test_parts, "test", cfg.limit)
     return Stream(_assemble(train_parts), _assemble(test_parts), list(data.classes), data.shape)
 
 
