@@ -45,6 +45,7 @@ def intake_files(project: Path) -> Intake:
         stream,
         test_size=params.stream.test_size,
         seed=params.stream.seed,
+        duplicates=params.stream.duplicates,
     )
 
 
@@ -64,6 +65,8 @@ def continual_update(
         report = intake_files(root)
         for name, reason in report.rejected.items():
             logger.warning("rejected %s: %s", name, reason)
+        if report.waiting:
+            logger.info("left for the next run (modified just now): %s", ", ".join(report.waiting))
         owed = pending(root)
         if owed:
             logger.info("finishing an earlier update: %s", ", ".join(owed))

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,8 @@ def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int =
         path,
         example_experience(load_stream(project / "data" / "stream"), rotate=rotate, limit=limit),
     )
+    past = time.time() - 60  # delivered a minute ago: intake leaves files still being written
+    os.utime(path, (past, past))
     return path
 
 
@@ -250,5 +253,6 @@ def updated_project(tmp_path_factory, built_project):
     drop_experience(dest, "rotated.parquet")
     bad = drop_experience(dest, "bad.parquet", rotate=0, limit=50)
     pl.read_parquet(bad).with_columns(pl.lit(42, dtype=pl.Int64).alias("y")).write_parquet(bad)
+    os.utime(bad, (time.time() - 60,) * 2)  # a finished delivery
     result = load_flow(dest, "continual", "continual_update")(project=str(dest))
     return dest, result, before

@@ -104,7 +104,7 @@ def test_intake_accepts_good_moves_bad_aside_and_rejects_a_repeat(tmp_path):
     good = frame(20)
     write(incoming, good, "a_good.parquet")
     write(incoming, frame(10, d=3), "b_bad.parquet")
-    report = intake(incoming, experiences, tiny_stream())
+    report = intake(incoming, experiences, tiny_stream(), settle=0)
     assert [p.name for p in accepted_files(experiences)] == ["0000-a_good.parquet"]
     assert (
         list(report.rejected) == ["b_bad.parquet"]
@@ -114,7 +114,7 @@ def test_intake_accepts_good_moves_bad_aside_and_rejects_a_repeat(tmp_path):
     assert "field 'x'" in (incoming / "rejected" / "b_bad.parquet.reason.txt").read_text()
     assert not list(incoming.glob("*.parquet"))
     write(incoming, good, "again.parquet")  # the same content once more
-    report = intake(incoming, experiences, tiny_stream())
+    report = intake(incoming, experiences, tiny_stream(), settle=0)
     assert not report.accepted and "already accepted" in report.rejected["again.parquet"]
     assert len(accepted_files(experiences)) == 1
 
@@ -128,7 +128,7 @@ def test_append_adds_experiences_in_order_with_new_or_recurring_tasks(tmp_path):
         frame(8, task=pl.Series([0] * 8, dtype=pl.Int32)).with_columns(pl.col("y") % 2),
         "b.parquet",
     )
-    intake(incoming, experiences, stream)
+    intake(incoming, experiences, stream, settle=0)
     grown = append_experiences(stream, experiences)
     assert grown.n_experiences == 4
     np.testing.assert_array_equal(
@@ -145,3 +145,81 @@ def test_example_experience_is_a_valid_shifted_file(tmp_path):
     exp = read_experience(write(tmp_path, df), 4, 3)
     assert len(exp.train_y) + len(exp.test_y) == df.height > 0
     assert not np.allclose(np.stack(df["x"].to_list())[:1], stream.train.X[:1])
+
+
+def test_non_regular_entries_are_moved_aside_unread_and_good_files_still_get_in(tmp_path):
+    import os
+
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    (incoming / "a_dir.parquet").mkdir()
+    (incoming / "b_dangling.parquet").symlink_to(tmp_path / "nowhere")
+    (incoming / "c_zero.parquet").symlink_to("/dev/zero")  # reading it would never end
+    os.mkfifo(incoming / "d_fifo.parquet")  # opening it would block
+    write(incoming, frame(20), "e_good.parquet")
+    report = intake(incoming, experiences, tiny_stream(), settle=0)
+    assert [p.name for p in accepted_files(experiences)] == ["0000-e_good.parquet"]
+    assert "a directory, not a regular file" in report.rejected["a_dir.parquet"]
+    assert "a symlink" in report.rejected["b_dangling.parquet"]
+    assert "a symlink" in report.rejected["c_zero.parquet"]
+    assert "special file" in report.rejected["d_fifo.parquet"]
+    assert sorted(p.name for p in (incoming / "rejected").iterdir() if "reason" not in p.name) == [
+        "a_dir.parquet",
+        "b_dangling.parquet",
+        "c_zero.parquet",
+        "d_fifo.parquet",
+    ]
+
+
+def test_a_file_still_being_written_is_left_for_the_next_run(tmp_path):
+    import os
+    import time
+
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    path = write(incoming, frame(20), "fresh.parquet")
+    report = intake(incoming, experiences, tiny_stream())  # modified just now
+    assert report.waiting == ["fresh.parquet"] and not report.accepted and not report.rejected
+    assert path.exists() and not (incoming / "rejected").exists()
+    os.utime(path, (time.time() - 10,) * 2)  # the write has settled
+    assert len(intake(incoming, experiences, tiny_stream()).accepted) == 1
+
+
+def test_intake_judges_the_stream_the_file_would_produce(tmp_path):
+    stream = tiny_stream()
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    copy = pl.DataFrame(
+        {
+            "x": pl.Series("x", stream.train.X).cast(pl.List(pl.Float32)),
+            "y": pl.Series("y", stream.train.y, dtype=pl.Int64),
+        }
+    )  # the stream's own training rows: a poisoned experience under `duplicates: error`
+    write(incoming, copy, "copy.parquet")
+    report = intake(incoming, experiences, stream, settle=0, duplicates="error")
+    assert not report.accepted and "duplicate rows" in report.rejected["copy.parquet"]
+    assert "appended to the stream" in report.rejected["copy.parquet"]
+    # under `keep` the same rows are allowed (counted by prepare)
+    (incoming / "rejected" / "copy.parquet").rename(incoming / "copy.parquet")
+    assert len(intake(incoming, experiences, stream, settle=0).accepted) == 1
+
+
+def test_unknown_task_ids_and_absurd_values_are_refused(tmp_path):
+    stream = tiny_stream()
+    with pytest.raises(StreamError, match=r"task 1000 is not one of the stream's tasks \(0..1\)"):
+        read_experience(write(tmp_path, frame(20, task=[1000] * 20)), 4, 3, n_tasks=2)
+    big = frame(20).with_columns(pl.col("x").list.eval(pl.element() * 1e30))
+    with pytest.raises(
+        StreamError, match=r"field 'x': value .*e\+30 at row \d+ is over 1000 times"
+    ):
+        read_experience(write(tmp_path, big), 4, 3, max_abs=float(abs(stream.train.X).max()))
+
+
+def test_a_rejected_path_that_is_a_file_stops_intake_before_anything_moves(tmp_path):
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    (incoming / "rejected").write_text("oops")
+    good = write(incoming, frame(20), "good.parquet")
+    with pytest.raises(StreamError, match="rejected: must be a directory"):
+        intake(incoming, experiences, tiny_stream(), settle=0)
+    assert good.exists() and not experiences.exists()

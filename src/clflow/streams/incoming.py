@@ -6,6 +6,14 @@ an optional `task` (a recurring task reuses its id) and an optional `split`
 Accepted files are normalised into `data/experiences/` (a dependency of `prepare`),
 so `prepare` rebuilds the same base stream and appends them in order: the stream
 is DVC-versioned with every accepted experience and reproducible from them.
+
+Intake takes only complete regular files: a `*.parquet` entry that is a directory,
+a symlink, a FIFO or over MAX_BYTES is moved aside unread, and one modified in the
+last SETTLE_SECONDS is left for the next run (it may still be being written; the
+safe way to deliver is to write `name.parquet.tmp` and rename it, since only
+`*.parquet` names are read). A file is judged by the stream it would produce: the
+project's duplicate policy (`stream.duplicates`) is applied to the stream with the
+file appended, so a file that `prepare` would refuse never gets in.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, replace
+import stat
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +31,7 @@ import polars as pl
 
 from clflow.errors import StreamError
 from clflow.io import write_json, write_parquet
+from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.schema import (
     Split,
     Stream,
@@ -32,6 +43,9 @@ from clflow.streams.schema import (
 )
 
 SPLITS = ("train", "test")
+MAX_BYTES = 2 << 30  # an incoming file larger than 2 GiB is refused unread
+SETTLE_SECONDS = 2.0  # a file modified more recently may still be being written
+MAX_SCALE = 1000.0  # features beyond this many times the stream's largest |x| are refused
 SOURCES_FILE = (
     "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
 )
@@ -66,15 +80,34 @@ def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np
 
 
 def read_experience(
-    path: str | Path, n_features: int, n_classes: int, *, test_size: float = 0.3, seed: int = 0
+    path: str | Path,
+    n_features: int,
+    n_classes: int,
+    *,
+    test_size: float = 0.3,
+    seed: int = 0,
+    n_tasks: int | None = None,
+    max_abs: float | None = None,
 ) -> Experience:
-    """Read and validate one incoming experience file against the stream it joins."""
+    """Read and validate one incoming experience file against the stream it joins.
+
+    `n_tasks`: a `task` column must name one of the stream's tasks (a recurring one);
+    `max_abs`: the stream's largest |feature|, which new features may exceed MAX_SCALE-fold.
+    """
     path = Path(path)
     df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty")
     X = read_features(df, path)
     if X.shape[1] != n_features:
         raise StreamError(
             f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x"
+        )
+    if max_abs is not None and np.abs(X).max() > MAX_SCALE * max(max_abs, 1.0):
+        row = int(np.abs(X).max(axis=1).argmax())
+        raise StreamError(
+            f"value {float(np.abs(X).max()):.3g} at row {row} is over {MAX_SCALE:g} times the "
+            f"stream's largest |x| ({max_abs:.3g}): wrong units?",
+            file=path,
+            field="x",
         )
     y = int_column(df, "y", path).astype(np.int64)
     check_labels(y, n_classes, path)
@@ -88,6 +121,13 @@ def read_experience(
                 field="task",
             )
         task = int(tasks[0])
+        if n_tasks is not None and task >= n_tasks:
+            raise StreamError(
+                f"task {task} is not one of the stream's tasks (0..{n_tasks - 1}); leave the "
+                "column out for a new task",
+                file=path,
+                field="task",
+            )
     check_duplicates(df, path)
     test = _split_mask(df, path, test_size, seed)
     if test.all() or not test.any():
@@ -96,7 +136,8 @@ def read_experience(
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as fh:  # in chunks: never the whole file in memory
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_experience(exp: Experience, directory: str | Path, index: int, name: str) -> Path:
@@ -138,18 +179,16 @@ def _append(split: Split, X: np.ndarray, y: np.ndarray, experience: int, task: i
 
 def append_experiences(stream: Stream, directory: str | Path) -> Stream:
     """The stream with every accepted experience in `directory` appended, in order."""
-    train, test = stream.train, stream.test
     for path in accepted_files(directory):
         df = pl.read_parquet(path)
         test_rows = (df["split"] == "test").to_numpy()
         X, y = read_features(df, path), df["y"].to_numpy().astype(np.int64)
         task = int(df["task"][0])
-        if task < 0:  # a new task: the next unused id
-            task = int(max(train.task.max(), test.task.max())) + 1
-        exp = int(train.experience.max()) + 1
-        train = _append(train, X[~test_rows], y[~test_rows], exp, task)
-        test = _append(test, X[test_rows], y[test_rows], exp, task)
-    return replace(stream, train=train, test=test)
+        exp = Experience(
+            X[~test_rows], y[~test_rows], X[test_rows], y[test_rows], None if task < 0 else task
+        )
+        stream = _with(stream, exp)
+    return stream
 
 
 PENDING = Path(".clflow") / "pending-update.json"  # accepted files whose update has not finished
@@ -174,20 +213,38 @@ def set_pending(project: str | Path, files: list[str]) -> None:
 
 @dataclass(frozen=True)
 class Intake:
-    """What one intake did: accepted files (their new paths) and rejected files with reasons."""
+    """What one intake did: accepted files (their new paths), rejected files with reasons, and
+    files left for the next run (still being written)."""
 
     accepted: list[str]
     rejected: dict[str, str]
+    waiting: list[str] = field(default_factory=list)
 
 
 def _reject(path: Path, rejected_dir: Path, reason: str) -> None:
-    """Move a bad file aside with its reason beside it (nothing is deleted)."""
+    """Move a bad entry aside (a rename, whatever it is) with its reason beside it."""
     rejected_dir.mkdir(parents=True, exist_ok=True)
-    target = rejected_dir / path.name
-    if target.exists():  # keep earlier rejects of the same name
-        target = rejected_dir / f"{path.stem}-{file_digest(path)[:8]}{path.suffix}"
+    target, n = rejected_dir / path.name, 1
+    while target.exists() or target.is_symlink():  # keep earlier rejects of the same name
+        target, n = rejected_dir / f"{path.stem}-{n}{path.suffix}", n + 1
     (target.parent / f"{target.name}.reason.txt").write_text(reason + "\n")
     path.replace(target)
+
+
+def _entry_problem(path: Path, now: float, settle: float) -> str | None:
+    """Why `path` cannot be read as an experience file (judged from lstat, never opened);
+    "" when it may still be being written."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return "a symlink, not a regular file: copy the file itself into data/incoming/"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file (FIFO, device, socket)"
+        return f"a {kind}, not a regular file"
+    if st.st_size > MAX_BYTES:
+        return f"{st.st_size} bytes, over the {MAX_BYTES} byte limit for one experience"
+    if now - st.st_mtime < settle:
+        return ""
+    return None
 
 
 def intake(
@@ -197,6 +254,8 @@ def intake(
     *,
     test_size: float = 0.3,
     seed: int = 0,
+    duplicates: Policy = "keep",
+    settle: float = SETTLE_SECONDS,
 ) -> Intake:
     """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move
     aside.
@@ -207,28 +266,65 @@ def intake(
     between the write and the record (two renames apart) would accept it a second time.
     """
     incoming, experiences = Path(incoming), Path(experiences)
+    rejected_dir = incoming / "rejected"
+    if rejected_dir.exists() and not rejected_dir.is_dir():
+        raise StreamError("must be a directory (bad files are moved there)", file=rejected_dir)
     seen = {entry.get("sha256") for entry in _sources(experiences).values()}
-    accepted, rejected = [], {}
+    accepted, rejected, waiting = [], {}, []
     index = len(accepted_files(experiences))
+    max_abs = float(np.abs(stream.train.X).max()) if len(stream.train) else None
+    now = time.time()
     for path in sorted(incoming.glob("*.parquet")):
-        digest = file_digest(path)
         try:
+            problem = _entry_problem(path, now, settle)
+            if problem == "":
+                waiting.append(path.name)
+                continue
+            if problem:
+                raise StreamError(problem, file=path)
+            digest = file_digest(path)
             if digest in seen:
                 raise StreamError("the same file was already accepted", file=path)
             exp = read_experience(
-                path, stream.n_features, len(stream.classes), test_size=test_size, seed=seed
+                path,
+                stream.n_features,
+                len(stream.classes),
+                test_size=test_size,
+                seed=seed,
+                n_tasks=n_task_ids(stream),
+                max_abs=max_abs,
             )
-        except StreamError as err:
-            rejected[path.name] = err.line()
-            _reject(path, incoming / "rejected", err.line())
+            # judge the stream this file would produce, as prepare will
+            candidate = _with(stream, exp)
+            apply_policy(candidate, duplicates, f"{path} appended to the stream")
+        except (StreamError, OSError) as err:
+            reason = err.line() if isinstance(err, StreamError) else f"{path}: {err.strerror}"
+            rejected[path.name] = reason
+            _reject(path, rejected_dir, reason)
             continue
         out = write_experience(exp, experiences, index, path.stem)
         _record_source(experiences, out.name, path.name, digest)
         path.unlink()
         seen.add(digest)
         accepted.append(str(out))
-        index += 1
-    return Intake(accepted, rejected)
+        stream, index = candidate, index + 1
+    return Intake(accepted, rejected, waiting)
+
+
+def _with(stream: Stream, exp: Experience) -> Stream:
+    """`stream` with `exp` appended as its next experience; a new task gets the next unused id."""
+    task = n_task_ids(stream) if exp.task is None else exp.task
+    e = int(stream.train.experience.max()) + 1
+    return replace(
+        stream,
+        train=_append(stream.train, exp.train_X, exp.train_y, e, task),
+        test=_append(stream.test, exp.test_X, exp.test_y, e, task),
+    )
+
+
+def n_task_ids(stream: Stream) -> int:
+    """One more than the largest task id in the stream."""
+    return int(max(stream.train.task.max(), stream.test.task.max())) + 1
 
 
 def _sources(experiences: Path) -> dict[str, dict]:
