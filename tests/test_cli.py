@@ -117,3 +117,75 @@ def test_every_subcommand_has_help():
             CLI + [sub, "--help"], capture_output=True, text=True, check=True
         ).stdout
         assert "usage: clflow" in out
+
+
+def test_k_is_capped_at_the_bank_and_bad_arguments_are_refused(bank_and_queries):
+    tmp, s = bank_and_queries
+    base = CLI + ["retrieve", "--bank", str(tmp / "bank"), "--query"]
+    query = str(tmp / "stream" / "test.parquet")
+    out = subprocess.run(
+        base + [query, "-k", "100000000", "--limit", "1"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr  # the whole bank, not 100M slots of memory
+    assert out.stdout.count("\n") >= len(s.train.y)
+    for bad in (["--limit", "0"], ["--limit", "-1"], ["-k", "0"]):
+        proc = subprocess.run(base + [query, *bad], capture_output=True, text=True)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "must be at least 1" in proc.stderr
+
+
+def test_new_experience_never_overwrites_without_force_and_never_pipeline_data(
+    bank_and_queries, tmp_path
+):
+    import hashlib
+    import shutil
+
+    tmp, _ = bank_and_queries
+    project = tmp_path / "p"
+    shutil.copytree(tmp / "stream", project / "data" / "stream")
+    from conftest import ROOT
+
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    tracked = project / "data" / "stream" / "train.parquet"
+    before = hashlib.sha256(tracked.read_bytes()).hexdigest()
+
+    def new(*args):
+        return subprocess.run(
+            CLI + ["new-experience", *args], capture_output=True, text=True, cwd=project
+        )
+
+    for args, words in [
+        (["data/stream/train.parquet", "--force"], "inside data/stream, which the pipeline owns"),
+        (["data/experiences/0009-x.parquet"], "inside data/experiences"),
+        (["data/stream"], "inside data/stream"),
+        (["out.parquet", "--rotate", "nan"], "must be a finite number"),
+        (["out.parquet", "--limit", "-1"], "must be 0 or more"),
+    ]:
+        proc = new(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert words in proc.stderr, proc.stderr
+    assert hashlib.sha256(tracked.read_bytes()).hexdigest() == before
+    (project / "data" / "incoming").mkdir()
+    assert new("data/incoming/a.parquet", "--limit", "50").returncode == 0
+    again = new("data/incoming/a.parquet")
+    assert again.returncode == 2 and "exists; pass --force" in again.stderr
+    assert new("data/incoming/a.parquet", "--force").returncode == 0
+    (project / "data" / "incoming" / "d.parquet").mkdir()
+    assert "is a directory" in new("data/incoming/d.parquet").stderr
+
+
+def test_an_unreachable_tracking_server_is_one_line_in_bounded_time(tmp_path):
+    import os
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run(
+        CLI + ["registry", "list", "--uri", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLFLOW_SERVICE_TIMEOUT": "2"},
+        timeout=60,
+    )
+    assert proc.returncode == 2 and time.monotonic() - start < 60
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "did not answer within 2 s" in lines[0], proc.stderr

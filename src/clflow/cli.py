@@ -10,12 +10,37 @@ clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo exper
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import polars as pl
 
-from clflow.errors import StreamError, cli_errors
+from clflow.errors import ClflowError, StreamError, cli_errors
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def finite(text: str) -> float:
+    """argparse type: a finite number."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def load_queries(path: Path, limit: int) -> pl.DataFrame:
@@ -35,6 +60,7 @@ def retrieve(args: argparse.Namespace) -> None:
     bank = DemoBank.load(args.bank)
     queries = load_queries(Path(args.query), args.limit)
     X = np.stack(queries["x"].to_list())
+    args.k = min(args.k, len(bank))  # more neighbours than the bank holds is the whole bank
     scores, ids, labels = bank.search(X, args.k)
     meta = bank.meta
     extra = [c for c in meta.columns if c not in ("id", "label")]
@@ -64,9 +90,12 @@ def retrieve(args: argparse.Namespace) -> None:
 
 def registry(args: argparse.Namespace) -> None:
     from clflow.registry import Registry
+    from clflow.services import check_tracking_uri
     from clflow.tracking import tracking_uri
 
-    reg = Registry(args.model, args.uri or tracking_uri(Path(args.project)))
+    uri = args.uri or tracking_uri(Path(args.project))
+    check_tracking_uri(uri)  # a server that is down: one line in bounded time
+    reg = Registry(args.model, uri)
     if args.action == "promote":
         if args.version is None:
             raise StreamError("which version? e.g. `clflow registry promote 3`", field="version")
@@ -88,11 +117,34 @@ def registry(args: argparse.Namespace) -> None:
         print(pl.DataFrame(rows))
 
 
+def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
+    """The DVC out (or accepted-experience folder) of `project` that holds `path`, if any."""
+    from clflow.dvcrun import stage_outs
+
+    if not (project / "dvc.yaml").exists():
+        return None
+    target = path.resolve()
+    guarded = [*stage_outs(project), "data/experiences"]
+    for out in guarded:
+        root = (project / out).resolve()
+        if target == root or root in target.parents:
+            return out
+    return None
+
+
 def new_experience(args: argparse.Namespace) -> None:
     from clflow.io import write_parquet
     from clflow.streams import load_stream
     from clflow.streams.incoming import example_experience
 
+    out = Path(args.out)
+    held = tracked_out(out)
+    if held:  # never, even with --force: that data belongs to DVC
+        raise ClflowError(f"inside {held}, which the pipeline owns; use data/incoming/", file=out)
+    if out.is_dir():
+        raise ClflowError("is a directory; give a file name ending in .parquet", file=out)
+    if out.exists() and not args.force:
+        raise ClflowError("exists; pass --force to overwrite it", file=out)
     df = example_experience(
         load_stream(args.stream),
         rotate=args.rotate,
@@ -100,8 +152,13 @@ def new_experience(args: argparse.Namespace) -> None:
         seed=args.seed,
         limit=args.limit,
     )
-    write_parquet(args.out, df)
-    print(f"wrote {args.out}: {df.height} rows")
+    if not df.height:
+        raise ClflowError("no rows to write (check --limit and the stream)", file=out)
+    try:
+        write_parquet(out, df)
+    except OSError as exc:
+        raise ClflowError(f"cannot write: {exc.strerror}", file=out) from None
+    print(f"wrote {out}: {df.height} rows")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,8 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument(
         "--query", required=True, help="parquet file with an `x` list column (e.g. test.parquet)"
     )
-    r.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
-    r.add_argument("--limit", type=int, default=5, help="query at most this many rows (default 5)")
+    r.add_argument(
+        "-k",
+        type=positive_int,
+        default=5,
+        help="neighbours per query (default 5; capped at the bank)",
+    )
+    r.add_argument(
+        "--limit", type=positive_int, default=5, help="query at most this many rows (default 5)"
+    )
     r.set_defaults(func=retrieve)
     g = sub.add_parser(
         "registry", help="list, promote or roll back versions of the registered model"
@@ -141,10 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     n.add_argument("out", help="parquet file to write, e.g. data/incoming/rotated.parquet")
     n.add_argument("--stream", default="data/stream", help="stream directory (default data/stream)")
-    n.add_argument("--rotate", type=float, default=0.0, help="rotate images by this many degrees")
+    n.add_argument("--rotate", type=finite, default=0.0, help="rotate images by this many degrees")
     n.add_argument("--permute", action="store_true", help="permute the pixels (a new domain)")
-    n.add_argument("--limit", type=int, default=600, help="rows (default 600; 0 = all)")
-    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--limit", type=count, default=600, help="rows (default 600; 0 = all)")
+    n.add_argument("--seed", type=count, default=0)
+    n.add_argument("--force", action="store_true", help="overwrite an existing file")
     n.set_defaults(func=new_experience)
     args = parser.parse_args(argv)
     cli_errors(args.func)(args)

@@ -31,12 +31,26 @@ class StageFailed(ClflowError):
         self.retryable = retryable
 
 
-def stage_names(project: str | Path) -> list[str]:
-    """Stages in the order dvc.yaml lists them."""
+def _stages(project: str | Path) -> dict:
     path = Path(project) / "dvc.yaml"
     if not path.exists():
         raise ClflowError("not found: is this a clflow project?", file=path)
-    return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
+    return (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+
+
+def stage_names(project: str | Path) -> list[str]:
+    """Stages in the order dvc.yaml lists them."""
+    return list(_stages(project))
+
+
+def stage_outs(project: str | Path) -> list[str]:
+    """Every path a stage writes (outs, metrics, plots), as dvc.yaml names them."""
+    return [
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in _stages(project).values()
+        for kind in ("outs", "metrics", "plots")
+        for out in stage.get(kind, [])
+    ]
 
 
 def dvc_env(extra: dict[str, str] | None = None) -> dict[str, str]:

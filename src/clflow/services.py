@@ -1,4 +1,5 @@
-"""Bounded checks of the services a run talks to (MLflow tracking server, Prefect API).
+"""Bounded checks of the services a run talks to (MLflow tracking server, Prefect API, a Dask
+scheduler).
 
 A URI that does not answer gives one line naming it within a bounded time
 (`CLFLOW_SERVICE_TIMEOUT`, default 15 s), with exponential backoff between tries,
@@ -8,9 +9,11 @@ instead of a client library's long retry loop or a traceback.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from clflow.errors import ClflowError
 
@@ -18,31 +21,56 @@ TIMEOUT_ENV = "CLFLOW_SERVICE_TIMEOUT"
 
 
 class ServiceUnavailable(ClflowError):
-    """A service (Prefect API, MLflow tracking server) did not answer."""
+    """A service (Prefect API, MLflow tracking server, Dask scheduler) did not answer."""
 
 
 def default_timeout() -> float:
     return float(os.environ.get(TIMEOUT_ENV, "15"))
 
 
-def wait_for(url: str, timeout: float, what: str) -> None:
-    """GET `url` until it answers 200, with exponential backoff; ServiceUnavailable after `timeout`
-    s."""
-    deadline, delay, last = time.monotonic() + timeout, 0.25, "no answer"
+def _retry(probe: Callable[[float], str | None], where: str, timeout: float, what: str) -> None:
+    """Call `probe(per_try_timeout)` (None = answered, else why not) with exponential backoff;
+    ServiceUnavailable naming `where` after `timeout` s."""
+    deadline, delay = time.monotonic() + timeout, 0.25
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=min(5.0, max(timeout, 0.5))) as resp:
-                if resp.status == 200:
-                    return
-                last = f"HTTP {resp.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
+        last = probe(min(5.0, max(timeout, 0.5)))
+        if last is None:
+            return
         if time.monotonic() + delay > deadline:
             raise ServiceUnavailable(
-                f"{what} did not answer within {timeout:g} s ({last})", file=url
+                f"{what} did not answer within {timeout:g} s ({last})", file=where
             )
         time.sleep(delay)
         delay = min(delay * 2, 4.0)
+
+
+def wait_for(url: str, timeout: float, what: str) -> None:
+    """GET `url` until it answers 200 (see _retry)."""
+
+    def probe(each: float) -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=each) as resp:
+                return None if resp.status == 200 else f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            return str(getattr(exc, "reason", exc))
+
+    _retry(probe, url, timeout, what)
+
+
+def wait_for_port(address: str, timeout: float, what: str) -> None:
+    """Open a TCP connection to `address` (`tcp://host:port` or `host:port`) (see _retry)."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ServiceUnavailable(f"{what}: not a host:port address", file=address)
+
+    def probe(each: float) -> str | None:
+        try:
+            socket.create_connection((host, int(port)), timeout=each).close()
+            return None
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
+
+    _retry(probe, address, timeout, what)
 
 
 def check_tracking_uri(uri: str, timeout: float | None = None) -> None:
