@@ -24,9 +24,10 @@ from prefect import flow, get_run_logger, task
 from clflow.config import load_params
 from clflow.errors import cli_errors
 from clflow.locks import project_lock
-from clflow.orchestration import publish, run_stage
+from clflow.orchestration import exit_on_sigterm, flow_settings, publish, run_stage
 from clflow.reporting import read_metrics
 from clflow.services import check_prefect_api
+from clflow.stage import seconds
 from clflow.streams import load_stream
 from clflow.streams.incoming import Intake, intake, pending, set_pending
 from clflow.tracking import pipeline_run
@@ -51,17 +52,20 @@ def intake_files(project: Path) -> Intake:
 
 @flow(name="continual-update")
 def continual_update(
-    project: str = ".", stages: list[str] | None = None, lock_timeout: float = 600.0
+    project: str = ".",
+    stages: list[str] | None = None,
+    lock_timeout: float = 600.0,
+    stage_timeout: float | None = None,
 ) -> dict:
     """Take in new experience files, update TAME incrementally and register the new model."""
     logger = get_run_logger()
     root = Path(project).resolve()
-    stages = stages or UPDATE_STAGES
-    with project_lock(root, lock_timeout), pipeline_run(root) as env:
-        if not (
-            root / "data" / "stream"
-        ).exists():  # first run: build the stream the files must match
-            run_stage("prepare", str(root), env)
+    timeouts = flow_settings(root, stages or UPDATE_STAGES, stage_timeout)
+    with project_lock(root, lock_timeout):
+        if not (root / "data" / "stream").exists():  # first run: the stream files must match
+            run_stage(
+                "prepare", str(root), {}, flow_settings(root, ["prepare"], stage_timeout)["prepare"]
+            )
         report = intake_files(root)
         for name, reason in report.rejected.items():
             logger.warning("rejected %s: %s", name, reason)
@@ -70,15 +74,17 @@ def continual_update(
         owed = pending(root)
         if owed:
             logger.info("finishing an earlier update: %s", ", ".join(owed))
-        done = {}
-        if report.accepted or owed:
-            set_pending(root, owed + report.accepted)  # a failing stage leaves them owed
-            done = {stage: run_stage(stage, str(root), env) for stage in stages}
-            set_pending(root, [])
+        done, env = {}, {}
+        if report.accepted or owed:  # else nothing to train: no MLflow run either
+            with pipeline_run(root) as env:
+                set_pending(root, owed + report.accepted)  # a failing stage leaves them owed
+                done = {s: run_stage(s, str(root), env, t) for s, t in timeouts.items()}
+                set_pending(root, [])
         metrics = read_metrics(root / "metrics")
         result = {
             "accepted": report.accepted,
             "rejected": report.rejected,
+            "waiting": report.waiting,
             "stages": done,
             "trained": owed + report.accepted,
             "register": metrics.get("register", {}) if done else {},
@@ -112,10 +118,23 @@ def main(argv: list[str] | None = None) -> None:
         default=600.0,
         help="seconds to wait while another run holds the project (default 600)",
     )
+    parser.add_argument(
+        "--stage-timeout",
+        type=seconds,
+        help="seconds any stage may run (default: flows.stage_timeout(s) in params.yaml)",
+    )
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     check_prefect_api()  # a configured server that is down: one line, not a retry loop
     print(
-        json.dumps(continual_update(project=args.project, lock_timeout=args.lock_timeout), indent=2)
+        json.dumps(
+            continual_update(
+                project=args.project,
+                lock_timeout=args.lock_timeout,
+                stage_timeout=args.stage_timeout,
+            ),
+            indent=2,
+        )
     )
 
 

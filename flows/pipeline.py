@@ -17,12 +17,19 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from clflow.config import check_overrides
-from clflow.dvcrun import experiment_metrics, stage_names
+from clflow.dvcrun import experiment_metrics
 from clflow.errors import ConfigError, cli_errors
 from clflow.locks import project_lock
-from clflow.orchestration import publish, run_experiment, run_stage
+from clflow.orchestration import (
+    exit_on_sigterm,
+    flow_settings,
+    publish,
+    run_experiment,
+    run_stage,
+)
 from clflow.reporting import read_metrics, summary_table
 from clflow.services import check_prefect_api
+from clflow.stage import seconds
 from clflow.tracking import pipeline_run
 
 
@@ -33,27 +40,29 @@ def pipeline(
     overrides: dict[str, Any] | None = None,
     experiment: str | None = None,
     lock_timeout: float = 600.0,
+    stage_timeout: float | None = None,
 ) -> dict:
     """Run the pipeline's stages in order (or one DVC experiment with `overrides`); return every
     stage's metrics.
 
     `stages` limits the run to those stages (with overrides: to them and what they depend on).
+    `stage_timeout` (seconds) overrides `flows.stage_timeout(s)` in params.yaml for every stage.
     """
     logger = get_run_logger()
     root = Path(project).resolve()
+    timeouts = flow_settings(root, stages, stage_timeout)  # before anything is written
     if overrides:
         check_overrides(
             root / "params.yaml", overrides
         )  # a typo stops here, not inside the experiment
     with project_lock(root, lock_timeout), pipeline_run(root) as env:
         if overrides:
-            name = run_experiment(str(root), overrides, experiment, env, stages)
+            budget = sum(flow_settings(root, None, stage_timeout).values())  # every stage may run
+            name = run_experiment(str(root), overrides, experiment, env, stages, budget)
             done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
             metrics = experiment_metrics(root, name)
         else:
-            done = {
-                stage: run_stage(stage, str(root), env) for stage in stages or stage_names(root)
-            }
+            done = {stage: run_stage(stage, str(root), env, t) for stage, t in timeouts.items()}
             metrics = read_metrics(root / "metrics")
         publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root)
     logger.info("summary\n%s", summary_table(metrics))
@@ -82,7 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         default=600.0,
         help="seconds to wait while another run holds the project (default 600)",
     )
+    parser.add_argument(
+        "--stage-timeout",
+        type=seconds,
+        help="seconds any stage may run (default: flows.stage_timeout(s) in params.yaml)",
+    )
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     check_prefect_api()  # a configured server that is down: one line, not a retry loop
     overrides = {}
     for item in args.set_param:
@@ -98,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                 overrides=overrides or None,
                 experiment=args.name,
                 lock_timeout=args.lock_timeout,
+                stage_timeout=args.stage_timeout,
             )
         )
     )

@@ -91,8 +91,9 @@ def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
         alias(registry, CHAMPION) == v1
         and registry.get(v2).tags["clflow.decision"] == "rolled_back"
     )
-    registry.promote(v2, "hotfix")
+    assert registry.promote(v2, "hotfix") == v1  # what it replaced, decided under the lock
     assert alias(registry, CHAMPION) == v2 and registry.get(v2).tags["clflow.reason"] == "hotfix"
+    assert registry.promote(v2) == v2  # a second, concurrent promote of it changes nothing
     with pytest.raises(RegistryError, match="no version 99"):
         registry.promote(99)
 

@@ -8,6 +8,7 @@ hashes and the registry before and after, and puts the project back.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -192,6 +193,83 @@ def test_unavailable_prefect_api_is_named_in_bounded_time(project):
         )
         line = one_error_line(proc)
     assert line.startswith(f"error: {url}/health: the Prefect API did not answer within 3 s")
+
+
+def processes(where) -> list[str]:
+    """Command lines of live processes for which `where(pid)` holds (read from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if where(proc):
+                    found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:  # gone, or not ours to read
+                continue
+    return found
+
+
+def in_project(project: Path):
+    return lambda proc: Path(os.readlink(proc / "cwd")) == project
+
+
+def test_a_stage_past_its_timeout_is_stopped_and_the_project_freed(project):
+    from clflow.locks import project_lock
+
+    before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 102")
+    try:
+        with Unchanged(project):
+            cmd = ["flows/pipeline.py", "--stage", "tame", "--stage-timeout", "2"]
+            line = one_error_line(run([sys.executable, *cmd], project, check=False))
+            assert "stage 'tame' did not finish within 2 s and was stopped" in line
+            assert not processes(in_project(project))  # DVC and the stage are gone
+            with project_lock(project, timeout=0):  # and the project is free at once
+                pass
+    finally:
+        (project / "params.yaml").write_text(before_params)
+
+
+def test_flow_arguments_are_checked_before_anything_runs(project, tmp_path):
+    typo = run([sys.executable, "flows/pipeline.py", "--stage", "tamee"], project, check=False)
+    assert "no stage 'tamee' (stages: prepare, " in one_error_line(typo)
+    assert "Retrying" not in typo.stdout + typo.stderr
+    nowhere = tmp_path / "no" / "project"
+    proc = run(
+        [sys.executable, "flows/continual.py", "--project", str(nowhere)], project, check=False
+    )
+    assert "not a directory" in one_error_line(proc) and not nowhere.exists()
+
+
+def test_sigterm_stops_a_flow_its_stage_and_its_temporary_prefect_api(project, tmp_path):
+    home = tmp_path / "prefect-home"  # marks the flow's own ephemeral API among processes
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
+
+    def has_home(proc):
+        return f"PREFECT_HOME={home}".encode() in (proc / "environ").read_bytes()
+
+    before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 103")
+    try:
+        with Unchanged(project):
+            flow = subprocess.Popen(
+                [sys.executable, "flows/pipeline.py", "--stage", "tame"],
+                cwd=project,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 180
+            while not any("stages/tame.py" in c for c in processes(in_project(project))):
+                assert flow.poll() is None and time.monotonic() < deadline
+                time.sleep(0.5)
+            assert processes(has_home)  # the flow started a temporary Prefect API
+            flow.send_signal(signal.SIGTERM)
+            assert flow.wait(60) != 0
+            deadline = time.monotonic() + 20  # the API server stops as its parent exits
+            while processes(has_home) or processes(in_project(project)):
+                assert time.monotonic() < deadline, processes(has_home)
+                time.sleep(0.5)
+    finally:
+        (project / "params.yaml").write_text(before_params)
 
 
 def test_concurrent_runs_wait_for_the_project_lock_or_stop_clearly(project):

@@ -38,3 +38,21 @@ def test_live_server_passes_and_file_stores_need_no_check():
     finally:
         server.shutdown()
     check_tracking_uri("sqlite:///nowhere/mlflow.db", timeout=0)
+
+
+def test_a_dask_scheduler_address_is_checked_in_bounded_time():
+    import socket
+
+    from clflow.services import wait_for_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match=f"{address}: the scheduler did not answer within"):
+        wait_for_port(address, 1.0, "the scheduler")
+    assert time.monotonic() - t0 < 6
+    with pytest.raises(ServiceUnavailable, match="not a host:port address"):
+        wait_for_port("tcp://nowhere", 1.0, "the scheduler")
+    with socket.socket() as listening:  # something that answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        wait_for_port(f"tcp://127.0.0.1:{listening.getsockname()[1]}", 1.0, "the scheduler")

@@ -10,37 +10,13 @@ clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo exper
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import polars as pl
 
 from clflow.errors import ClflowError, StreamError, cli_errors
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def finite(text: str) -> float:
-    """argparse type: a finite number."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+from clflow.stage import count, finite, positive_int
 
 
 def load_queries(path: Path, limit: int) -> pl.DataFrame:
@@ -99,8 +75,12 @@ def registry(args: argparse.Namespace) -> None:
     if args.action == "promote":
         if args.version is None:
             raise StreamError("which version? e.g. `clflow registry promote 3`", field="version")
-        reg.promote(args.version, args.reason or "promoted by hand")
-        print(f"{args.model}: version {args.version} is the champion")
+        replaced = reg.promote(args.version, args.reason or "promoted by hand")
+        done = {
+            None: "is the champion (there was none)",
+            str(args.version): "was already the champion: nothing changed",
+        }.get(replaced, f"is the champion, replacing version {replaced}")
+        print(f"{args.model}: version {args.version} {done}")
     elif args.action == "rollback":
         restored = reg.rollback(args.reason or "rolled back by hand")
         print(f"{args.model}: version {restored} is the champion again")

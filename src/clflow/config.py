@@ -235,6 +235,26 @@ class RegisterConfig(Section):
     )
 
 
+DAY = 86_400.0
+
+
+class FlowsConfig(Section):
+    """How the Prefect flows run stages (a plain `dvc repro` has no time limit)."""
+
+    stage_timeout: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * DAY,
+        description="seconds a stage may run in a flow; then it is stopped and the project freed",
+    )
+    stage_timeouts: dict[str, Annotated[float, Field(gt=0, le=7 * DAY)]] = Field(
+        default_factory=dict, description="per stage, e.g. {tame: 7200}"
+    )
+
+    def timeout(self, stage: str) -> float:
+        return self.stage_timeouts.get(stage, self.stage_timeout)
+
+
 class Params(Section):
     stream: StreamConfig = StreamConfig()
     train: TrainConfig = TrainConfig()
@@ -244,6 +264,7 @@ class Params(Section):
     lingo: LingoConfig = LingoConfig()
     federated: FederatedConfig = FederatedConfig()
     tracking: TrackingConfig = TrackingConfig()
+    flows: FlowsConfig = FlowsConfig()
     # `register` would shadow pydantic's BaseModel.register: the attribute is `registry`
     registry: RegisterConfig = Field(RegisterConfig(), alias="register")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,18 @@ def _stages(project: str | Path) -> dict:
 def stage_names(project: str | Path) -> list[str]:
     """Stages in the order dvc.yaml lists them."""
     return list(_stages(project))
+
+
+def check_stages(project: str | Path, stages: list[str], field: str = "--stage") -> None:
+    """Every name in `stages` is a stage of dvc.yaml (a typo is refused, not retried)."""
+    known = stage_names(project)
+    unknown = [s for s in stages if s not in known]
+    if unknown:
+        raise ClflowError(
+            f"no stage '{unknown[0]}' (stages: {', '.join(known)})",
+            file=Path(project) / "dvc.yaml",
+            field=field,
+        )
 
 
 def stage_outs(project: str | Path) -> list[str]:
@@ -89,23 +102,65 @@ def dvc(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
-    """`dvc <args>` in `project` (via this interpreter, so the right DVC runs)."""
-    return subprocess.run(
+    """`dvc <args>` in `project` (via this interpreter, so the right DVC runs).
+
+    DVC and the stage it runs form their own process group: past `timeout` seconds, or
+    when this process is interrupted or terminated, the whole group is stopped (SIGTERM,
+    then SIGKILL), so no stage outlives the run that started it. A timeout raises
+    subprocess.TimeoutExpired after that.
+    """
+    proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=dvc_env(env),
-        timeout=timeout,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # a timeout, Ctrl-C, SIGTERM turned into SystemExit
+        _stop_group(proc)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def repro_stage(stage: str, project: str | Path, env: dict[str, str] | None = None) -> str:
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.communicate(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def repro_stage(
+    stage: str,
+    project: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> str:
     """`dvc repro --single-item <stage>`; return "ran" or "cached".
 
-    Raises StageFailed carrying the stage's own error line on failure.
+    Raises StageFailed carrying the stage's own error line on failure, and a
+    non-retryable StageFailed when the stage runs past `timeout` seconds (it is stopped;
+    its previous outs stay, see StagedOuts).
     """
-    proc = dvc(["repro", "--single-item", stage], project, env)
+    try:
+        proc = dvc(["repro", "--single-item", stage], project, env, timeout)
+    except subprocess.TimeoutExpired:
+        raise StageFailed(
+            f"stage '{stage}' did not finish within {timeout:g} s and was stopped "
+            "(flows.stage_timeout / flows.stage_timeouts in params.yaml, or --stage-timeout)",
+            file=Path(project) / "params.yaml",
+            field="flows.stage_timeout",
+            retryable=False,
+        ) from None
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise StageFailed(

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,10 @@ def _retryable(task_obj, task_run, state) -> bool:
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_retryable,
 )
-def run_stage(stage: str, project: str, env: dict[str, str]) -> str:
-    """One DVC stage; DVC skips it when its deps and params are unchanged."""
-    return repro_stage(stage, project, env)
+def run_stage(stage: str, project: str, env: dict[str, str], timeout: float | None = None) -> str:
+    """One DVC stage; DVC skips it when its deps and params are unchanged. Past `timeout`
+    seconds it is stopped (not retried)."""
+    return repro_stage(stage, project, env, timeout)
 
 
 def override_args(overrides: Mapping[str, Any]) -> list[str]:
@@ -61,6 +65,7 @@ def run_experiment(
     name: str | None,
     env: dict[str, str],
     targets: list[str] | None = None,
+    timeout: float | None = None,
 ) -> str:
     """`dvc exp run --temp -S key=value ... [targets]`: a tracked DVC experiment, workspace
     untouched.
@@ -72,7 +77,15 @@ def run_experiment(
         + (["--name", name] if name else [])
         + (targets or [])
     )
-    proc = dvc(args, project, env)
+    try:
+        proc = dvc(args, project, env, timeout)
+    except subprocess.TimeoutExpired:
+        raise StageFailed(
+            f"dvc exp run did not finish within {timeout:g} s and was stopped",
+            file=Path(project) / "params.yaml",
+            field="flows.stage_timeout",
+            retryable=False,
+        ) from None
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise StageFailed(
@@ -144,6 +157,28 @@ def publish(
             key=f"{key}-accuracy-matrix",
             description="TAME accuracy matrix R[i][j]: trained through i, tested on j",
         )
+
+
+def flow_settings(project: str | Path, stages: list[str] | None, stage_timeout: float | None):
+    """Check a flow's project and stage names before anything is written (no `.clflow/` in a
+    wrong directory, no retries of a typo); return {stage: timeout} for the stages to run."""
+    from clflow.config import load_params
+    from clflow.dvcrun import check_stages, stage_names
+
+    root = Path(project)
+    if not root.is_dir():
+        raise ClflowError("not a directory", file=root, field="--project")
+    stages = stages or stage_names(root)
+    check_stages(root, stages)
+    flows = load_params(root / "params.yaml").flows
+    check_stages(root, list(flows.stage_timeouts), field="flows.stage_timeouts")
+    return {s: stage_timeout or flows.timeout(s) for s in stages}
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a stopped flow unwinds: the stage it runs is stopped, the
+    project lock released and Prefect's temporary API server shut down (no orphans)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):

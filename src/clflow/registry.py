@@ -203,14 +203,19 @@ class Registry:
         self.tag(version, **{TAG_DECISION: decision, TAG_REASON: reason, TAG_PREVIOUS: previous})
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
-    def promote(self, version: str | int, reason: str = "promoted by hand") -> None:
-        """Make `version` the champion regardless of metrics (the previous one is recorded)."""
+    def promote(self, version: str | int, reason: str = "promoted by hand") -> str | None:
+        """Make `version` the champion regardless of metrics (the previous one is recorded).
+
+        Returns the version it replaced (None: there was none), or `version` itself when it
+        already was the champion: what this call did, decided under the registry lock.
+        """
         version = str(self.get(version).version)
         with self._decision_lock():
             champ = self.version(CHAMPION)
             if champ is not None and str(champ.version) == version:
-                return
+                return version
             self._promote(version, str(champ.version) if champ else "", "promoted_by_hand", reason)
+            return str(champ.version) if champ else None
 
     def rollback(self, reason: str = "rolled back by hand") -> str:
         """Restore the champion's predecessor; return the restored version."""

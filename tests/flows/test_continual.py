@@ -101,6 +101,15 @@ def test_a_failed_update_is_finished_by_the_next_run(tmp_path, built_project):
     assert (
         tame["resumed_from_experience"] == 5.0
     )  # continued from the repaired checkpoint onto the new rows
+    runs_before = mlflow_runs(project)
     assert (
         update(project=str(project), stages=stages)["stages"] == {}
-    )  # and now there is nothing owed
+    )  # and now there is nothing owed: nothing runs, and MLflow gets no empty run
+    assert mlflow_runs(project) == runs_before
+
+
+def mlflow_runs(project) -> int:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    return len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
