@@ -1,6 +1,7 @@
 """Baselines on published benchmarks: finetune, experience replay, online replay and joint.
 
     python bench/baselines.py [--seeds 0 1 2] [--epochs 5] [--memory 200 500] [--streams NAME ...]
+                              [--methods finetune replay replay_online joint]
 
 Each method in its standard form (Avalanche 0.6.0's Naive, Replay with its
 experience-balanced storage policy, and Cumulative), plus the boundary-free
@@ -27,6 +28,7 @@ STREAMS = {
     "Permuted-MNIST-1D": StreamConfig(source="permuted_mnist1d", experiences=5),
 }
 REPLAYS = ("replay", "replay_online")
+METHODS = ("finetune", *REPLAYS, "joint")
 
 
 def fmt(vals: list[float]) -> str:
@@ -34,11 +36,12 @@ def fmt(vals: list[float]) -> str:
 
 
 def measure(
-    name: str, train: TrainConfig, memories: list[int]
+    name: str, train: TrainConfig, memories: list[int], methods: list[str]
 ) -> dict[str, dict[str, list[float]]]:
     """{column: {metric: per-seed values}} for one stream."""
     stream = build_stream(STREAMS[name])
     columns = [("finetune", 0)] + [(m, mem) for mem in memories for m in REPLAYS] + [("joint", 0)]
+    columns = [(m, mem) for m, mem in columns if m in methods]
     out = {}
     for method, memory in columns:
         runs = run_seeds(
@@ -64,9 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         "--memory", type=int, nargs="+", default=[200, 500], help="replay buffer sizes"
     )
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
     train = TrainConfig(epochs=args.epochs, seeds=args.seeds)
-    results = {name: measure(name, train, args.memory) for name in args.streams}
+    results = {name: measure(name, train, args.memory, args.methods) for name in args.streams}
     columns = list(next(iter(results.values())))
     print(f"\n### Baselines: avg accuracy (forgetting), {len(args.seeds)} seeds, mean ± std\n")
     print("| stream | " + " | ".join(columns) + " |")
