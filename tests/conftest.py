@@ -234,8 +234,12 @@ def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int =
         path,
         example_experience(load_stream(project / "data" / "stream"), rotate=rotate, limit=limit),
     )
-    past = time.time() - 60  # delivered a minute ago: intake leaves files still being written
-    os.utime(path, (past, past))
+    return delivered(path)
+
+
+def delivered(path: Path) -> Path:
+    """Date `path` a minute back: a finished delivery (intake leaves files still being written)."""
+    os.utime(path, (time.time() - 60,) * 2)
     return path
 
 
@@ -253,6 +257,6 @@ def updated_project(tmp_path_factory, built_project):
     drop_experience(dest, "rotated.parquet")
     bad = drop_experience(dest, "bad.parquet", rotate=0, limit=50)
     pl.read_parquet(bad).with_columns(pl.lit(42, dtype=pl.Int64).alias("y")).write_parquet(bad)
-    os.utime(bad, (time.time() - 60,) * 2)  # a finished delivery
+    delivered(bad)
     result = load_flow(dest, "continual", "continual_update")(project=str(dest))
     return dest, result, before

@@ -89,8 +89,9 @@ def kill_point(label: str) -> None:
 class StagedOuts:
     """A stage's outs, changed all together or not at all.
 
-    The stage writes each out at `staged[out]` (a hidden sibling); leaving the `with`
-    block normally commits: the previous outs move aside, the staged ones move in
+    The stage writes each out at `staged[out]` (the out's own name inside a hidden sibling
+    folder, so files logged from there keep their names); leaving the `with` block
+    normally commits: the previous outs move aside, the staged ones move in
     (renames only, on one file system) and a journal beside the first out records the
     commit while it runs. A commit killed half-way is rolled back, to the previous outs
     that `dvc.lock` still describes, when the stage next starts (`dvc repro` reruns a
@@ -101,26 +102,26 @@ class StagedOuts:
         self.outs = [Path(o) for o in outs]
         self.journal = _hidden(self.outs[0], "commit.json")
         self.rollback()
-        # what a killed run left: set-aside and staged copies, atomic_path's temp files
-        for path in [self.journal] + [self[out] for out in self.outs]:
-            for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-                tmp.unlink()
+        # what a killed run left: set-aside and staged copies, the journal's temp file
+        for tmp in self.journal.parent.glob(f".{self.journal.name}.*.tmp"):
+            tmp.unlink()
         for out in self.outs:
             _remove(_hidden(out, "prev"))
-            _remove(self[out])
-            out.parent.mkdir(parents=True, exist_ok=True)
+            _remove(_hidden(out, "staged"))
 
     def __getitem__(self, out: str | os.PathLike) -> Path:
-        return _hidden(Path(out), "staged")
+        return _hidden(Path(out), "staged") / Path(out).name
 
     def __enter__(self) -> StagedOuts:
+        for out in self.outs:
+            self[out].parent.mkdir(parents=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.commit()
         for out in self.outs:
-            _remove(self[out])
+            _remove(_hidden(out, "staged"))
 
     def commit(self) -> None:
         existed = [out.exists() for out in self.outs]

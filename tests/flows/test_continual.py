@@ -7,7 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from conftest import drop_experience, file_hashes, load_flow
+from conftest import delivered, drop_experience, file_hashes, load_flow
 
 pytestmark = pytest.mark.slow
 
@@ -65,9 +65,8 @@ def test_only_bad_files_change_nothing(updated_project):
     champion = registry(project).version("champion").version
     bad = drop_experience(project, "short.parquet", limit=50)
     x = np.stack(pl.read_parquet(bad)["x"].to_list())[:, :10]
-    pl.DataFrame({"x": x.tolist(), "y": list(range(len(x)))}).write_parquet(
-        bad
-    )  # wrong feature length
+    pl.DataFrame({"x": x.tolist(), "y": list(range(len(x)))}).write_parquet(bad)
+    delivered(bad)  # a wrong feature length
     result = load_flow(project, "continual", "continual_update")(project=str(project))
     assert result["accepted"] == [] and result["stages"] == {}
     assert "feature length 10" in result["rejected"]["short.parquet"]

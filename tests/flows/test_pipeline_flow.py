@@ -25,7 +25,7 @@ def read_artifacts(key: str):
 
 
 def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
-    project = make_project(tmp_path / "p")
+    project = make_project(tmp_path / "p", {"baselines": {"methods": ["replay"]}})
     pipeline = load_flow(project, "pipeline", "pipeline")
     params_before = (project / "params.yaml").read_bytes()
     metrics = pipeline(
