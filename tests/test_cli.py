@@ -86,6 +86,18 @@ def test_errors_are_one_line(bank_and_queries, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
 
 
+@pytest.fixture(scope="module")
+def empty_registry(tmp_path_factory):
+    """A project whose registry knows `clflow-tame` but has no versions (the errors change
+    nothing, so one serves every case)."""
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("clflow-tame")
+    return tmp
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -95,11 +107,8 @@ def test_errors_are_one_line(bank_and_queries, tmp_path, case):
         (["new-experience", "x.parquet", "--stream", "no-such-dir"], "stream directory not found"),
     ],
 )
-def test_registry_and_experience_errors_are_one_line(tmp_path, args, words):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).create_registered_model("clflow-tame")
+def test_registry_and_experience_errors_are_one_line(empty_registry, args, words):
+    tmp_path = empty_registry
     proc = subprocess.run(
         CLI + args + (["--project", str(tmp_path)] if args[0] == "registry" else []),
         capture_output=True,

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import copy_project, make_project, run, update_params
+from conftest import copy_project, run, update_params
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +20,18 @@ def metrics(project):
     return json.loads((project / "metrics" / "tame.json").read_text())
 
 
-def test_appended_experience_continues_from_the_checkpoint(tmp_path):
-    project = make_project(
-        tmp_path / "p", {"stream": {"tasks": [0, 1, 2]}, "train": {"seeds": [0], "epochs": 3}}
-    )
-    out = repro(project, "tame")
+def test_appended_experience_continues_from_the_checkpoint(tmp_path, built_project):
+    # a copy of the built project (its class targets are reused), on a shorter stream
+    project = copy_project(built_project, tmp_path / "p")
+    update_params(project, {"stream": {"tasks": [0, 1, 2]}, "train": {"epochs": 3}})
+    repro(project, "tame")
     assert metrics(project)["resumed_from_experience"] == 0
     ckpt = project / "models" / "tame" / "seed_0.pt"
     assert ckpt.exists()
 
     update_params(project, {"stream": {"tasks": [0, 1, 2, 3]}})  # the stream gains one experience
-    out = repro(project, "tame").stdout + repro(project, "tame").stderr
+    proc = repro(project, "tame")
+    out = proc.stdout + proc.stderr
     m = metrics(project)
     assert m["resumed_from_experience"] == 3, out
     assert m["n_experts"] == 4 and m["detection_f1"] == 1.0
