@@ -181,6 +181,8 @@ def test_new_experience_never_overwrites_without_force_and_never_pipeline_data(
     assert new("data/incoming/a.parquet", "--force").returncode == 0
     (project / "data" / "incoming" / "d.parquet").mkdir()
     assert "is a directory" in new("data/incoming/d.parquet").stderr
+    (project / "a-file").write_text("")
+    assert "cannot write" in new("a-file/x.parquet").stderr  # its folder cannot be made
 
 
 def test_an_unreachable_tracking_server_is_one_line_in_bounded_time(tmp_path):
