@@ -25,6 +25,7 @@ import stat
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -231,20 +232,23 @@ def _reject(path: Path, rejected_dir: Path, reason: str) -> None:
     path.replace(target)
 
 
-def _entry_problem(path: Path, now: float, settle: float) -> str | None:
-    """Why `path` cannot be read as an experience file (judged from lstat, never opened);
-    "" when it may still be being written."""
+EntryState = Literal["ready", "waiting", "refused"]
+
+
+def _entry_state(path: Path, now: float, settle: float) -> tuple[EntryState, str]:
+    """Whether `path` can be read as an experience file now, and why not (judged from lstat:
+    the entry is never opened here)."""
     st = path.lstat()
     if stat.S_ISLNK(st.st_mode):
-        return "a symlink, not a regular file: copy the file itself into data/incoming/"
+        return "refused", "a symlink, not a regular file: copy the file itself into data/incoming/"
     if not stat.S_ISREG(st.st_mode):
         kind = "directory" if stat.S_ISDIR(st.st_mode) else "special file (FIFO, device, socket)"
-        return f"a {kind}, not a regular file"
+        return "refused", f"a {kind}, not a regular file"
     if st.st_size > MAX_BYTES:
-        return f"{st.st_size} bytes, over the {MAX_BYTES} byte limit for one experience"
+        return "refused", f"{st.st_size} bytes, over the {MAX_BYTES} byte limit for one experience"
     if now - st.st_mtime < settle:
-        return ""
-    return None
+        return "waiting", "modified just now: it may still be being written"
+    return "ready", ""
 
 
 def intake(
@@ -276,12 +280,12 @@ def intake(
     now = time.time()
     for path in sorted(incoming.glob("*.parquet")):
         try:
-            problem = _entry_problem(path, now, settle)
-            if problem == "":
+            state, why = _entry_state(path, now, settle)
+            if state == "waiting":
                 waiting.append(path.name)
                 continue
-            if problem:
-                raise StreamError(problem, file=path)
+            if state == "refused":
+                raise StreamError(why, file=path)
             digest = file_digest(path)
             if digest in seen:
                 raise StreamError("the same file was already accepted", file=path)
