@@ -14,7 +14,6 @@ arrived. Nothing runs when no file arrived and none is pending. Run: `python flo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,10 +23,8 @@ from prefect import flow, get_run_logger, task
 from clflow.config import load_params
 from clflow.errors import cli_errors
 from clflow.locks import project_lock
-from clflow.orchestration import exit_on_sigterm, flow_settings, publish, run_stage
+from clflow.orchestration import flow_parser, flow_settings, publish, run_stage, start_flow_cli
 from clflow.reporting import read_metrics
-from clflow.services import check_prefect_api
-from clflow.stage import seconds
 from clflow.streams import load_stream
 from clflow.streams.incoming import Intake, intake, pending, set_pending
 from clflow.tracking import pipeline_run
@@ -108,24 +105,7 @@ def continual_update(
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=600.0,
-        help="seconds to wait while another run holds the project (default 600)",
-    )
-    parser.add_argument(
-        "--stage-timeout",
-        type=seconds,
-        help="seconds any stage may run (default: flows.stage_timeout(s) in params.yaml)",
-    )
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    check_prefect_api()  # a configured server that is down: one line, not a retry loop
+    args = start_flow_cli(flow_parser(__doc__), argv)
     print(
         json.dumps(
             continual_update(

@@ -9,7 +9,6 @@ time (a project lock). Run: `python flows/pipeline.py --help`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,14 @@ from clflow.dvcrun import experiment_metrics
 from clflow.errors import ConfigError, cli_errors
 from clflow.locks import project_lock
 from clflow.orchestration import (
-    exit_on_sigterm,
+    flow_parser,
     flow_settings,
     publish,
     run_experiment,
     run_stage,
+    start_flow_cli,
 )
 from clflow.reporting import read_metrics, summary_table
-from clflow.services import check_prefect_api
-from clflow.stage import seconds
 from clflow.tracking import pipeline_run
 
 
@@ -71,10 +69,7 @@ def pipeline(
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
+    parser = flow_parser(__doc__)
     parser.add_argument("--stage", action="append", help="run only these stages (repeatable)")
     parser.add_argument(
         "-S",
@@ -85,20 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         help="override a param (YAML value); the run becomes a DVC experiment",
     )
     parser.add_argument("--name", help="name of the DVC experiment (with -S)")
-    parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=600.0,
-        help="seconds to wait while another run holds the project (default 600)",
-    )
-    parser.add_argument(
-        "--stage-timeout",
-        type=seconds,
-        help="seconds any stage may run (default: flows.stage_timeout(s) in params.yaml)",
-    )
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    check_prefect_api()  # a configured server that is down: one line, not a retry loop
+    args = start_flow_cli(parser, argv)
     overrides = {}
     for item in args.set_param:
         key, sep, value = item.partition("=")

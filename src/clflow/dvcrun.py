@@ -151,11 +151,36 @@ def repro_stage(
     non-retryable StageFailed when the stage runs past `timeout` seconds (it is stopped;
     its previous outs stay, see StagedOuts).
     """
+    output = checked_dvc(
+        ["repro", "--single-item", stage],
+        project,
+        env,
+        timeout,
+        what=f"stage '{stage}'",
+        file=Path(project) / "dvc.yaml",
+        field=f"stages.{stage}",
+    )
+    return "cached" if "didn't change, skipping" in output else "ran"
+
+
+def checked_dvc(
+    args: list[str],
+    project: str | Path,
+    env: dict[str, str] | None,
+    timeout: float | None,
+    *,
+    what: str,
+    file: Path,
+    field: str,
+) -> str:
+    """`dvc <args>`, its output on success; StageFailed naming `what` otherwise: with the
+    stage's own error line (not retryable when it is a user error), or past `timeout` seconds
+    (stopped, not retryable)."""
     try:
-        proc = dvc(["repro", "--single-item", stage], project, env, timeout)
+        proc = dvc(args, project, env, timeout)
     except subprocess.TimeoutExpired:
         raise StageFailed(
-            f"stage '{stage}' did not finish within {timeout:g} s and was stopped "
+            f"{what} did not finish within {timeout:g} s and was stopped "
             "(flows.stage_timeout / flows.stage_timeouts in params.yaml, or --stage-timeout)",
             file=Path(project) / "params.yaml",
             field="flows.stage_timeout",
@@ -164,12 +189,12 @@ def repro_stage(
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise StageFailed(
-            f"stage '{stage}' failed (exit {proc.returncode}):\n{error_lines(output)}",
-            file=Path(project) / "dvc.yaml",
-            field=f"stages.{stage}",
+            f"{what} failed (exit {proc.returncode}):\n{error_lines(output)}",
+            file=file,
+            field=field,
             retryable=not own_errors(output),
         )
-    return "cached" if "didn't change, skipping" in output else "ran"
+    return output
 
 
 def experiment_metrics(project: str | Path, name: str) -> dict[str, dict]:

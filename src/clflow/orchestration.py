@@ -8,10 +8,10 @@ parameter overrides), so flow runs and `dvc repro` share one cache and one
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect import task
 
-from clflow.dvcrun import StageFailed, dvc, error_lines, own_errors, repro_stage
+from clflow.dvcrun import StageFailed, checked_dvc, repro_stage
 from clflow.errors import ClflowError
 from clflow.reporting import method_rows, summary_table
 from clflow.tracking import EXPERIMENT_ENV, PARENT_ENV
@@ -77,23 +77,15 @@ def run_experiment(
         + (["--name", name] if name else [])
         + (targets or [])
     )
-    try:
-        proc = dvc(args, project, env, timeout)
-    except subprocess.TimeoutExpired:
-        raise StageFailed(
-            f"dvc exp run did not finish within {timeout:g} s and was stopped",
-            file=Path(project) / "params.yaml",
-            field="flows.stage_timeout",
-            retryable=False,
-        ) from None
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise StageFailed(
-            f"dvc exp run failed (exit {proc.returncode}):\n{error_lines(output)}",
-            file=Path(project) / "params.yaml",
-            field=", ".join(overrides),
-            retryable=not own_errors(output),
-        )
+    output = checked_dvc(
+        args,
+        project,
+        env,
+        timeout,
+        what="dvc exp run",
+        file=Path(project) / "params.yaml",
+        field=", ".join(overrides),
+    )
     for line in output.splitlines():  # "Ran experiment(s): <name>"
         if line.startswith("Ran experiment"):
             return line.split(":", 1)[1].strip()
@@ -173,6 +165,38 @@ def flow_settings(project: str | Path, stages: list[str] | None, stage_timeout: 
     flows = load_params(root / "params.yaml").flows
     check_stages(root, list(flows.stage_timeouts), field="flows.stage_timeouts")
     return {s: stage_timeout or flows.timeout(s) for s in stages}
+
+
+def flow_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of every flow entry point: --project, --lock-timeout, --stage-timeout."""
+    from clflow.stage import seconds
+
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait while another run holds the project (default 600)",
+    )
+    parser.add_argument(
+        "--stage-timeout",
+        type=seconds,
+        help="seconds any stage may run (default: flows.stage_timeout(s) in params.yaml)",
+    )
+    return parser
+
+
+def start_flow_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse a flow's command line, make SIGTERM unwind it, and check a configured Prefect API."""
+    from clflow.services import check_prefect_api
+
+    args = parser.parse_args(argv)
+    exit_on_sigterm()
+    check_prefect_api()  # a configured server that is down: one line, not a retry loop
+    return args
 
 
 def exit_on_sigterm() -> None:
