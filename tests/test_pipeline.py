@@ -55,11 +55,15 @@ def test_repro_writes_tame_outputs(built_project):
         assert (built_project / "plots" / "tame" / name).stat().st_size > 0
 
 
-def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path):
+def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path, built_project):
     """A recurring task's test rows appear under each of its experiences: the stream loads, the
     stages run, and meta.json records the duplicate counts and the normalizer."""
-    project = make_project(
-        tmp_path / "recurring",
+    from conftest import copy_project, update_params
+
+    # a copy of the built project: MNIST-1D's classes are the digits', so their targets stay
+    project = copy_project(built_project, tmp_path / "recurring")
+    update_params(
+        project,
         {
             "stream": {
                 "source": "permuted_mnist1d",
