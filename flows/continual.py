@@ -57,12 +57,10 @@ def continual_update(
     """Take in new experience files, update TAME incrementally and register the new model."""
     logger = get_run_logger()
     root = Path(project).resolve()
-    timeouts = flow_settings(root, stages or UPDATE_STAGES, stage_timeout)
+    stages, timeouts = flow_settings(root, stages or UPDATE_STAGES, stage_timeout)
     with project_lock(root, lock_timeout):
         if not (root / "data" / "stream").exists():  # first run: the stream files must match
-            run_stage(
-                "prepare", str(root), {}, flow_settings(root, ["prepare"], stage_timeout)["prepare"]
-            )
+            run_stage("prepare", str(root), {}, timeouts["prepare"])
         report = intake_files(root)
         for name, reason in report.rejected.items():
             logger.warning("rejected %s: %s", name, reason)
@@ -75,7 +73,7 @@ def continual_update(
         if report.accepted or owed:  # else nothing to train: no MLflow run either
             with pipeline_run(root) as env:
                 set_pending(root, owed + report.accepted)  # a failing stage leaves them owed
-                done = {s: run_stage(s, str(root), env, t) for s, t in timeouts.items()}
+                done = {s: run_stage(s, str(root), env, timeouts[s]) for s in stages}
                 set_pending(root, [])
         metrics = read_metrics(root / "metrics")
         result = {

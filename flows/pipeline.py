@@ -48,19 +48,19 @@ def pipeline(
     """
     logger = get_run_logger()
     root = Path(project).resolve()
-    timeouts = flow_settings(root, stages, stage_timeout)  # before anything is written
+    to_run, timeouts = flow_settings(root, stages, stage_timeout)  # before anything is written
     if overrides:
         check_overrides(
             root / "params.yaml", overrides
         )  # a typo stops here, not inside the experiment
     with project_lock(root, lock_timeout), pipeline_run(root) as env:
         if overrides:
-            budget = sum(flow_settings(root, None, stage_timeout).values())  # every stage may run
+            budget = sum(timeouts.values())  # every stage may run
             name = run_experiment(str(root), overrides, experiment, env, stages, budget)
             done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
             metrics = experiment_metrics(root, name)
         else:
-            done = {stage: run_stage(stage, str(root), env, t) for stage, t in timeouts.items()}
+            done = {s: run_stage(s, str(root), env, timeouts[s]) for s in to_run}
             metrics = read_metrics(root / "metrics")
         publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root)
     logger.info("summary\n%s", summary_table(metrics))

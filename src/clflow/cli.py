@@ -36,14 +36,14 @@ def retrieve(args: argparse.Namespace) -> None:
     bank = DemoBank.load(args.bank)
     queries = load_queries(Path(args.query), args.limit)
     X = np.stack(queries["x"].to_list())
-    args.k = min(args.k, len(bank))  # more neighbours than the bank holds is the whole bank
-    scores, ids, labels = bank.search(X, args.k)
+    k = min(args.k, len(bank))  # more neighbours than the bank holds is the whole bank
+    scores, ids, labels = bank.search(X, k)
     meta = bank.meta
     extra = [c for c in meta.columns if c not in ("id", "label")]
     score_name = "similarity" if bank.config.metric == "ip" else "sq_distance"
     rows = []
     for q in range(len(X)):
-        for rank in range(args.k):
+        for rank in range(k):
             if ids[q, rank] < 0:
                 continue
             row = {

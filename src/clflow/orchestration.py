@@ -151,20 +151,23 @@ def publish(
         )
 
 
-def flow_settings(project: str | Path, stages: list[str] | None, stage_timeout: float | None):
+def flow_settings(
+    project: str | Path, stages: list[str] | None, stage_timeout: float | None
+) -> tuple[list[str], dict[str, float]]:
     """Check a flow's project and stage names before anything is written (no `.clflow/` in a
-    wrong directory, no retries of a typo); return {stage: timeout} for the stages to run."""
+    wrong directory, no retries of a typo); return the stages to run (all when None) and
+    every stage's timeout."""
     from clflow.config import load_params
     from clflow.dvcrun import check_stages, stage_names
 
     root = Path(project)
     if not root.is_dir():
         raise ClflowError("not a directory", file=root, field="--project")
-    stages = stages or stage_names(root)
-    check_stages(root, stages)
+    every = stage_names(root)
+    check_stages(root, stages or [])
     flows = load_params(root / "params.yaml").flows
     check_stages(root, list(flows.stage_timeouts), field="flows.stage_timeouts")
-    return {s: stage_timeout or flows.timeout(s) for s in stages}
+    return stages or every, {s: stage_timeout or flows.timeout(s) for s in every}
 
 
 def flow_parser(doc: str | None) -> argparse.ArgumentParser:
