@@ -67,7 +67,8 @@ lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, 
 test: install lint  ## lint, then run the test suite
 	$(BIN)/python -m pytest tests
 
-bench: install  ## run the benchmarks (prints tables)
+bench: install  ## run the benchmarks (prints tables; installs the `bench` extra: river)
+	$(BIN)/pip install -q -e '.[bench,$(FAISS_EXTRA)]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:  ## remove generated state (keeps .venv)

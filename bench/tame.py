@@ -1,11 +1,12 @@
-"""Benchmark TAME against its targets (issue 3); prints markdown tables.
+"""Benchmark TAME against its targets (issues 3 and 13); prints markdown tables.
 
     python bench/tame.py [--seeds 0 1 2] [--epochs 5] [--streams NAME ...]
 
 Everything is measured in this run: TAME on six streams; experience replay
 (standard, told the boundaries) and online replay (a reservoir, boundary-free
-like TAME), each with TAME's total buffer memory; throughput with and without
-detection; and an incremental update against a full retrain.
+like TAME), each with TAME's total buffer memory; the size of TAME after online
+pruning against the same run unpruned; the routers compared; throughput with and
+without detection; and an incremental update against a full retrain.
 """
 
 from __future__ import annotations
@@ -50,10 +51,39 @@ KEYS = [
     "selector_accuracy",
     "oracle_avg_accuracy",
 ]
+SIZE = ["expert_nonzero_parameters", "dense_expert_parameters", "selector_nonzero_parameters"]
+DENSE = {"prune_sparsity": 0.0, "selector_sparsity": 0.0}
+ROUTERS = {  # the selector before issue 13, and what each change adds
+    "buffers only, expert targets": {"router": "buffer", "selector_targets": "expert"},
+    "continual, expert targets": {"router": "continual", "selector_targets": "expert"},
+    "continual, (expert, class) targets": {"router": "continual", "selector_targets": "class"},
+}
+ROUTED_STREAMS = ("Split-Digits (class-incr.)", "Split-MNIST-1D (class-incr.)")
 
 
 def fmt(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
+
+
+def tame_run(stream: Stream, train: TrainConfig, tame: TameConfig, seed: int):
+    """(trained TAME, its accuracy, detection, routing and size scores)."""
+    learner = make_tame(stream, train, tame, seed)
+    result = run_stream(
+        learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed
+    )
+    scores = tame_scores(learner, stream, result.batch_experience, tame.match_tolerance)
+    return learner, {**result.metrics(), **scores}
+
+
+def routers(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]):
+    """avg accuracy and selector accuracy of each router, per stream."""
+    out = {}
+    for name in [n for n in names if n in ROUTED_STREAMS]:
+        stream = build_stream(STREAMS[name].model_copy(update={"seed": 0}))
+        for label, update in ROUTERS.items():
+            runs = [tame_run(stream, train, tame.model_copy(update=update), s)[1] for s in seeds]
+            out[name, label] = [[r[k] for r in runs] for k in ("avg_accuracy", "selector_accuracy")]
+    return out
 
 
 def quality(
@@ -65,18 +95,13 @@ def quality(
     table: dict[str, dict[str, list[float]]] = {}
     for name in names:
         stream = build_stream(STREAMS[name].model_copy(update={"seed": 0}))
-        rows = table.setdefault(name, {k: [] for k in KEYS + [*REPLAYS, "memory"]})
+        rows = table.setdefault(name, {k: [] for k in KEYS + SIZE + [*REPLAYS, "memory", "dense"]})
         for seed in seeds:
-            learner = make_tame(stream, train, tame, seed)
-            result = run_stream(
-                learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed
-            )
-            scores = {
-                **result.metrics(),
-                **tame_scores(learner, stream, result.batch_experience, tame.match_tolerance),
-            }
-            for k in KEYS:
+            learner, scores = tame_run(stream, train, tame, seed)
+            for k in KEYS + SIZE:
                 rows[k].append(scores[k])
+            dense = tame_run(stream, train, tame.model_copy(update=DENSE), seed)[1]
+            rows["dense"].append(dense["avg_accuracy"])
             memory = sum(len(e.buffer) for e in learner.experts_.values())
             for method in REPLAYS:
                 replay = learner_for_method(method, stream, train, seed, memory)
@@ -107,26 +132,32 @@ def train_time(learner, stream: Stream, train: TrainConfig, seed: int) -> tuple[
     return t, n
 
 
+VARIANTS = {  # throughput columns: TameConfig updates
+    "without detection": {"detect": False},
+    "with detection": {"detect": True},
+    "with detection, no pruning": {"detect": True, "prune_sparsity": 0.0},
+    "with detection, continual router": {"detect": True, "router": "continual"},
+}
+
+
 def throughput(
     train: TrainConfig, tame: TameConfig, seeds: list[int]
-) -> list[tuple[str, float, float]]:
+) -> list[tuple[str, dict[str, float]]]:
+    """Median batches/s of each variant, per stream."""
     out = []
     for name in ("Stationary (digits, 5 chunks)", "Split-Digits (class-incr.)"):
         stream = build_stream(STREAMS[name])
-        rates: dict[bool, list[float]] = {True: [], False: []}
+        rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
         train_time(
             make_tame(stream, train, tame, seeds[0]), stream, train, seeds[0]
         )  # warm-up, discarded
         for seed in seeds:
-            for detect in (False, True) * 3:  # interleaved, so drift hits both alike
-                t, n = train_time(
-                    make_tame(stream, train, tame.model_copy(update={"detect": detect}), seed),
-                    stream,
-                    train,
-                    seed,
-                )
-                rates[detect].append(n / t)
-        out.append((name, float(np.median(rates[False])), float(np.median(rates[True]))))
+            for _ in range(3):
+                for variant, update in VARIANTS.items():  # interleaved: drift hits all alike
+                    cfg = tame.model_copy(update=update)
+                    t, n = train_time(make_tame(stream, train, cfg, seed), stream, train, seed)
+                    rates[variant].append(n / t)
+        out.append((name, {v: float(np.median(r)) for v, r in rates.items()}))
     return out
 
 
@@ -159,8 +190,19 @@ def main() -> None:
     parser.add_argument(
         "--quality-only", action="store_true", help="skip throughput and incremental timing"
     )
+    parser.add_argument(
+        "--timing-only", action="store_true", help="only throughput and incremental timing"
+    )
     args = parser.parse_args()
     train, tame = TrainConfig(epochs=args.epochs, seeds=args.seeds), TameConfig()
+    if not args.timing_only:
+        tables(train, tame, args)
+    if not args.quality_only:
+        timing(train, tame, args.seeds)
+
+
+def tables(train: TrainConfig, tame: TameConfig, args: argparse.Namespace) -> None:
+    """Quality, pruning and router tables."""
 
     table = quality(train, tame, args.seeds, args.streams)
     print(f"\n### TAME quality ({len(args.seeds)} seeds, mean ± std)\n")
@@ -176,16 +218,40 @@ def main() -> None:
             f"{fmt(r['replay_online'])} | "
             f"{np.mean(r['memory']):.0f} | " + " | ".join(fmt(r[k]) for k in KEYS[1:]) + " |"
         )
-    if args.quality_only:
-        return
 
-    print("\n### Training throughput (batches/s in partial_fit, median)\n")
-    print("| stream | without detection | with detection | ratio |")
+    print(f"\n### Online pruning ({len(args.seeds)} seeds, mean)\n")
+    print(
+        "| stream | experts | non-zero in experts | one dense expert | ratio "
+        "| selector non-zero | avg acc pruned | avg acc unpruned |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in table.items():
+        nz, one = np.mean(r["expert_nonzero_parameters"]), np.mean(r["dense_expert_parameters"])
+        print(
+            f"| {name} | {np.mean(r['n_experts']):.1f} | {nz:,.0f} | {one:,.0f} | "
+            f"{nz / one:.2f}× | {np.mean(r['selector_nonzero_parameters']):,.0f} | "
+            f"{fmt(r['avg_accuracy'])} | {fmt(r['dense'])} |"
+        )
+
+    print(f"\n### Routers ({len(args.seeds)} seeds, mean)\n")
+    print("| stream | selector | avg acc | selector acc |")
     print("|---|---|---|---|")
-    for name, off, on in throughput(train, tame, args.seeds):
-        print(f"| {name} | {off:.0f} | {on:.0f} | {on / off:.2f}× |")
+    for (name, label), (acc, sel) in routers(train, tame, args.seeds, args.streams).items():
+        print(f"| {name} | {label} | {fmt(acc)} | {fmt(sel)} |")
 
-    full, inc = incremental(train, tame, args.seeds[0])
+
+def timing(train: TrainConfig, tame: TameConfig, seeds: list[int]) -> None:
+    """Throughput with and without detection; incremental update against a full retrain."""
+    print("\n### Training throughput (batches/s in partial_fit, median)\n")
+    others = [v for v in VARIANTS if v != "without detection"]
+    print("| stream | without detection | " + " | ".join(others) + " |")
+    print("|---|---|" + "---|" * len(others))
+    for name, r in throughput(train, tame, seeds):
+        off = r["without detection"]
+        cells = [f"{r[v]:.0f} ({r[v] / off:.2f}×)" for v in others]
+        print(f"| {name} | {off:.0f} | " + " | ".join(cells) + " |")
+
+    full, inc = incremental(train, tame, seeds[0])
     print("\n### Incremental update: one appended experience (Split-Digits 4 → 5), median of 3\n")
     print("| full retrain (5 exp.) | continue from checkpoint (1 exp.) | ratio |")
     print("|---|---|---|")

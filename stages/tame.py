@@ -152,12 +152,15 @@ def main(argv: list[str] | None = None) -> None:
         write_plots(*learners[0], stream, Path(outs[args.plots]))
         write_json(outs[args.metrics], metrics)
         log.info(
-            "avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f",
+            "avg_accuracy %.3f ± %.3f  detection_f1 %.3f  experts %.1f  selector %.3f  "
+            "non-zero parameters %.0f (one dense expert %.0f)",
             metrics["avg_accuracy"],
             metrics["avg_accuracy_std"],
             metrics["detection_f1"],
             metrics["n_experts"],
             metrics["selector_accuracy"],
+            metrics["nonzero_parameters"],
+            metrics["dense_expert_parameters"],
         )
 
         import mlflow

@@ -19,6 +19,13 @@ def test_shipped_params_are_valid():
     assert params.stream.normalize == "standard" and params.stream.duplicates == "keep"
 
 
+def test_a_renamed_key_says_what_it_became(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("tame:\n  min_jump: 1.0\n")
+    with pytest.raises(ConfigError, match="tame.min_jump.*became tame.min_rise"):
+        load_params(p)
+
+
 def test_typo_names_key_and_suggests_nearest(tmp_path):
     p = write(tmp_path, "train:\n  lrr: 0.1\n")
     with pytest.raises(ConfigError) as err:
@@ -62,7 +69,7 @@ def test_missing_file(tmp_path):
     "text, field, message",
     [
         ("train:\n  lr: .inf\n", "train.lr", "finite number"),
-        ("tame:\n  min_jump: .inf\n", "tame.min_jump", "finite number"),
+        ("tame:\n  min_rise: .inf\n", "tame.min_rise", "finite number"),
         ("stream:\n  rotation_step: .nan\n", "stream.rotation_step", "finite number"),
         ("train:\n  epochs: 1000000000\n", "train.epochs", "less than or equal to 1000"),
         ("train:\n  seeds: [99999999999999999999999]\n", "train.seeds.0", "less than or equal"),

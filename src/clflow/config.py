@@ -139,20 +139,49 @@ class TameConfig(Section):
     history: int = Field(
         30, ge=2, le=100_000, description="accepted losses in the reference window"
     )
-    min_jump: float = Field(
-        1.0,
+    min_rise: float = Field(
+        0.4,
         ge=0,
         le=100,
-        description="effect size: a shift raises the loss by at least this (nats)",
+        description="effect size: a shift raises the loss by at least this share of log C "
+        "(the loss of a uniform guess over the C classes)",
     )
     buffer_size: int = Field(
         100, ge=1, le=1_000_000, description="reservoir samples per expert (selector training data)"
     )
     max_experts: int = Field(10, ge=1, le=1000)
     min_expert_batches: int = Field(
-        5, ge=0, le=1_000_000, description="experts with fewer batches are spurious: pruned"
+        5, ge=0, le=1_000_000, description="experts with fewer batches are spurious: removed"
     )
-    selector_hidden: int = Field(128, ge=1, le=65_536)
+    prune_sparsity: float = Field(
+        0.8,
+        ge=0,
+        lt=1,
+        description="most weights zeroed in an expert when it stops being active (online "
+        "pruning); 0 = off",
+    )
+    prune_agreement: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="a pruned expert must keep this share of its predictions on its buffer; "
+        "else it is pruned less",
+    )
+    selector_sparsity: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="share of the selector's weights zeroed each time it is refitted; 0 = off",
+    )
+    router: Literal["buffer", "continual"] = Field(
+        "buffer",
+        description="selector trained on every batch the experts learn (rehearsing their "
+        "buffers), or on the buffers only",
+    )
+    selector_targets: Literal["expert", "class"] = Field(
+        "expert", description="selector learns experts, or (expert, class) pairs"
+    )
+    selector_hidden: int = Field(512, ge=1, le=65_536)
     selector_epochs: int = Field(100, ge=1, le=100_000)
     match_tolerance: int = Field(
         5, ge=0, le=100_000, description="batches after a true boundary a detection may fall"
@@ -280,12 +309,19 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+# keys that changed meaning: an old params.yaml stops with what to write instead
+RENAMED = {
+    "tame.min_jump": "; it became tame.min_rise, a share of log C (1 nat is 0.43 for 10 classes)",
+}
+
+
 def _explain(err: ValidationError, path: Path) -> ConfigError:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, _known_keys(Params), n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = RENAMED.get(key, hint)
         return ConfigError(f"unknown key{hint}", file=path, field=key)
     msg = first["msg"].removeprefix("Value error, ")
     got = repr(first.get("input"))

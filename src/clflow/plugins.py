@@ -80,7 +80,7 @@ class ReservoirBuffer:
         return self
 
     def absorb(self, other: ReservoirBuffer) -> None:
-        """Fold another buffer's samples in (pruning), keeping this buffer's capacity."""
+        """Fold another buffer's samples in (spurious-expert removal), keeping this capacity."""
         if other.X is not None:
             self.add(other.X, other.y)
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from clflow.tame.detector import LossShiftDetector, one_sided_p
 
@@ -35,10 +36,26 @@ def test_falling_loss_of_a_fresh_expert_is_not_a_shift():
 
 
 def test_small_jump_below_effect_size_is_ignored():
-    det = LossShiftDetector(alpha=1e-3, window=1, warmup=5, min_jump=1.0, min_std=1e-3)
+    det = LossShiftDetector(alpha=1e-3, window=1, warmup=5, min_rise=0.4, min_std=1e-3)
     feed(det, [0.10] * 20)
     assert det.update(0.5) == "ok"  # significant, but a generalisation gap, not a task
     assert det.update(1.5) == "shift"
+
+
+@pytest.mark.parametrize("n_classes", [2, 10, 100])
+def test_the_floor_is_a_share_of_the_chance_loss(n_classes):
+    """The same relative rise is a shift for 2, 10 or 100 classes; an absolute 1-nat floor
+    would never fire for 2 classes, whose loss rises from ~0 to about log 2 = 0.69."""
+    rng = np.random.default_rng(0)
+    chance = np.log(n_classes)
+    det = LossShiftDetector(alpha=1e-3, window=2, warmup=10, min_rise=0.4, n_classes=n_classes)
+    flat = 0.05 * chance * (1 + 0.1 * rng.standard_normal(40))
+    out = feed(det, flat)
+    assert "shift" not in out
+    assert feed(det, [0.3 * chance, 0.3 * chance]) == ["ok", "ok"]  # a rise < 0.4 log C
+    det = LossShiftDetector(alpha=1e-3, window=2, warmup=10, min_rise=0.4, n_classes=n_classes)
+    feed(det, flat)
+    assert feed(det, [0.9 * chance, 0.9 * chance]) == ["suspect", "shift"]
 
 
 def test_a_single_outlier_is_held_then_accepted():

@@ -28,6 +28,7 @@ def test_fingerprint_covers_the_code_behind_experts_and_selector(stream, monkeyp
         "models.py",
         "plugins.py",
         "normalize.py",
+        "pruning.py",
     } <= names
     before = incremental.fingerprint({"a": 1}, stream)
     edited = tmp_path / "models.py"

@@ -54,7 +54,7 @@ def test_recurring_task_switches_back_to_its_expert():
     assert learner.n_experts == 2
 
 
-def test_spurious_expert_is_pruned_and_its_buffer_folded_back():
+def test_spurious_expert_is_removed_and_its_buffer_folded_back():
     s = build_stream(StreamConfig(source="permuted_digits", experiences=2, seed=0))
     learner = TameLearner(
         ContinualLearner(10), min_expert_batches=5, seed=0
@@ -65,14 +65,14 @@ def test_spurious_expert_is_pruned_and_its_buffer_folded_back():
         learner.partial_fit(X, y)
     kinds = [(e.kind, e.source, e.target) for e in learner.events_]
     # the blip spawns expert 1; in its warm-up the parent explains the data again: return, then
-    # prune
-    assert kinds == [("spawn", 0, 1), ("return", 1, 0), ("prune", 1, 0)]
+    # removal
+    assert kinds == [("spawn", 0, 1), ("return", 1, 0), ("remove", 1, 0)]
     assert list(learner.experts_) == [0]
     buf = learner.experts_[0].buffer
     blip = {x.tobytes() for X, _ in b for x in X}
     assert any(
         x.tobytes() in blip for x in buf.X
-    )  # the pruned expert's samples live on in expert 0's buffer
+    )  # the removed expert's samples live on in expert 0's buffer
 
 
 def test_max_experts_caps_growth(split_digits):
@@ -170,3 +170,54 @@ def test_predict_before_fit():
 
     with pytest.raises(NotFittedError):
         TameLearner(ContinualLearner(10)).predict(np.zeros((1, 64), np.float32))
+
+
+def test_a_checkpoint_from_before_the_router_and_pruning_still_loads(split_digits, tmp_path):
+    """A champion registered by an earlier version (absolute min_jump, buffer-trained
+    expert-level selector, no pruning, "prune" events) loads and predicts as it did."""
+    from clflow.tame.persist import load_tame, save_tame
+
+    old = dict(router="buffer", selector_targets="expert", prune_sparsity=0.0)
+    learner = TameLearner(ContinualLearner(10), seed=0, selector_sparsity=0.0, **old)
+    run_stream(learner, split_digits, batch_size=32, epochs=2, seed=0)
+    save_tame(tmp_path / "new.pt", learner)
+    ckpt = load_checkpoint(tmp_path / "new.pt")
+    keys = ("router", "selector_targets", "prune_sparsity", "prune_agreement", "selector_sparsity")
+    for key in keys:
+        del ckpt["params"][key]
+    ckpt["params"]["min_jump"] = 1.0  # nats, as params.yaml then said
+    del ckpt["params"]["min_rise"]
+    ckpt["state"]["events"].append({"batch": 3, "kind": "prune", "source": 7, "target": 0})
+    save_checkpoint(tmp_path / "old.pt", ckpt)
+    again, _ = load_tame(tmp_path / "old.pt")
+    assert again.router == "buffer" and again.selector_targets == "expert"
+    assert again.min_rise == pytest.approx(1.0 / np.log(10))
+    assert again.events_[-1].kind == "remove"
+    X = split_digits.test.X
+    assert np.array_equal(again.predict(X), learner.predict(X))
+
+
+def test_two_class_unscaled_tabular_stream_gets_its_shifts_and_no_false_alarm():
+    """Breast-cancer features (up to ~4,000, no input scaling), 2 classes, 3 tasks of permuted
+    features: the floor is a share of log 2, and a noisy loss does not undo a true spawn."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from clflow.metrics import detection_scores, shift_points
+    from clflow.streams.builders import domain_incremental
+    from clflow.streams.loaders import RawData
+    from clflow.tame.evaluate import batch_tasks
+
+    X, y = load_breast_cancer(return_X_y=True)
+    parts = train_test_split(X.astype(np.float32), y, test_size=0.3, random_state=0, stratify=y)
+    Xtr, Xte, ytr, yte = parts
+    data = RawData(Xtr, ytr, Xte, yte, ["malignant", "benign"], (1, X.shape[1]))
+    cfg = StreamConfig(source="permuted_digits", experiences=3, normalize="none")
+    stream = domain_incremental(data, cfg)
+    assert stream.normalizer is None and np.abs(stream.train.X).max() > 1000
+    for seed in (0, 1):
+        learner = TameLearner(ContinualLearner(2), seed=seed)
+        result = run_stream(learner, stream, batch_size=32, epochs=5, seed=seed)
+        true = shift_points(batch_tasks(stream, result.batch_experience))
+        scores = detection_scores(true, learner.detections_, 5)
+        assert scores["detection_f1"] == 1.0 and scores["false_alarms"] == 0

@@ -5,21 +5,36 @@ expert trains while its loss stays in its normal range; a significant jump
 (see detector.py) marks a new task: the held batches go to an existing expert
 whose loss on them is normal (a recurring task returns to its expert), or to a
 new expert. Each expert keeps a reservoir buffer of what it trained on; a
-selector trained on those buffers routes test samples to experts. Experts left
-after too few batches are spurious: pruned, their buffer folded into the expert
-that fits it best. `max_experts` caps experts and selector outputs.
+selector trained on those buffers (`router: buffer`), or on every batch an expert
+learns while rehearsing the other experts' buffers (`router: continual`), routes
+test samples to experts.
+
+Growth is bounded three ways: an expert that stops being active is pruned
+(up to `prune_sparsity` of its weights zeroed, as far as it keeps its answers on
+its buffer: pruning.py, `prune_agreement`), and the selector is pruned
+(`selector_sparsity`) each time it is refitted; experts left after too few
+batches are spurious: removed, their buffer folded into the expert that fits it
+best; `max_experts` caps experts.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from clflow.learners import ContinualLearner, NotFittedError, ParamsMixin
 from clflow.plugins import ReservoirBuffer
-from clflow.tame.detector import LossShiftDetector
+from clflow.tame.detector import LossShiftDetector, Status
+from clflow.tame.pruning import count_nonzero, count_parameters, prune_weights, pruned_view
 from clflow.tame.selector import Selector
+
+Router = Literal["continual", "buffer"]  # selector trained on every batch, or on buffers only
+SelectorTargets = Literal["class", "expert"]  # selector learns (expert, class) pairs or experts
+# spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | remove (spurious)
+EventKind = Literal["spawn", "switch", "reuse", "return", "remove"]
+PRUNE_STEP = 0.2  # sparsities tried: prune_sparsity, then this much less each time, down to 0
 
 
 @dataclass
@@ -36,9 +51,7 @@ class Expert:
 @dataclass
 class Event:
     batch: int  # index of the batch at which the shift was declared
-    kind: (
-        str  # spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | prune
-    )
+    kind: EventKind
     source: int
     target: int
 
@@ -47,7 +60,7 @@ class Event:
 class BatchLog:
     loss: list[float] = field(default_factory=list)
     expert: list[int] = field(default_factory=list)
-    status: list[str] = field(default_factory=list)
+    status: list[Status] = field(default_factory=list)
 
 
 class TameLearner(ParamsMixin):
@@ -65,12 +78,17 @@ class TameLearner(ParamsMixin):
         window: int = 2,
         warmup: int = 10,
         history: int = 30,
-        min_jump: float = 1.0,
+        min_rise: float = 0.4,
         buffer_size: int = 100,
         max_experts: int = 10,
         min_expert_batches: int = 5,
-        selector_hidden: int = 128,
+        selector_hidden: int = 512,
         selector_epochs: int = 100,
+        prune_sparsity: float = 0.8,
+        prune_agreement: float = 1.0,
+        selector_sparsity: float = 0.5,
+        router: Router = "buffer",
+        selector_targets: SelectorTargets = "expert",
         detect: bool = True,
     ):
         self.expert = expert
@@ -79,12 +97,17 @@ class TameLearner(ParamsMixin):
         self.window = window
         self.warmup = warmup
         self.history = history
-        self.min_jump = min_jump
+        self.min_rise = min_rise
         self.buffer_size = buffer_size
         self.max_experts = max_experts
         self.min_expert_batches = min_expert_batches
         self.selector_hidden = selector_hidden
         self.selector_epochs = selector_epochs
+        self.prune_sparsity = prune_sparsity
+        self.prune_agreement = prune_agreement
+        self.selector_sparsity = selector_sparsity
+        self.router = router
+        self.selector_targets = selector_targets
         self.detect = detect
 
     # -- construction -------------------------------------------------------------------
@@ -94,7 +117,7 @@ class TameLearner(ParamsMixin):
             self.next_id_ += 1
         learner = self.expert.clone(seed=self.seed + 1009 * eid)
         detector = LossShiftDetector(
-            self.alpha, self.window, self.warmup, self.history, self.min_jump
+            self.alpha, self.window, self.warmup, self.history, self.min_rise, learner.n_classes
         )
         expert = Expert(
             eid,
@@ -117,6 +140,7 @@ class TameLearner(ParamsMixin):
             device=self.expert.device,
             seed=self.seed,
             normalizer=self.expert.normalizer,
+            classes=self.expert.n_classes if self.selector_targets == "class" else 1,
         ).initialize(n_features)
         self.selector_ids_: list[int] = []
         self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
@@ -131,6 +155,35 @@ class TameLearner(ParamsMixin):
         expert.n_batches += 1
         expert.buffer.add(X, y)
         self.selector_stale_ = True
+        if self.router == "continual":
+            self._selector_step(expert, X, y)
+
+    def _align_selector(self) -> None:
+        """Selector outputs follow the live experts that hold samples (kept ones keep weights)."""
+        live = [eid for eid in self.experts_ if self.experts_[eid].buffer.X is not None]
+        keep = [pos for pos, eid in enumerate(self.selector_ids_) if eid in live]
+        kept_ids = [self.selector_ids_[pos] for pos in keep]
+        new_ids = [eid for eid in live if eid not in kept_ids]
+        if new_ids or len(keep) < len(self.selector_ids_):
+            self.selector_.resize(keep, len(new_ids))
+            self.selector_ids_ = kept_ids + new_ids
+
+    def _selector_step(self, expert: Expert, X: np.ndarray, y: np.ndarray) -> None:
+        """Teach the selector that X belongs to `expert`, rehearsing the other experts' buffers
+        (an equal share each), so it sees every row the experts learn, not only their buffers."""
+        self._align_selector()
+        others = [eid for eid in self.selector_ids_ if eid != expert.id]
+        if not others:
+            return
+        share = -(-len(X) // len(others))
+        parts = [(X, y, self.selector_ids_.index(expert.id))] + [
+            (*self.experts_[eid].buffer.sample(share), self.selector_ids_.index(eid))
+            for eid in others
+        ]
+        Xs = np.concatenate([p[0] for p in parts])
+        ys = np.concatenate([p[1] for p in parts])
+        labels = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
+        self.selector_.partial_fit(Xs, labels, ys)
 
     def _train_held(self, expert: Expert) -> None:
         """Train `expert` on the held batches (their losses become part of its normal range)."""
@@ -174,7 +227,9 @@ class TameLearner(ParamsMixin):
         parent = self.experts_.get(expert.parent) if expert.parent is not None else None
         if expert.detector.ready or parent is None or not parent.detector.ready:
             return False
-        normal = not parent.detector.significant(parent.learner.batch_loss(X, y))
+        # within the floor of its mean, not merely "not significant": a noisy loss (hard or
+        # unscaled data) is often not significant on a new task, and would undo a true spawn
+        normal = not parent.detector.material(parent.learner.batch_loss(X, y))
         expert.returns = expert.returns + 1 if normal else 0
         return expert.returns >= self.window
 
@@ -182,9 +237,9 @@ class TameLearner(ParamsMixin):
         batch = len(self.log_.loss)
         parent = int(expert.parent)  # type: ignore[arg-type]
         self.events_.append(Event(batch, "return", expert.id, parent))
-        self.active_ = parent
+        self._activate(parent)
         if expert.n_batches < self.min_expert_batches:
-            self._prune(expert, batch)
+            self._remove_spurious(expert, batch)
 
     def _best_fit(
         self, X: np.ndarray, y: np.ndarray, exclude: int
@@ -216,19 +271,55 @@ class TameLearner(ParamsMixin):
             target, kind = self._new_expert(), "spawn"
             target.parent = source.id
         self.events_.append(Event(batch, kind, source.id, target.id))
-        self.active_ = target.id
+        self._activate(target.id)
         self._train_held(target)
         if source.n_batches < self.min_expert_batches:
-            self._prune(source, batch)
+            self._remove_spurious(source, batch)
 
-    def _prune(self, expert: Expert, batch: int) -> None:
+    def _activate(self, eid: int) -> None:
+        """Make `eid` the active expert; the one it replaces is pruned (online pruning), unless
+        it is spurious (about to be removed)."""
+        left = self.experts_.get(self.active_)
+        self.active_ = eid
+        if (
+            left is not None
+            and left.id != eid
+            and left.buffer.X is not None
+            and left.n_batches >= self.min_expert_batches
+        ):
+            self._prune(left)
+
+    def _prune(self, expert: Expert) -> float:
+        """Prune an expert left behind as far as it keeps its answers: the sparsest of
+        `prune_sparsity`, then steps of PRUNE_STEP less, at which a pruned copy still agrees
+        with the expert on `prune_agreement` of its buffer. Returns the sparsity used.
+
+        A fixed sparsity cost up to 9 points on Permuted-MNIST-1D, whose 10-class experts need
+        their capacity; fine-tuning on the 100-row buffer after pruning cost accuracy on
+        Permuted-Digits (0.963 vs 0.967 without): measured, README."""
+        sparsity = self.prune_sparsity
+        while sparsity > 1e-9 and self._agreement(expert, sparsity) < self.prune_agreement:
+            sparsity -= PRUNE_STEP
+        if sparsity <= 1e-9:
+            return 0.0
+        prune_weights(expert.learner.model_, sparsity)
+        return sparsity
+
+    def _agreement(self, expert: Expert, sparsity: float) -> float:
+        """Share of the expert's buffer on which a copy pruned to `sparsity` answers as it does."""
+        X = expert.buffer.X
+        before = expert.learner.predict(X)
+        with pruned_view(expert.learner.model_, sparsity):
+            return float(np.mean(expert.learner.predict(X) == before))
+
+    def _remove_spurious(self, expert: Expert, batch: int) -> None:
         """Remove a spurious expert; its buffer joins the expert that fits it best."""
         del self.experts_[expert.id]
         if expert.buffer.X is not None:
             _, into = self._best_fit(expert.buffer.X, expert.buffer.y, exclude=expert.id)
             if into is not None:
                 into.buffer.absorb(expert.buffer)
-                self.events_.append(Event(batch, "prune", expert.id, into.id))
+                self.events_.append(Event(batch, "remove", expert.id, into.id))
         self.selector_stale_ = True
 
     # -- inference ----------------------------------------------------------------------
@@ -242,12 +333,7 @@ class TameLearner(ParamsMixin):
         """Align selector outputs with the live experts, then retrain it on their buffers."""
         if not self.selector_stale_:
             return
-        live = [eid for eid in self.experts_ if self.experts_[eid].buffer.X is not None]
-        keep = [pos for pos, eid in enumerate(self.selector_ids_) if eid in live]
-        kept_ids = [self.selector_ids_[pos] for pos in keep]
-        new_ids = [eid for eid in live if eid not in kept_ids]
-        self.selector_.resize(keep, len(new_ids))
-        self.selector_ids_ = kept_ids + new_ids
+        self._align_selector()
         if len(self.selector_ids_) > 1:
             X = np.concatenate([self.experts_[eid].buffer.X for eid in self.selector_ids_])
             labels = np.concatenate(
@@ -256,7 +342,16 @@ class TameLearner(ParamsMixin):
                     for pos, eid in enumerate(self.selector_ids_)
                 ]
             )
-            self.selector_.fit(X, labels)
+            # continual: the body learned from every batch; refitting only the head on the
+            # balanced buffers removes its bias toward the latest expert
+            y = np.concatenate([self.experts_[eid].buffer.y for eid in self.selector_ids_])
+            self.selector_.fit(X, labels, y, head_only=self.router == "continual")
+            if self.selector_sparsity > 0:  # prune, then refit with the masks held
+                prune_weights(
+                    self.selector_.network(),
+                    self.selector_sparsity,
+                    finetune=lambda: self.selector_.fit(X, labels, y),
+                )
         self.selector_stale_ = False
 
     def route(self, X: np.ndarray) -> np.ndarray:
@@ -284,10 +379,24 @@ class TameLearner(ParamsMixin):
         self._check()
         return len(self.experts_)
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Non-zero parameters of the experts and selector, and one dense expert's size."""
+        self._check()
+        self._refresh_selector()
+        experts = sum(count_nonzero(e.learner.model_) for e in self.experts_.values())
+        selector = count_nonzero(self.selector_.network())
+        active = self.experts_.get(self.active_) or next(iter(self.experts_.values()))
+        return {
+            "expert_nonzero_parameters": experts,
+            "selector_nonzero_parameters": selector,
+            "nonzero_parameters": experts + selector,
+            "dense_expert_parameters": count_parameters(active.learner.model_),
+        }
+
     @property
     def detections_(self) -> list[int]:
         """Batch indices at which a shift was declared."""
-        return [e.batch for e in self.events_ if e.kind != "prune"]
+        return [e.batch for e in self.events_ if e.kind != "remove"]
 
     # -- state (written by clflow.checkpoint, not here) ---------------------------------
     def get_state(self) -> dict:

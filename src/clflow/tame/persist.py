@@ -14,9 +14,19 @@ from typing import Any
 from clflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from clflow.learners import ContinualLearner
 from clflow.streams.normalize import Normalizer
+from clflow.tame.detector import chance_loss
 from clflow.tame.learner import TameLearner
 
 REQUIRED = ("params", "state")
+# what a checkpoint written before these settings existed was trained with (a champion
+# registered then must still load, serve and be compared)
+LEGACY = {
+    "router": "buffer",
+    "selector_targets": "expert",
+    "prune_sparsity": 0.0,
+    "prune_agreement": 1.0,
+    "selector_sparsity": 0.0,
+}
 
 
 def tame_params(learner: TameLearner) -> dict[str, Any]:
@@ -28,6 +38,21 @@ def tame_params(learner: TameLearner) -> dict[str, Any]:
     norm = expert["normalizer"]
     expert["normalizer"] = None if norm is None else {"mean": norm.mean, "std": norm.std}
     return {**params, "expert": expert}
+
+
+def upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint in today's terms: the absolute `min_jump` (nats) becomes `min_rise` (a share
+    of log C), settings it predates get the values it was trained with, "prune" events are
+    "remove" events."""
+    params = {**LEGACY, **ckpt["params"]}
+    if "min_jump" in params:
+        classes = params["expert"]["n_classes"]
+        params["min_rise"] = params.pop("min_jump") / chance_loss(classes)
+    state = dict(ckpt["state"])
+    state["events"] = [
+        {**e, "kind": "remove" if e["kind"] == "prune" else e["kind"]} for e in state["events"]
+    ]
+    return {**ckpt, "params": params, "state": state}
 
 
 def tame_from_params(params: dict[str, Any]) -> TameLearner:
@@ -51,7 +76,12 @@ def read_tame(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError("not a TAME checkpoint", file=path, field=missing[0])
-    return ckpt
+    try:
+        return upgrade(ckpt)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"malformed ({type(exc).__name__})", file=path, field="params"
+        ) from None
 
 
 def restore(

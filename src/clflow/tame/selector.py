@@ -10,10 +10,13 @@ from clflow.models import Standardize, resolve_device
 
 
 class Selector:
-    """A small MLP over the raw features with one output per expert.
+    """A small MLP over the raw features with a block of outputs per expert.
 
-    It grows an output when an expert is added and drops it when an expert is
-    pruned, keeping the other outputs' weights (warm start).
+    With `classes` > 1 each expert's block has one output per class and the
+    selector learns (expert, class) pairs: a finer target than the expert alone
+    (measured: better routing on Split-MNIST-1D), summed over classes to route.
+    It grows a block when an expert is added and drops it when an expert is
+    removed, keeping the other blocks' weights (warm start).
     """
 
     def __init__(
@@ -25,6 +28,7 @@ class Selector:
         device: str = "auto",
         seed: int = 0,
         normalizer=None,
+        classes: int = 1,
     ):
         self.hidden = hidden
         self.lr = lr
@@ -33,6 +37,7 @@ class Selector:
         self.device = device
         self.seed = seed
         self.normalizer = normalizer  # the stream's input scaling, as in the experts
+        self.classes = classes
 
     def initialize(self, n_features: int) -> Selector:
         self.device_ = resolve_device(self.device)
@@ -47,12 +52,14 @@ class Selector:
                 self.device_
             )
         self.head_: nn.Linear | None = None  # grows with the experts
+        self.opt_: torch.optim.Adam | None = None  # continual training (partial_fit)
         self.n_features_in_ = n_features
         return self
 
     @property
     def n_outputs(self) -> int:
-        return 0 if self.head_ is None else self.head_.out_features
+        """Expert slots."""
+        return 0 if self.head_ is None else self.head_.out_features // self.classes
 
     def resize(self, keep: list[int], n_new: int) -> None:
         """Keep the outputs at positions `keep` (in order), then append `n_new` fresh ones."""
@@ -62,25 +69,49 @@ class Selector:
             return
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 7919 * (len(keep) + n_new))
-            new = nn.Linear(self.hidden, len(keep) + n_new).to(self.device_)
+            new = nn.Linear(self.hidden, (len(keep) + n_new) * self.classes).to(self.device_)
         with torch.no_grad():
             if keep and old is not None:
-                new.weight[: len(keep)] = old.weight[keep]
-                new.bias[: len(keep)] = old.bias[keep]
+                rows = [slot * self.classes + c for slot in keep for c in range(self.classes)]
+                new.weight[: len(rows)] = old.weight[rows]
+                new.bias[: len(rows)] = old.bias[rows]
         self.head_ = new
+        self.opt_ = None  # the parameters changed: a fresh optimiser on the next step
+
+    def network(self) -> nn.Module:
+        """Body and head as one module (to prune or count)."""
+        return nn.ModuleList([self.body_] + ([] if self.head_ is None else [self.head_]))
 
     def n_parameters(self) -> int:
         head = [] if self.head_ is None else list(self.head_.parameters())
         return sum(p.numel() for p in (*self.body_.parameters(), *head))
 
-    def fit(self, X: np.ndarray, labels: np.ndarray) -> Selector:
-        """Train on buffered samples; labels are output positions. Class-balanced by sample
-        weights."""
+    def _targets(self, labels: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        """Output index of each row: its slot's block, at its class when blocks have classes."""
+        target = labels * self.classes + (y if self.classes > 1 else 0)
+        return torch.as_tensor(target, dtype=torch.long, device=self.device_)
+
+    def partial_fit(self, X: np.ndarray, labels: np.ndarray, y: np.ndarray) -> Selector:
+        """One gradient step on a batch; labels are slots, y the rows' classes."""
+        opt = self._optimizer()
         Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
-        yt = torch.as_tensor(labels, dtype=torch.long, device=self.device_)
-        counts = torch.bincount(yt, minlength=self.n_outputs).clamp(min=1).float()
-        weight = (counts.sum() / (len(counts) * counts)).to(self.device_)
-        params = [*self.body_.parameters(), *self.head_.parameters()]
+        loss = nn.functional.cross_entropy(self.head_(self.body_(Xt)), self._targets(labels, y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return self
+
+    def fit(
+        self, X: np.ndarray, labels: np.ndarray, y: np.ndarray, head_only: bool = False
+    ) -> Selector:
+        """Train on buffered samples; labels are slots, y the rows' classes. Balanced by sample
+        weights over the outputs."""
+        Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
+        yt = self._targets(labels, y)
+        counts = torch.bincount(yt, minlength=self.head_.out_features).float()
+        counts[counts == 0] = float("inf")  # outputs without rows get no weight
+        weight = (len(yt) / (int((counts < float("inf")).sum()) * counts)).to(self.device_)
+        params = [*([] if head_only else self.body_.parameters()), *self.head_.parameters()]
         opt = torch.optim.Adam(params, lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
         for _ in range(self.epochs):
@@ -96,14 +127,32 @@ class Selector:
         return self
 
     @torch.no_grad()
+    def log_proba(self, X: np.ndarray) -> np.ndarray:
+        """Log-probability of each expert slot for each row (summed over its classes)."""
+        Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
+        logits = self.head_(self.body_(Xt)).view(len(Xt), -1, self.classes)
+        return torch.log_softmax(logits.logsumexp(2), 1).cpu().numpy()
+
     def route(self, X: np.ndarray) -> np.ndarray:
         """Output position (expert slot) for each row."""
-        Xt = torch.as_tensor(X, dtype=torch.float32, device=self.device_)
-        return self.head_(self.body_(Xt)).argmax(1).cpu().numpy()
+        return self.log_proba(X).argmax(1)
+
+    def _optimizer(self) -> torch.optim.Adam:
+        """The continual-training optimiser (fresh after a resize: the parameters changed)."""
+        if self.opt_ is None:
+            params = [*self.body_.parameters(), *self.head_.parameters()]
+            self.opt_ = torch.optim.Adam(params, lr=self.lr)
+        return self.opt_
 
     def get_state(self) -> dict:
         head = None if self.head_ is None else self.head_.state_dict()
-        return {"body": self.body_.state_dict(), "head": head, "n_features_in": self.n_features_in_}
+        opt = self.opt_
+        return {
+            "body": self.body_.state_dict(),
+            "head": head,
+            "optimizer": None if opt is None else opt.state_dict(),  # a resumed run continues
+            "n_features_in": self.n_features_in_,
+        }
 
     def set_state(self, state: dict) -> Selector:
         self.initialize(int(state["n_features_in"]))
@@ -111,4 +160,7 @@ class Selector:
         if state["head"] is not None:
             self.head_ = nn.Linear(self.hidden, len(state["head"]["bias"])).to(self.device_)
             self.head_.load_state_dict(state["head"])
+        self.opt_ = None
+        if state.get("optimizer") is not None:  # checkpoints before the continual router: none
+            self._optimizer().load_state_dict(state["optimizer"])
         return self

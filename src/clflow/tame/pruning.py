@@ -1,0 +1,87 @@
+"""Online pruning: bound the non-zero parameters of experts and selector (TAME, Zhu et al.).
+
+An expert is pruned when it stops being active: a layer-wise magnitude (L1,
+unstructured) pruning of its weight matrices, made permanent, so an inactive
+expert keeps `1 - sparsity` of its weights. Biases and the fixed input scaling
+stay dense. How far to prune is the caller's choice (TAME: as far as the expert
+keeps its answers on its buffer); a network that is refitted after pruning (the
+selector) is refitted with its masks held. An expert that becomes active again
+trains densely and is pruned anew when it is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, PRUNABLE)]
+
+
+@torch.no_grad()
+def _masks(module: nn.Module, sparsity: float) -> list[torch.Tensor]:
+    """Per prunable layer: keep-mask zeroing its `sparsity` share of smallest |w| (L1)."""
+    masks = []
+    for layer in _layers(module):
+        w = layer.weight.abs()
+        k = round(sparsity * w.numel())
+        # the k-th smallest |w| is the cut (kthvalue: 5x faster than topk here); ties at the
+        # cut, such as weights already zero, are pruned too
+        cut = torch.kthvalue(w.flatten(), k).values if k else w.new_tensor(-1.0)
+        masks.append(w > cut)
+    return masks
+
+
+def prune_weights(
+    module: nn.Module, sparsity: float, finetune: Callable[[], None] | None = None
+) -> nn.Module:
+    """Zero the `sparsity` share of smallest-magnitude weights in every prunable layer.
+
+    `finetune` runs while the masks hold (`torch.nn.utils.prune`: pruned weights stay
+    zero, and the optimiser keeps its parameters since pruning re-registers the same
+    tensors); the masks are then made permanent: plain weights with zeros, no hooks.
+    """
+    if sparsity <= 0:
+        return module
+    layers = _layers(module)
+    if finetune is None:  # the cheap path: no reparametrisation needed
+        with torch.no_grad():
+            for layer, mask in zip(layers, _masks(module, sparsity), strict=True):
+                layer.weight.mul_(mask)
+        return module
+    for layer in layers:
+        prune.l1_unstructured(layer, "weight", amount=sparsity)
+    finetune()
+    for layer in layers:
+        prune.remove(layer, "weight")
+    return module
+
+
+@contextmanager
+def pruned_view(module: nn.Module, sparsity: float) -> Iterator[nn.Module]:
+    """The module pruned to `sparsity` inside the block, restored exactly after it (to try a
+    sparsity without copying the module)."""
+    saved = [layer.weight.detach().clone() for layer in _layers(module)]
+    try:
+        yield prune_weights(module, sparsity)
+    finally:
+        with torch.no_grad():
+            for layer, w in zip(_layers(module), saved, strict=True):
+                layer.weight.copy_(w)
+
+
+def count_nonzero(module: nn.Module) -> int:
+    """Non-zero trainable parameters (what a sparse store would keep)."""
+    return sum(int(torch.count_nonzero(p)) for p in module.parameters())
+
+
+def count_parameters(module: nn.Module) -> int:
+    """All trainable parameters (the dense size)."""
+    return sum(p.numel() for p in module.parameters())
