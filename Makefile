@@ -49,12 +49,18 @@ run: install .dvc/config  ## run the whole default pipeline through the Prefect 
 update: install .dvc/config  ## continual update: take in data/incoming/, update TAME, register the model
 	$(BIN)/python flows/continual.py
 
+# `--port` alone leaves the UI calling the API on 4200 (PREFECT_SERVER_API_PORT and
+# PREFECT_UI_API_URL say where it is); one MLflow worker and no job runner (4 uvicorn workers and
+# 7 huey consumers by default, for GenAI jobs clflow does not use) keep `make ui` light.
 ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"
 	@trap 'kill 0' INT TERM EXIT; \
+	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
+	PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & \
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) & \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
+	--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) & \
 	wait
 
 serve: install .dvc/config  ## serve the deployments of prefect.yaml against the `make ui` server

@@ -46,11 +46,6 @@ from clflow.tame.evaluate import batch_tasks
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
 from tame import make_tame  # noqa: E402
 
-try:
-    from river.drift import ADWIN, PageHinkley
-except ImportError:  # the bench extra is not installed
-    sys.exit("bench/detection.py needs river: pip install -e '.[bench]'")
-
 
 def permuted(data: RawData, experiences: int, normalize: str) -> Stream:
     """A domain-incremental stream of `data` under feature permutations (as build_stream)."""
@@ -147,6 +142,8 @@ def detections(
     stream: Stream, train: TrainConfig, tame: TameConfig, seed: int
 ) -> tuple[dict[str, list[int]], np.ndarray]:
     """Each detector's detections on one seed, and the true task of every batch."""
+    from river.drift import ADWIN, PageHinkley  # the `bench` extra; main() checks it is there
+
     run = dict(batch_size=train.batch_size, epochs=train.epochs, seed=seed)
     learner = make_tame(stream, train, tame, seed)
     result = run_stream(learner, stream, **run)
@@ -176,6 +173,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
     args = parser.parse_args()
+    try:
+        import river  # noqa: F401
+    except ImportError:  # --help works without it; a run says what to install
+        sys.exit("error: bench/detection.py needs river: pip install -e '.[bench]' (or make bench)")
     train, tame = TrainConfig(seeds=args.seeds), TameConfig()
     print(f"\n### Shift detection ({len(args.seeds)} seeds, mean)\n")
     tol = tame.match_tolerance

@@ -41,7 +41,8 @@ def helps() -> dict[str, str]:
     texts, text = {}, ""
     for line in out.splitlines(keepends=True):
         if line.startswith("@@ "):
-            _, script, _, code = line.split()
+            _, script, _, code = line.split(maxsplit=3)  # a SystemExit message has spaces
+            code = code.strip()
             texts[script] = text if code in ("0", "None") else f"exit {code}\n{text}"
             text = ""
         else:
