@@ -17,6 +17,8 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PREFECT_LOGGING_LEVEL ?= WARNING
+# flow and task runs log at INFO to the Prefect API (run pages); the console shows warnings only
+export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install run test lint bench clean help ui serve update

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -144,8 +145,10 @@ def repro_stage(
     project: str | Path,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> str:
-    """`dvc repro --single-item <stage>`; return "ran" or "cached".
+    """`dvc repro --single-item <stage>`; return "ran" or "cached". `log` gets DVC's output
+    (with the stage's own) when it succeeds.
 
     Raises StageFailed carrying the stage's own error line on failure, and a
     non-retryable StageFailed when the stage runs past `timeout` seconds (it is stopped;
@@ -160,6 +163,8 @@ def repro_stage(
         file=Path(project) / "dvc.yaml",
         field=f"stages.{stage}",
     )
+    if log is not None:
+        log(output)
     return "cached" if "didn't change, skipping" in output else "ran"
 
 

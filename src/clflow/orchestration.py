@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.states import Completed
 
 from clflow.dvcrun import StageFailed, checked_dvc, repro_stage
 from clflow.errors import ClflowError
@@ -37,10 +39,24 @@ def _retryable(task_obj, task_run, state) -> bool:
     retry_delay_seconds=[2, 10],
     retry_condition_fn=_retryable,
 )
-def run_stage(stage: str, project: str, env: dict[str, str], timeout: float | None = None) -> str:
+def stage_task(stage: str, project: str, env: dict[str, str], timeout: float | None = None):
     """One DVC stage; DVC skips it when its deps and params are unchanged. Past `timeout`
-    seconds it is stopped (not retried)."""
-    return repro_stage(stage, project, env, timeout)
+    seconds it is stopped (not retried). Its DVC output goes to the task's logs, and its state
+    says "cached" or "ran 41 s" (the Prefect UI shows both)."""
+    logger = get_run_logger()
+    t0 = time.monotonic()
+    status = repro_stage(
+        stage, project, env, timeout, log=lambda out: logger.info("dvc repro\n%s", out.strip())
+    )
+    seconds = time.monotonic() - t0
+    return Completed(
+        message="cached" if status == "cached" else f"ran {seconds:.0f} s", data=status
+    )
+
+
+def run_stage(stage: str, project: str, env: dict[str, str], timeout: float | None = None) -> str:
+    """Run `stage_task` in a flow; "ran" or "cached" (a failure raises, as the task did)."""
+    return stage_task(stage, project, env, timeout, return_state=True).result()
 
 
 def override_args(overrides: Mapping[str, Any]) -> list[str]:
@@ -221,3 +237,6 @@ class _UserErrorsWithoutTraceback(logging.Filter):
 
 for _name in ("prefect.flow_runs", "prefect.task_runs"):
     logging.getLogger(_name).addFilter(_UserErrorsWithoutTraceback())
+    # flow and task runs log at INFO to the Prefect API (the run pages), whatever the
+    # console's PREFECT_LOGGING_LEVEL (the Makefile keeps the console at WARNING)
+    logging.getLogger(_name).setLevel(logging.INFO)

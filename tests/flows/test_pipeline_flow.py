@@ -91,3 +91,35 @@ def test_user_errors_are_not_retried_but_crashes_are():
     crash = StageFailed("stage 'tame' failed: Killed", retryable=True)
     assert not _retryable(None, None, Failed(data=user))
     assert _retryable(None, None, Failed(data=crash))
+
+
+def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_project):
+    """The pipeline run that built the shared project: every stage task logs DVC's output at
+    INFO to the Prefect API and ends in a state saying "ran N s" (or "cached")."""
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = [
+            r
+            for r in client.read_flow_runs()
+            if r.parameters.get("project") == str(built_project) and r.name
+        ]
+        assert runs, "the pipeline flow run that built the project is not in the API"
+        run_id = runs[0].id
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    stages = {t.name: t.state.message for t in tasks if t.name in ("prepare", "tame", "register")}
+    assert set(stages) == {"prepare", "tame", "register"}
+    assert all(re.fullmatch(r"ran \d+ s", m) for m in stages.values()), stages
+    text = "\n".join(log.message for log in logs)
+    assert "Running stage 'tame'" in text and "avg_accuracy" in text  # DVC's and the stage's own
