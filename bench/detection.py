@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +36,8 @@ from clflow.evaluation import run_stream
 from clflow.learners import ContinualLearner, learner_from_config
 from clflow.metrics import detection_scores, shift_points
 from clflow.streams import Stream, build_stream
-from clflow.streams.builders import domain_incremental
+from clflow.streams.builders import domain_incremental, with_normalizer
 from clflow.streams.loaders import RawData, load_digits, load_mnist1d
-from clflow.streams.normalize import fit_normalizer
 from clflow.tame.detector import LossShiftDetector, chance_loss
 from clflow.tame.evaluate import batch_tasks
 
@@ -50,9 +48,7 @@ from tame import make_tame  # noqa: E402
 def permuted(data: RawData, experiences: int, normalize: str) -> Stream:
     """A domain-incremental stream of `data` under feature permutations (as build_stream)."""
     cfg = StreamConfig(source="permuted_digits", experiences=experiences, normalize=normalize)
-    stream = domain_incremental(data, cfg)
-    first = stream.train.X[stream.train.experience == 0]
-    return replace(stream, normalizer=fit_normalizer(cfg.normalize, first))
+    return with_normalizer(domain_incremental(data, cfg), cfg.normalize)
 
 
 def parity_digits(seed: int = 0) -> Stream:

@@ -15,7 +15,7 @@ from clflow.streams.loaders import (
     load_idx_dataset,
     load_mnist1d,
 )
-from clflow.streams.normalize import fit_normalizer
+from clflow.streams.normalize import NormalizeKind, fit_normalizer
 from clflow.streams.schema import Split, Stream, load_stream
 
 
@@ -172,5 +172,10 @@ def build_stream(cfg: StreamConfig) -> Stream:
             if cfg.source in DOMAIN_SOURCES
             else class_incremental(data, cfg)
         )
+    return with_normalizer(stream, cfg.normalize)
+
+
+def with_normalizer(stream: Stream, kind: NormalizeKind) -> Stream:
+    """The stream with the input normalizer `kind` fitted on experience 0's training rows."""
     first = stream.train.X[stream.train.experience == 0]
-    return replace(stream, normalizer=fit_normalizer(cfg.normalize, first))
+    return replace(stream, normalizer=fit_normalizer(kind, first))
