@@ -50,14 +50,14 @@ def prune_weights(
     """
     if sparsity <= 0:
         return module
-    layers = _layers(module)
+    layers, masks = _layers(module), _masks(module, sparsity)
     if finetune is None:  # the cheap path: no reparametrisation needed
         with torch.no_grad():
-            for layer, mask in zip(layers, _masks(module, sparsity), strict=True):
+            for layer, mask in zip(layers, masks, strict=True):
                 layer.weight.mul_(mask)
         return module
-    for layer in layers:
-        prune.l1_unstructured(layer, "weight", amount=sparsity)
+    for layer, mask in zip(layers, masks, strict=True):
+        prune.custom_from_mask(layer, "weight", mask)
     finetune()
     for layer in layers:
         prune.remove(layer, "weight")
