@@ -126,9 +126,34 @@ def run_markdown(
         "",
         summary_table(metrics) if method_rows(metrics) else "_no metrics yet_",
         "",
+        *outcomes(metrics),
         f"MLflow run: [{link}]({link})",
     ]
     return "\n".join(lines + ([extra] if extra else [])) + "\n"
+
+
+def outcomes(metrics: dict[str, dict]) -> list[str]:
+    """Markdown lines for the registry decision and the federated merge, when the run has them."""
+    lines = []
+    reg = metrics.get("register") or {}
+    if "version" in reg:
+        alias = "champion" if reg.get("promoted") else "challenger"
+        decision = "promoted" if reg.get("promoted") else "rejected"
+        lines += [
+            f"**Registry:** version {int(reg['version'])}, alias `{alias}`: {decision} "
+            f"({reg.get('reason', '')})",
+            "",
+        ]
+    fed = metrics.get("federated") or {}
+    if "merged_accuracy" in fed:
+        lines += [
+            f"**Federated:** merged prototypes {fed['merged_accuracy']:.3f} "
+            f"(centralised {fed.get('central_accuracy', float('nan')):.3f}, each client alone "
+            f"{fed.get('local_only_accuracy_mean', float('nan')):.3f}), "
+            f"{int(fed.get('rejected_updates', 0))} updates rejected",
+            "",
+        ]
+    return lines
 
 
 def matrix_table(path: Path) -> list[dict[str, Any]]:

@@ -123,3 +123,17 @@ def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_proj
     assert all(re.fullmatch(r"ran \d+ s", m) for m in stages.values()), stages
     text = "\n".join(log.message for log in logs)
     assert "Running stage 'tame'" in text and "avg_accuracy" in text  # DVC's and the stage's own
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        md = [
+            a.data
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+            if a.type == "markdown"
+        ]
+    assert len(md) == 1
+    registry = json.loads((built_project / "metrics" / "register.json").read_text())
+    assert f"**Registry:** version {registry['version']}, alias `champion`: promoted" in md[0]
+    assert "**Federated:** merged prototypes" in md[0]
