@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from clflow.models import Standardize, resolve_device
+from clflow.tame.pruning import count_parameters
 
 
 class Selector:
@@ -83,8 +84,7 @@ class Selector:
         return nn.ModuleList([self.body_] + ([] if self.head_ is None else [self.head_]))
 
     def n_parameters(self) -> int:
-        head = [] if self.head_ is None else list(self.head_.parameters())
-        return sum(p.numel() for p in (*self.body_.parameters(), *head))
+        return count_parameters(self.network())
 
     def _targets(self, labels: np.ndarray, y: np.ndarray) -> torch.Tensor:
         """Output index of each row: its slot's block, at its class when blocks have classes."""
@@ -146,11 +146,10 @@ class Selector:
 
     def get_state(self) -> dict:
         head = None if self.head_ is None else self.head_.state_dict()
-        opt = self.opt_
         return {
             "body": self.body_.state_dict(),
             "head": head,
-            "optimizer": None if opt is None else opt.state_dict(),  # a resumed run continues
+            "optimizer": None if self.opt_ is None else self.opt_.state_dict(),  # resumable
             "n_features_in": self.n_features_in_,
         }
 
