@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from clflow.config import check_overrides
-from clflow.dvcrun import experiment_metrics
+from clflow.dvcrun import experiment_metrics, up_to_date
 from clflow.errors import ConfigError, cli_errors
 from clflow.locks import project_lock
 from clflow.orchestration import (
@@ -53,18 +53,35 @@ def pipeline(
         check_overrides(
             root / "params.yaml", overrides
         )  # a typo stops here, not inside the experiment
-    with project_lock(root, lock_timeout), pipeline_run(root) as env:
-        if overrides:
-            budget = sum(timeouts.values())  # every stage may run
-            name = run_experiment(str(root), overrides, experiment, env, stages, budget)
-            done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
-            metrics = experiment_metrics(root, name)
-        else:
-            done = {s: run_stage(s, str(root), env, timeouts[s]) for s in to_run}
-            metrics = read_metrics(root / "metrics")
-        publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root)
+    with project_lock(root, lock_timeout):
+        # every stage cached: no new, empty MLflow run; link the one that made the results
+        cached = not overrides and up_to_date(root, to_run)
+        with pipeline_run(root, cached=cached) as env:
+            done, metrics = run_pipeline(root, to_run, timeouts, overrides, experiment, env, stages)
+        note = "\nEvery stage was cached: the MLflow link is the run that made these results."
+        publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root, note * cached)
     logger.info("summary\n%s", summary_table(metrics))
     return metrics
+
+
+def run_pipeline(
+    root: Path,
+    to_run: list[str],
+    timeouts: dict[str, float],
+    overrides: dict[str, Any] | None,
+    experiment: str | None,
+    env: dict[str, str],
+    stages: list[str] | None,
+) -> tuple[dict[str, str], dict]:
+    """The stages in order (or one DVC experiment with `overrides`): what each did, and the
+    metrics."""
+    if overrides:
+        budget = sum(timeouts.values())  # every stage may run
+        name = run_experiment(str(root), overrides, experiment, env, stages, budget)
+        done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
+        return done, experiment_metrics(root, name)
+    done = {s: run_stage(s, str(root), env, timeouts[s]) for s in to_run}
+    return done, read_metrics(root / "metrics")
 
 
 @cli_errors

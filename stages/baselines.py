@@ -17,7 +17,7 @@ from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
-from clflow.tracking import log_torch_model, stage_run
+from clflow.tracking import log_curves, log_torch_model, stage_run
 
 log = logging.getLogger("clflow.baselines")
 
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_metrics(
                 {f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()}
             )
+            for m, runs in results.items():  # curves of the first seed, one step per experience
+                log_curves(runs[0].R, prefix=f"{m}.")
             mlflow.log_dict(
                 {m: [r.R.tolist() for r in runs] for m, runs in results.items()},
                 "accuracy_matrices.json",

@@ -32,6 +32,20 @@ def evaluator(stream: Stream):
     return lambda uri: experience_scores(mlflow.pyfunc.load_model(uri), stream)
 
 
+def description(evidence: dict, decision: str, reason: str, run: str, flow_run: str) -> str:
+    """The registry version's description: challenger vs champion per experience, the decision,
+    and links to the MLflow run and the Prefect flow run that made it."""
+    champ = evidence.get("champion")
+    lines = ["| experience | challenger | champion |", "|---|---|---|"]
+    for j, acc in enumerate(evidence["challenger"]):
+        lines.append(f"| {j} | {acc:.4f} | {f'{champ[j]:.4f}' if champ else '-'} |")
+    avg = sum(evidence["challenger"]) / len(evidence["challenger"])
+    champ_avg = f"{sum(champ) / len(champ):.4f}" if champ else "-"
+    lines += [f"| **mean** | **{avg:.4f}** | **{champ_avg}** |", ""]
+    lines += [f"**{decision}**: {reason}", "", f"MLflow run: {run}"]
+    return "\n".join(lines + ([f"Prefect flow run: {flow_run}"] if flow_run else []))
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(
@@ -60,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from clflow.registry import TAG_EVIDENCE, Registry
     from clflow.tame.pyfunc import log_tame_model
-    from clflow.tracking import stage_run, tracking_uri
+    from clflow.tracking import TAG_FLOW_URL, run_url, stage_run, tracking_uri
 
     with stage_run(
         "register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment
@@ -91,12 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_metrics(
             {k: float(v) for k, v in out.items() if k not in ("reason", "per_experience")}
         )
-        mlflow.set_tags(
-            {
-                "clflow.decision": "promoted" if decision.promote else "rejected",
-                "clflow.reason": decision.reason,
-            }
-        )
+        verdict = "promoted" if decision.promote else "rejected"
+        mlflow.set_tags({"clflow.decision": verdict, "clflow.reason": decision.reason})
+        link = run_url(run.info.experiment_id, run.info.run_id)
+        flow_url = run.data.tags.get(TAG_FLOW_URL, "")
+        registry.describe(version, description(evidence, verdict, decision.reason, link, flow_url))
     write_json(args.metrics, out)  # the decision itself is logged by the registry
 
 

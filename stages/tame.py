@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 
         import mlflow
 
-        from clflow.tracking import stage_run
+        from clflow.tracking import log_curves, stage_run
 
         with stage_run(
             "tame",
@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> None:
             params.tracking.experiment,
         ):
             mlflow.log_metrics(metrics)
+            first, result = learners[
+                0
+            ]  # curves of the first seed: R per experience, loss per batch
+            log_curves(result.R, loss=first.log_.loss)
             mlflow.log_dict(
                 {"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]},
                 "accuracy.json",

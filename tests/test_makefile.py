@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, stop, wait_http
+from conftest import ROOT, copy_project, free_port, run, stop, wait_http
 
 
 def session_processes(sid: int) -> list[tuple[str, int]]:
@@ -39,11 +39,14 @@ def get_json(url: str) -> dict:
 
 
 @pytest.mark.slow
-def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path):
-    # run from a scratch directory (its own .prefect and mlflow.db), with the project's venv; an
-    # old pyproject.toml keeps the `install` prerequisite satisfied
-    (tmp_path / "pyproject.toml").write_text("")
-    os.utime(tmp_path / "pyproject.toml", (0, 0))
+def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path, built_project):
+    """`make ui` in a copy of a built project: both UIs answer on the ports given, MLflow's
+    REST API shows the champion with its data version and flow run, and `clflow lineage`
+    through that server gives the chain."""
+    # the project's venv; an old pyproject.toml keeps the `install` prerequisite satisfied
+    project = copy_project(built_project, tmp_path / "project")
+    (project / "pyproject.toml").write_text("")
+    os.utime(project / "pyproject.toml", (0, 0))
     prefect_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     proc = subprocess.Popen(
@@ -57,7 +60,7 @@ def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path):
             f"PREFECT_PORT={prefect_port}",
             f"MLFLOW_PORT={mlflow_port}",
         ],
-        cwd=tmp_path,
+        cwd=project,
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -69,12 +72,34 @@ def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path):
         # the UI calls the API it was served with, not 4200
         ui = get_json(f"http://127.0.0.1:{prefect_port}/ui-settings")
         assert ui["api_url"] == f"http://127.0.0.1:{prefect_port}/api"
-        # MLflow's REST API answers from the scratch store
-        found = get_json(
-            f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/experiments/search?max_results=10"
-        )
-        assert [e["name"] for e in found["experiments"]] == ["Default"]
-        assert (tmp_path / "mlflow.db").exists() and (tmp_path / ".prefect").is_dir()
+        # MLflow's REST API answers from the project's store: a training experiment, the
+        # champion, its run with the data version and the Prefect flow run
+        api = f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow"
+        found = get_json(f"{api}/experiments/get-by-name?experiment_name=clflow")["experiment"]
+        tags = {t["key"]: t["value"] for t in found["tags"]}
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
+        champ = get_json(f"{api}/registered-models/alias?name=clflow-tame&alias=champion")
+        version = champ["model_version"]
+        assert "| experience | challenger | champion |" in version["description"]
+        got = get_json(f"{api}/runs/get?run_id={version['run_id']}")["run"]
+        [data] = got["inputs"]["dataset_inputs"]
+        run_tags = {t["key"]: t["value"] for t in got["data"]["tags"]}
+        assert data["dataset"]["digest"] == run_tags["clflow.data.stream"]
+        flow_run = run_tags["clflow.prefect_flow_run_id"]
+        # the lineage chain, read through the MLflow server
+        chain = run(
+            [
+                str(ROOT / ".venv/bin/clflow"),
+                "lineage",
+                "models:/clflow-tame@champion",
+                "--uri",
+                f"http://127.0.0.1:{mlflow_port}",
+            ],
+            project,
+        ).stdout
+        assert f"models:/clflow-tame/{version['version']} @" in chain
+        assert flow_run in chain and data["dataset"]["digest"] in chain
+        assert (project / ".prefect").is_dir()
         procs = session_processes(proc.pid)
         mlflow = [c for c, _ in procs if "mlflow" in c or "uvicorn" in c]
         assert not [c for c, _ in procs if "huey" in c], "the job runner was started"

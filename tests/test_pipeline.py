@@ -308,6 +308,11 @@ def test_dvc_plots_show_renders_loss_and_heatmaps(built_project, tmp_path):
     for image in ("loss.png", "matrix.png", "matrix_finetune.png"):
         assert image in html
     assert "accuracy.csv" in html and "loss.csv" in html
+    # each plot once: not both as a top-level definition and as a file of a stage's plots dir
+    shown = json.loads(dvc(built_project, "plots", "show", "--json").stdout)["data"]
+    files = [key.removeprefix("dvc.yaml::") for key in shown]
+    assert len(files) == len(set(files)), files
+    assert {"plots/tame/loss.csv", "plots/baselines/accuracy.png"} <= set(files)
 
 
 def test_the_same_inputs_give_byte_identical_models(built_project, tmp_path):

@@ -5,6 +5,9 @@ clflow registry list                  # versions, aliases, metrics, decisions
 clflow registry promote 3             # make version 3 the champion by hand
 clflow registry rollback              # restore the previous champion
 clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo experience file
+clflow lineage models:/clflow-tame@champion    # which data, code and runs made the champion
+clflow lineage --data data/experiences/0000-rotated.parquet   # which versions used this file
+clflow report                         # the metrics that matter, one stage per block
 """
 
 from __future__ import annotations
@@ -66,12 +69,8 @@ def retrieve(args: argparse.Namespace) -> None:
 
 def registry(args: argparse.Namespace) -> None:
     from clflow.registry import Registry
-    from clflow.services import check_tracking_uri
-    from clflow.tracking import tracking_uri
 
-    uri = args.uri or tracking_uri(Path(args.project))
-    check_tracking_uri(uri)  # a server that is down: one line in bounded time
-    reg = Registry(args.model, uri)
+    reg = Registry(args.model, store_uri(args))
     if args.action == "promote":
         if args.version is None:
             raise StreamError("which version? e.g. `clflow registry promote 3`", field="version")
@@ -95,6 +94,62 @@ def registry(args: argparse.Namespace) -> None:
         fmt_str_lengths=80,
     ):
         print(pl.DataFrame(rows))
+
+
+def store_uri(args: argparse.Namespace) -> str:
+    """--uri, else MLFLOW_TRACKING_URI, else the project's mlflow.db; checked to answer."""
+    from clflow.services import check_tracking_uri
+    from clflow.tracking import tracking_uri
+
+    uri = args.uri or tracking_uri(Path(args.project))
+    check_tracking_uri(uri)  # a server that is down: one line in bounded time
+    return uri
+
+
+def lineage(args: argparse.Namespace) -> None:
+    import json
+
+    from clflow.lineage import Lineage, data_digest
+
+    if (args.ref is None) == (args.data is None):
+        raise ClflowError("give a model/run reference or --data, not both", field="lineage")
+    store = Lineage(store_uri(args), args.model)
+    if args.data is not None:
+        digest = data_digest(args.data, Path(args.project))
+        found = store.trained_on(digest)
+        if args.json:
+            print(json.dumps([{**c.as_dict(), "matched": hit} for c, hit in found], indent=2))
+            return
+        if not found:
+            print(f"no version of {args.model} was trained on {digest}")
+        for chain, hit in found:
+            decision = chain.version_tags.get("clflow.decision", "")
+            aliases = f" @{', @'.join(chain.aliases)}" if chain.aliases else ""
+            print(f"models:/{chain.model}/{chain.version}{aliases}  {decision:<9} {hit}")
+        return
+    chains = store.chain(args.ref)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in chains], indent=2))
+        return
+    for i, chain in enumerate(chains):
+        print("\n" * (i > 0) + "\n".join(f"{k:<12} {v}" for k, v in chain.rows()))
+
+
+def report(args: argparse.Namespace) -> None:
+    from clflow.reporting import read_metrics
+    from clflow.reporting import report as render
+
+    found = read_metrics(args.metrics) if Path(args.metrics).is_dir() else {}
+    if not found:
+        raise ClflowError("no metrics/<stage>.json here: run the pipeline first", file=args.metrics)
+    if args.stage:
+        missing = sorted(set(args.stage) - set(found))
+        if missing:
+            raise ClflowError(
+                f"no metrics for {', '.join(missing)}", file=args.metrics, field="--stage"
+            )
+        found = {s: found[s] for s in args.stage}
+    print(render(found, args.width))
 
 
 def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
@@ -141,6 +196,20 @@ def new_experience(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {df.height} rows")
 
 
+def store_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --project and --uri: which registered model in which MLflow store."""
+    parser.add_argument(
+        "--model", default="clflow-tame", help="registered model name (default clflow-tame)"
+    )
+    parser.add_argument(
+        "--project", default=".", help="project whose mlflow.db holds the registry (default .)"
+    )
+    parser.add_argument(
+        "--uri",
+        help="tracking/registry URI (default MLFLOW_TRACKING_URI or the project's mlflow.db)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="clflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,18 +237,31 @@ def main(argv: list[str] | None = None) -> None:
     )
     g.add_argument("action", choices=["list", "promote", "rollback"])
     g.add_argument("version", nargs="?", help="version to promote")
-    g.add_argument(
-        "--model", default="clflow-tame", help="registered model name (default clflow-tame)"
-    )
-    g.add_argument(
-        "--project", default=".", help="project whose mlflow.db holds the registry (default .)"
-    )
-    g.add_argument(
-        "--uri",
-        help="tracking/registry URI (default MLFLOW_TRACKING_URI or the project's mlflow.db)",
-    )
+    store_options(g)
     g.add_argument("--reason", help="recorded as the version's clflow.reason tag")
     g.set_defaults(func=registry)
+    li = sub.add_parser(
+        "lineage",
+        help="model version -> runs -> commit -> data and experience files -> decision",
+        description="Print the chain behind a model version, an MLflow run or a Prefect flow "
+        "run; with --data, the model versions trained on a file or data version.",
+    )
+    li.add_argument(
+        "ref",
+        nargs="?",
+        help="models:/NAME@ALIAS, models:/NAME/VERSION, an MLflow run id or a Prefect flow-run id",
+    )
+    li.add_argument(
+        "--data", help="a file (its SHA-256), a DVC-tracked folder (its md5) or a hex digest"
+    )
+    li.add_argument("--json", action="store_true", help="machine-readable output")
+    store_options(li)
+    li.set_defaults(func=lineage)
+    rp = sub.add_parser("report", help="the metrics that matter, one stage per block")
+    rp.add_argument("--metrics", default="metrics", help="metrics directory (default metrics)")
+    rp.add_argument("--stage", action="append", help="only this stage (repeatable)")
+    rp.add_argument("--width", type=positive_int, default=100, help="columns (default 100)")
+    rp.set_defaults(func=report)
     n = sub.add_parser(
         "new-experience", help="write a demo experience file (a shifted copy of the stream's rows)"
     )

@@ -168,6 +168,23 @@ def repro_stage(
     return "cached" if "didn't change, skipping" in output else "ran"
 
 
+def up_to_date(project: str | Path, stages: list[str], env: dict[str, str] | None = None) -> bool:
+    """Whether `dvc status` finds nothing to run for `stages` (so a repro would only skip)."""
+    import json
+
+    output = checked_dvc(
+        ["status", "--json", *stages],
+        project,
+        env,
+        120,
+        what="dvc status",
+        file=Path(project) / "dvc.yaml",
+        field="stages",
+    )
+    lines = [ln for ln in output.splitlines() if ln.strip().startswith("{")]
+    return bool(lines) and json.loads(lines[-1]) == {}
+
+
 def checked_dvc(
     args: list[str],
     project: str | Path,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
@@ -24,7 +23,7 @@ from prefect.states import Completed
 from clflow.dvcrun import StageFailed, checked_dvc, repro_stage
 from clflow.errors import ClflowError
 from clflow.reporting import method_rows, summary_table
-from clflow.tracking import EXPERIMENT_ENV, PARENT_ENV
+from clflow.tracking import EXPERIMENT_ENV, PARENT_ENV, run_url
 
 
 def _retryable(task_obj, task_run, state) -> bool:
@@ -111,9 +110,7 @@ def run_experiment(
 def mlflow_link(env: Mapping[str, str]) -> str:
     """A link to the pipeline's parent run in the MLflow UI (CLFLOW_MLFLOW_UI, default
     127.0.0.1:5000)."""
-    ui = os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
-    exp, run = env.get(EXPERIMENT_ENV, ""), env.get(PARENT_ENV, "")
-    return f"{ui}/#/experiments/{exp}/runs/{run}" if exp and run else ui
+    return run_url(env.get(EXPERIMENT_ENV, ""), env.get(PARENT_ENV, ""))
 
 
 def run_markdown(

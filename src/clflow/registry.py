@@ -34,6 +34,7 @@ TAG_DECISION, TAG_REASON, TAG_PREVIOUS = (
     "clflow.reason",
     "clflow.previous_champion",
 )
+TAG_PROMOTED_AT = "clflow.promoted_at"  # ISO 8601 UTC: when the alias moved to this version
 TAG_EVIDENCE = "clflow.per_experience"  # JSON: accuracy per experience of challenger and champion
 METRICS = ("avg_accuracy", "forgetting")
 Scorer = Callable[
@@ -127,6 +128,10 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
 
+    def describe(self, version: str, text: str) -> None:
+        """Set the version's description (markdown, shown on its registry page)."""
+        self.client.update_model_version(self.name, str(version), description=text)
+
     def _decision_lock(self):
         """Held while the champion is read and moved, so decisions never interleave."""
         return file_lock(
@@ -200,7 +205,17 @@ class Registry:
 
     def _promote(self, version: str, previous: str, decision: str, reason: str) -> None:
         # tags first, alias last: a crash in between leaves the old champion in place
-        self.tag(version, **{TAG_DECISION: decision, TAG_REASON: reason, TAG_PREVIOUS: previous})
+        from datetime import UTC, datetime
+
+        self.tag(
+            version,
+            **{
+                TAG_DECISION: decision,
+                TAG_REASON: reason,
+                TAG_PREVIOUS: previous,
+                TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
     def promote(self, version: str | int, reason: str = "promoted by hand") -> str | None:

@@ -1,9 +1,12 @@
 """MLflow tracking for stage runs.
 
 Default store: `sqlite:///mlflow.db` at the project root with artifacts in `mlruns/`;
-`MLFLOW_TRACKING_URI` wins. Every run is tagged with the git commit and the
-`dvc.lock` hash, and grouped under one pipeline run: the Prefect flow creates a
-parent run and hands its id to the stages through `CLFLOW_PARENT_RUN_ID`.
+`MLFLOW_TRACKING_URI` wins. Every run is tagged with the git commit, the `dvc.lock`
+hash and the Prefect flow run that started it, and grouped under one pipeline run:
+the Prefect flow creates a parent run and hands its id to the stages through
+`CLFLOW_PARENT_RUN_ID`. A stage run also records its lineage (`lineage.json`): the
+DVC hash of the stream it read (logged as an MLflow dataset input too) and the
+accepted experience files with their SHA-256; `clflow lineage` reads it back.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +25,13 @@ PARENT_ENV = "CLFLOW_PARENT_RUN_ID"
 PIPELINE_ENV = "CLFLOW_PIPELINE_RUN"
 URI_ENV = "MLFLOW_TRACKING_URI"
 EXPERIMENT_ENV = "CLFLOW_EXPERIMENT_ID"
+FLOW_RUN_ENV, FLOW_URL_ENV = "CLFLOW_PREFECT_FLOW_RUN_ID", "CLFLOW_PREFECT_FLOW_RUN_URL"
+TAG_FLOW_RUN, TAG_FLOW_URL = "clflow.prefect_flow_run_id", "clflow.prefect_flow_run_url"
+TAG_STREAM, TAG_LOCK = "clflow.data.stream", "clflow.dvc_lock"
+LINEAGE_FILE = "lineage.json"
+STREAM_DIR, EXPERIENCES_DIR = "data/stream", "data/experiences"
+# the MLflow UI opens an experiment of this kind as model training (not GenAI traces)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -44,6 +55,12 @@ def use_store(uri: str) -> None:
         os.environ.pop(URI_ENV, None)
     else:
         os.environ[URI_ENV] = before
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (CLFLOW_MLFLOW_UI, default http://127.0.0.1:5000)."""
+    ui = os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if run_id else ui
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -88,9 +105,77 @@ def setup(experiment: str, root: Path | None = None) -> str:
     check_tracking_uri(uri)  # a server that is down: one line naming it, in bounded time
     use_store(uri)
     found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    return mlflow.create_experiment(experiment, artifact_location=(root / "mlruns").as_uri())
+    if found is None:
+        return mlflow.create_experiment(
+            experiment, artifact_location=(root / "mlruns").as_uri(), tags=EXPERIMENT_KIND
+        )
+    for key, value in EXPERIMENT_KIND.items():  # experiments made before clflow set the kind
+        if found.tags.get(key) != value:
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def dvc_out_hash(out: str, root: Path | None = None) -> str | None:
+    """The hash `dvc.lock` records for the out at `out` (e.g. `data/stream`), or None."""
+    import yaml
+
+    lock = (root or Path.cwd()) / "dvc.lock"
+    if not lock.exists():
+        return None
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    for stage in stages.values():
+        for entry in stage.get("outs", []):
+            if entry.get("path") == out:
+                return entry.get("md5")
+    return None
+
+
+def experience_files(root: Path | None = None) -> list[dict[str, str]]:
+    """The accepted experience files (arrival order) with their SHA-256, and the incoming file
+    each came from (name and SHA-256, as the intake recorded them)."""
+    from clflow.streams.incoming import accepted_files, accepted_sources, file_digest
+
+    directory = (root or Path.cwd()) / EXPERIENCES_DIR
+    sources = accepted_sources(directory)
+    return [
+        {
+            "name": path.name,
+            "sha256": file_digest(path),
+            "source": sources.get(path.name, {}).get("source", ""),
+            "source_sha256": sources.get(path.name, {}).get("sha256", ""),
+        }
+        for path in accepted_files(directory)
+    ]
+
+
+def lineage(root: Path | None = None) -> dict[str, Any]:
+    """What a run was made from: code, pipeline state, data version, experience files and the
+    Prefect flow run."""
+    return {
+        "git_commit": git_commit(root),
+        "dvc_lock": dvc_lock_hash(root),
+        "stream": {"path": STREAM_DIR, "dvc_md5": dvc_out_hash(STREAM_DIR, root)},
+        "experiences": experience_files(root),
+        "prefect_flow_run": {
+            "id": os.environ.get(FLOW_RUN_ENV, ""),
+            "url": os.environ.get(FLOW_URL_ENV, ""),
+        },
+    }
+
+
+def log_lineage(record: Mapping[str, Any]) -> None:
+    """Log `record` to the active run: lineage.json, and the stream's DVC hash as a dataset
+    input (the run page's "Datasets" shows the data version)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    mlflow.log_dict(dict(record), LINEAGE_FILE)
+    digest = record["stream"]["dvc_md5"]
+    if digest:
+        mlflow.set_tag(TAG_STREAM, digest)
+        source = resolve_dataset_source(str((Path.cwd() / STREAM_DIR).resolve()))
+        mlflow.log_input(MetaDataset(source, name=STREAM_DIR, digest=digest), context="training")
 
 
 def run_tags(stage: str, root: Path | None = None) -> dict[str, str]:
@@ -98,11 +183,24 @@ def run_tags(stage: str, root: Path | None = None) -> dict[str, str]:
         "clflow.stage": stage,
         "clflow.pipeline_run": os.environ.get(PIPELINE_ENV) or f"adhoc-{uuid.uuid4().hex[:8]}",
         "mlflow.source.git.commit": git_commit(root),
-        "clflow.dvc_lock": dvc_lock_hash(root),
+        TAG_LOCK: dvc_lock_hash(root),
+        TAG_FLOW_RUN: os.environ.get(FLOW_RUN_ENV, ""),
+        TAG_FLOW_URL: os.environ.get(FLOW_URL_ENV, ""),
     }
     if os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
-    return tags
+    return {k: v for k, v in tags.items() if v}
+
+
+def process_start_ms() -> int:
+    """When this process started (ms since the epoch): a stage run's real start time, though
+    it opens its MLflow run only after training."""
+    try:
+        import psutil
+
+        return int(psutil.Process().create_time() * 1000)
+    except (ImportError, OSError):
+        return int(time.time() * 1000)
 
 
 @contextmanager
@@ -111,9 +209,41 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "clflow")
     import mlflow
 
     exp_id = setup(experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=run_tags(stage)) as run:
+    created = mlflow.MlflowClient().create_run(
+        exp_id, start_time=process_start_ms(), tags=run_tags(stage), run_name=stage
+    )
+    with mlflow.start_run(run_id=created.info.run_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
+        log_lineage(lineage())
         yield run
+
+
+def log_curves(R: Any, prefix: str = "", loss: Any = None) -> None:
+    """Per-experience results as curves: R[i][j] as `R.experience_j` and the mean accuracy on
+    the experiences seen so far as `seen_accuracy`, both at step i; `loss` per batch (step =
+    batch)."""
+    import math
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = []
+    for i, row in enumerate(R):
+        seen = [float(a) for a in row[: i + 1] if not math.isnan(float(a))]
+        if seen:
+            metrics.append(Metric(f"{prefix}seen_accuracy", sum(seen) / len(seen), now, i))
+        metrics += [
+            Metric(f"{prefix}R.experience_{j}", float(a), now, i)
+            for j, a in enumerate(row)
+            if not math.isnan(float(a))
+        ]
+    if loss is not None:
+        metrics += [Metric(f"{prefix}loss", float(v), now, b) for b, v in enumerate(loss)]
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def log_torch_model(model: Any, name: str, example: Any) -> None:
@@ -134,9 +264,12 @@ def log_torch_model(model: Any, name: str, example: Any) -> None:
 
 
 @contextmanager
-def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator[dict[str, str]]:
+def pipeline_run(
+    project: str | Path, experiment: str | None = None, cached: bool = False
+) -> Iterator[dict[str, str]]:
     """A parent MLflow run for one pipeline run; yields the env that makes stage runs its
-    children."""
+    children. `cached` (DVC has nothing to run): no new, empty run; the env names the run
+    that produced the current results (the pipeline run that left this dvc.lock), if any."""
     import mlflow
 
     from clflow.config import load_params
@@ -144,18 +277,47 @@ def pipeline_run(project: str | Path, experiment: str | None = None) -> Iterator
     root = Path(project).resolve()
     experiment = experiment or load_params(root / "params.yaml").tracking.experiment
     exp_id = setup(experiment, root)
+    flow_run = prefect_flow_run()
+    env = {URI_ENV: tracking_uri(root), EXPERIMENT_ENV: exp_id, **flow_run}
+    if cached:
+        yield {**env, PARENT_ENV: producing_run(exp_id, root)}
+        return
     group = f"pipeline-{uuid.uuid4().hex[:12]}"
     tags = {
         "clflow.stage": "pipeline",
         "clflow.pipeline_run": group,
         "mlflow.source.git.commit": git_commit(root),
+        TAG_FLOW_RUN: flow_run.get(FLOW_RUN_ENV, ""),
+        TAG_FLOW_URL: flow_run.get(FLOW_URL_ENV, ""),
     }
     with mlflow.start_run(experiment_id=exp_id, run_name="pipeline", tags=tags) as run:
-        env = {
-            PARENT_ENV: run.info.run_id,
-            PIPELINE_ENV: group,
-            URI_ENV: tracking_uri(root),
-            EXPERIMENT_ENV: exp_id,
-        }
-        yield env
-        mlflow.set_tag("clflow.dvc_lock", dvc_lock_hash(root))
+        yield {**env, PARENT_ENV: run.info.run_id, PIPELINE_ENV: group}
+        mlflow.set_tag(TAG_LOCK, dvc_lock_hash(root))
+
+
+def producing_run(experiment_id: str, root: Path) -> str:
+    """The newest pipeline run that ended with the project's current dvc.lock; "" if none
+    (e.g. the results came from a plain `dvc repro`)."""
+    import mlflow
+
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`clflow.stage` = 'pipeline' and tags.`{TAG_LOCK}` = "
+        f"'{dvc_lock_hash(root)}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0].info.run_id if found else ""
+
+
+def prefect_flow_run() -> dict[str, str]:
+    """The env naming the Prefect flow run this code runs in (id and UI URL); empty outside
+    one. The URL uses PREFECT_UI_URL (set for a `prefect server`; empty in ephemeral mode)."""
+    try:
+        from prefect.runtime import flow_run
+    except ImportError:
+        return {}
+    run_id = flow_run.get_id()
+    if not run_id:
+        return {}
+    return {FLOW_RUN_ENV: str(run_id), FLOW_URL_ENV: flow_run.get_flow_run_ui_url() or ""}

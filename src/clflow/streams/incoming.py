@@ -273,7 +273,7 @@ def intake(
     rejected_dir = incoming / "rejected"
     if rejected_dir.exists() and not rejected_dir.is_dir():
         raise StreamError("must be a directory (bad files are moved there)", file=rejected_dir)
-    seen = {entry.get("sha256") for entry in _sources(experiences).values()}
+    seen = {entry.get("sha256") for entry in accepted_sources(experiences).values()}
     accepted, rejected, waiting = [], {}, []
     index = len(accepted_files(experiences))
     max_abs = float(np.abs(stream.train.X).max()) if len(stream.train) else None
@@ -331,7 +331,8 @@ def n_task_ids(stream: Stream) -> int:
     return int(max(stream.train.task.max(), stream.test.task.max())) + 1
 
 
-def _sources(experiences: Path) -> dict[str, dict]:
+def accepted_sources(experiences: Path) -> dict[str, dict]:
+    """{accepted file name: {source, sha256}} as the intake recorded them."""
     path = experiences / SOURCES_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -339,7 +340,7 @@ def _sources(experiences: Path) -> dict[str, dict]:
 def _record_source(experiences: Path, accepted: str, source: str, digest: str) -> None:
     write_json(
         experiences / SOURCES_FILE,
-        {**_sources(experiences), accepted: {"source": source, "sha256": digest}},
+        {**accepted_sources(experiences), accepted: {"source": source, "sha256": digest}},
     )
 
 
