@@ -6,6 +6,9 @@
 2. the stages that lead to the model rerun through DVC: `prepare` appends the new
    experiences, `tame` continues from its checkpoint, `register` logs a new
    version of the model and promotes it only if it is better.
+With `update.compare_retrain: true`, TAME is then also retrained from scratch on all
+the data in a DVC experiment (`tame.resume=false`, workspace untouched), and both
+costs (seconds) and accuracies go to the MLflow run and the Prefect artifact.
 Accepted files stay pending (`.clflow/pending-update.json`) until those stages all
 succeed, so a failed update is finished by the next run even when nothing new
 arrived. Nothing runs when no file arrived and none is pending. Run: `python flows/continual.py
@@ -58,6 +61,7 @@ def continual_update(
     logger = get_run_logger()
     root = Path(project).resolve()
     stages, timeouts = flow_settings(root, stages or UPDATE_STAGES, stage_timeout)
+    params = load_params(root / "params.yaml")
     with project_lock(root, lock_timeout):
         if not (root / "data" / "stream").exists():  # first run: the stream files must match
             run_stage("prepare", str(root), {}, timeouts["prepare"])
@@ -69,12 +73,14 @@ def continual_update(
         owed = pending(root)
         if owed:
             logger.info("finishing an earlier update: %s", ", ".join(owed))
-        done, env = {}, {}
+        done, env, retrain = {}, {}, {}
         if report.accepted or owed:  # else nothing to train: no MLflow run either
             with pipeline_run(root) as env:
                 set_pending(root, owed + report.accepted)  # a failing stage leaves them owed
                 done = {s: run_stage(s, str(root), env, timeouts[s]) for s in stages}
                 set_pending(root, [])
+                if done.get("tame") == "ran" and params.update.compare_retrain:
+                    retrain = compare_retrain(root, env, timeouts["tame"])
         metrics = read_metrics(root / "metrics")
         result = {
             "accepted": report.accepted,
@@ -83,6 +89,7 @@ def continual_update(
             "stages": done,
             "trained": owed + report.accepted,
             "register": metrics.get("register", {}) if done else {},
+            "compare_retrain": retrain,
         }
         rejected = "".join(f"\n- rejected `{n}`: {r}" for n, r in report.rejected.items())
         publish(
@@ -93,12 +100,63 @@ def continual_update(
             env,
             root,
             extra=f"\naccepted: {len(report.accepted)} file(s){rejected}\n\nregister: "
-            f"`{json.dumps(result['register'])}`",
+            f"`{json.dumps(result['register'])}`" + retrain_markdown(retrain),
         )
     logger.info(
         "continual update: %s", json.dumps({k: v for k, v in result.items() if k != "stages"})
     )
     return result
+
+
+def compare_retrain(root: Path, env: dict[str, str], timeout: float) -> dict[str, float | str]:
+    """Retrain TAME from scratch on all data in a DVC experiment; the update's cost and accuracy
+    beside the retrain's, also logged to the update's MLflow run."""
+    import subprocess
+
+    from clflow.dvcrun import experiment_metrics
+    from clflow.errors import ClflowError
+    from clflow.orchestration import run_experiment
+    from clflow.tracking import log_to_parent
+
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "dvc.lock"], cwd=root, capture_output=True
+    )
+    if tracked.returncode != 0:  # the experiment would find no outs to start from
+        raise ClflowError(
+            "update.compare_retrain runs a DVC experiment, which starts from a git commit: "
+            "commit dvc.lock (git add dvc.lock && git commit) first",
+            file=root / "dvc.lock",
+            field="update.compare_retrain",
+        )
+    # `++`: set the key even where params.yaml predates it (Hydra's force-add, as `dvc exp -S`);
+    # --single-item: the stream as dvc.lock has it (accepted files need not be in git)
+    name = run_experiment(
+        str(root), {"++tame.resume": False}, None, env, ["tame"], timeout, single_item=True
+    )
+    update = read_metrics(root / "metrics")["tame"]
+    scratch = experiment_metrics(root, name)["tame"]
+    found = {
+        "incremental_seconds": update["train_seconds"],
+        "retrain_seconds": scratch["train_seconds"],
+        "incremental_avg_accuracy": update["avg_accuracy"],
+        "retrain_avg_accuracy": scratch["avg_accuracy"],
+        "retrain_experiences": scratch["experiences"],
+    }
+    log_to_parent(env, {f"update.{k}": v for k, v in found.items()}, {"update.retrain_exp": name})
+    return {**found, "experiment": name}
+
+
+def retrain_markdown(found: dict) -> str:
+    """The artifact's table: continual update against a retrain from scratch."""
+    if not found:
+        return ""
+    return (
+        f"\n\n| TAME | seconds | avg accuracy |\n|---|---|---|\n"
+        f"| continual update | {found['incremental_seconds']:.1f} | "
+        f"{found['incremental_avg_accuracy']:.3f} |\n"
+        f"| retrain from scratch (`dvc exp` {found['experiment']}) | "
+        f"{found['retrain_seconds']:.1f} | {found['retrain_avg_accuracy']:.3f} |"
+    )
 
 
 @cli_errors

@@ -7,6 +7,7 @@ persisted checkpoint when the stream only gained experiences.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ def make_tame(
     """TAME whose experts clone the `train` learner (with language targets when tame.head is
     lingo)."""
     expert = learner_from_config(stream, train, seed, targets=targets)
-    return TameLearner(expert, seed=seed, **cfg.model_dump(exclude={"match_tolerance", "head"}))
+    hyper = cfg.model_dump(exclude={"match_tolerance", "head", "resume"})
+    return TameLearner(expert, seed=seed, **hyper)
 
 
 def train_seed(
@@ -55,13 +57,13 @@ def train_seed(
     fp = incremental.fingerprint(
         {
             "train": train.model_dump(),
-            "tame": cfg.model_dump(),
+            "tame": cfg.model_dump(exclude={"resume"}),  # a retrain can be continued later
             "seed": seed,
             "targets": None if targets is None else targets.round(6).tolist(),
         },
         stream,
     )
-    start, ckpt = incremental.resume_point(ckpt_path, stream, fp)
+    start, ckpt = incremental.resume_point(ckpt_path, stream, fp) if cfg.resume else (0, None)
     learner = make_tame(stream, train, cfg, seed, targets)
     run = dict(
         batch_size=train.batch_size, epochs=train.epochs, seed=seed, desc=f"tame seed {seed}"
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             read_targets(args.targets, stream.classes) if params.tame.head == "lingo" else None
         )
         runs, learners, resumed = [], [], []
+        t0 = time.monotonic()
         for seed in params.train.seeds:
             learner, result, start = train_seed(
                 stream,
@@ -148,7 +151,12 @@ def main(argv: list[str] | None = None) -> None:
             runs.append({**result.metrics(), **scores})
             learners.append((learner, result))
             resumed.append(start)
-        metrics = {**mean_std(runs), "resumed_from_experience": float(min(resumed))}
+        metrics = {
+            **mean_std(runs),
+            "resumed_from_experience": float(min(resumed)),
+            "experiences": float(stream.n_experiences),
+            "train_seconds": time.monotonic() - t0,  # all seeds: the cost of this update
+        }
         write_plots(*learners[0], stream, Path(outs[args.plots]))
         write_json(outs[args.metrics], metrics)
         log.info(

@@ -250,6 +250,10 @@ def updated_project(tmp_path_factory, built_project):
     import polars as pl
 
     dest = copy_project(built_project, tmp_path_factory.mktemp("updated") / "project")
+    update_params(dest, {"update": {"compare_retrain": True}})  # and retrain, to compare
+    # as a user would: the pipeline's results committed (the retrain's DVC experiment needs it)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results"], dest)
     before = {
         "stream": file_hashes(dest, "data/stream"),
         "train": pl.read_parquet(dest / "data/stream/train.parquet"),

@@ -190,6 +190,11 @@ class TameConfig(Section):
     head: Literal["linear", "lingo"] = Field(
         "linear", description="experts' head: one-hot or language targets"
     )
+    resume: bool = Field(
+        True,
+        description="continue from the checkpoint when the stream only gained experiences; "
+        "false retrains from scratch (the continual flow's compare_retrain sets it)",
+    )
 
 
 class RetrievalConfig(Section):
@@ -284,6 +289,16 @@ class FlowsConfig(Section):
         return self.stage_timeouts.get(stage, self.stage_timeout)
 
 
+class UpdateConfig(Section):
+    """The continual-update flow (flows/continual.py)."""
+
+    compare_retrain: bool = Field(
+        False,
+        description="after each update, also retrain TAME from scratch on all accepted data (a "
+        "DVC experiment, workspace untouched) and record both costs and accuracies",
+    )
+
+
 class Params(Section):
     stream: StreamConfig = StreamConfig()
     train: TrainConfig = TrainConfig()
@@ -294,6 +309,7 @@ class Params(Section):
     federated: FederatedConfig = FederatedConfig()
     tracking: TrackingConfig = TrackingConfig()
     flows: FlowsConfig = FlowsConfig()
+    update: UpdateConfig = UpdateConfig()
     # `register` would shadow pydantic's BaseModel.register: the attribute is `registry`
     registry: RegisterConfig = Field(RegisterConfig(), alias="register")
 

@@ -81,15 +81,18 @@ def run_experiment(
     env: dict[str, str],
     targets: list[str] | None = None,
     timeout: float | None = None,
+    single_item: bool = False,
 ) -> str:
     """`dvc exp run --temp -S key=value ... [targets]`: a tracked DVC experiment, workspace
     untouched.
 
-    Returns the experiment's name. `targets` limits it to those stages and what they depend on.
+    Returns the experiment's name. `targets` limits it to those stages and what they depend on
+    (to those stages alone with `single_item`: their inputs are taken as dvc.lock has them).
     """
     args = (
         ["exp", "run", "--temp", *override_args(overrides)]
         + (["--name", name] if name else [])
+        + (["--single-item"] if single_item else [])
         + (targets or [])
     )
     output = checked_dvc(

@@ -295,6 +295,17 @@ def pipeline_run(
         mlflow.set_tag(TAG_LOCK, dvc_lock_hash(root))
 
 
+def log_to_parent(env: Mapping[str, str], metrics: Mapping[str, float], tags: Mapping[str, str]):
+    """Log to the pipeline run named in `env` (from the flow, outside any stage run)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(env[URI_ENV])
+    for key, value in metrics.items():
+        client.log_metric(env[PARENT_ENV], key, float(value))
+    for key, value in tags.items():
+        client.set_tag(env[PARENT_ENV], key, value)
+
+
 def producing_run(experiment_id: str, root: Path) -> str:
     """The newest pipeline run that ended with the project's current dvc.lock; "" if none
     (e.g. the results came from a plain `dvc repro`)."""

@@ -40,6 +40,33 @@ def test_new_experience_ends_with_a_registered_version(updated_project):
     )
 
 
+def test_the_update_is_compared_with_a_retrain_from_scratch(updated_project):
+    """update.compare_retrain: TAME also retrained on all six experiences in a DVC experiment;
+    the workspace keeps the incremental model; both costs reach the artifact and MLflow."""
+    import mlflow
+
+    from clflow.dvcrun import experiment_metrics
+
+    project, result, _ = updated_project
+    found = result["compare_retrain"]
+    scratch = experiment_metrics(project, found["experiment"])["tame"]
+    assert scratch["resumed_from_experience"] == 0.0 and scratch["experiences"] == 6.0
+    assert found["retrain_avg_accuracy"] == scratch["avg_accuracy"]
+    workspace = json.loads((project / "metrics" / "tame.json").read_text())
+    assert workspace["resumed_from_experience"] == 5.0  # untouched by the experiment
+    assert found["incremental_avg_accuracy"] == workspace["avg_accuracy"]
+    assert found["incremental_seconds"] > 0 and found["retrain_seconds"] > 0
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("clflow")
+    [parent] = [
+        r
+        for r in client.search_runs([exp.experiment_id], "tags.`clflow.stage` = 'pipeline'")
+        if "update.retrain_seconds" in r.data.metrics
+    ]
+    assert parent.data.metrics["update.retrain_avg_accuracy"] == found["retrain_avg_accuracy"]
+    assert parent.data.tags["update.retrain_exp"] == found["experiment"]
+
+
 def test_the_stream_gained_the_experience_and_lost_nothing(updated_project):
     project, _, before = updated_project
     train = pl.read_parquet(project / "data" / "stream" / "train.parquet")
