@@ -108,8 +108,12 @@ def store_uri(args: argparse.Namespace) -> str:
 
 def lineage(args: argparse.Namespace) -> None:
     import json
+    import os
 
     from clflow.lineage import Lineage, data_digest
+
+    # it reads one small lineage.json per run: no download bars
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     if (args.ref is None) == (args.data is None):
         raise ClflowError("give a model/run reference or --data, not both", field="lineage")
