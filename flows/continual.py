@@ -116,7 +116,7 @@ def compare_retrain(root: Path, env: dict[str, str], timeout: float) -> dict[str
     from clflow.dvcrun import experiment_metrics
     from clflow.errors import ClflowError
     from clflow.orchestration import run_experiment
-    from clflow.tracking import log_to_parent
+    from clflow.tracking import log_to_parent, stage_seconds
 
     tracked = subprocess.run(
         ["git", "ls-files", "--error-unmatch", "dvc.lock"], cwd=root, capture_output=True
@@ -135,9 +135,10 @@ def compare_retrain(root: Path, env: dict[str, str], timeout: float) -> dict[str
     )
     update = read_metrics(root / "metrics")["tame"]
     scratch = experiment_metrics(root, name)["tame"]
+    seconds = stage_seconds(env, "tame", "tame.resume")  # both tame runs of this update
     found = {
-        "incremental_seconds": update["train_seconds"],
-        "retrain_seconds": scratch["train_seconds"],
+        "incremental_seconds": seconds["True"],
+        "retrain_seconds": seconds["False"],
         "incremental_avg_accuracy": update["avg_accuracy"],
         "retrain_avg_accuracy": scratch["avg_accuracy"],
         "retrain_experiences": scratch["experiences"],

@@ -151,11 +151,13 @@ def main(argv: list[str] | None = None) -> None:
             runs.append({**result.metrics(), **scores})
             learners.append((learner, result))
             resumed.append(start)
+        # the cost of this run, all seeds: logged to MLflow only (metrics files are a function of
+        # the inputs, so an unchanged run leaves them byte-identical)
+        seconds = time.monotonic() - t0
         metrics = {
             **mean_std(runs),
             "resumed_from_experience": float(min(resumed)),
             "experiences": float(stream.n_experiences),
-            "train_seconds": time.monotonic() - t0,  # all seeds: the cost of this update
         }
         write_plots(*learners[0], stream, Path(outs[args.plots]))
         write_json(outs[args.metrics], metrics)
@@ -180,10 +182,8 @@ def main(argv: list[str] | None = None) -> None:
             {"train": params.train.model_dump(), "tame": params.tame.model_dump()},
             params.tracking.experiment,
         ):
-            mlflow.log_metrics(metrics)
-            first, result = learners[
-                0
-            ]  # curves of the first seed: R per experience, loss per batch
+            mlflow.log_metrics({**metrics, "train_seconds": seconds})
+            first, result = learners[0]  # the first seed: R per experience, loss per batch
             log_curves(result.R, loss=first.log_.loss)
             mlflow.log_dict(
                 {"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]},

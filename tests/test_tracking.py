@@ -17,8 +17,15 @@ def client_of(project):
 
 
 def stage_runs(client, stage: str) -> list:
+    """The runs of `stage` in the pipeline run that built the project (other tests add more)."""
     exp = client.get_experiment_by_name("clflow")
-    return client.search_runs([exp.experiment_id], f"tags.`clflow.stage` = '{stage}'")
+    [parent] = client.search_runs([exp.experiment_id], "tags.`clflow.stage` = 'pipeline'")
+    if stage == "pipeline":
+        return [parent]
+    return client.search_runs(
+        [exp.experiment_id],
+        f"tags.`clflow.stage` = '{stage}' and tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
 
 
 def test_the_experiment_is_model_training_with_curves_and_real_times(built_project):

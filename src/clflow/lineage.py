@@ -226,7 +226,10 @@ def data_digest(data: str, project: Path) -> str:
     if path.is_file():
         return file_digest(path)
     if path.is_dir():
-        rel = path.resolve().relative_to(project.resolve()).as_posix()
+        try:
+            rel = path.resolve().relative_to(project.resolve()).as_posix()
+        except ValueError:
+            raise LineageError("is outside the project", file=path, field="--data") from None
         found = dvc_out_hash(rel, project)
         if not found:
             raise LineageError("is not an out recorded in dvc.lock", file=path, field="--data")

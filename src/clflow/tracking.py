@@ -306,6 +306,23 @@ def log_to_parent(env: Mapping[str, str], metrics: Mapping[str, float], tags: Ma
         client.set_tag(env[PARENT_ENV], key, value)
 
 
+def stage_seconds(env: Mapping[str, str], stage: str, param: str) -> dict[str, float]:
+    """{value of `param`: the `train_seconds` metric} of the `stage` runs under the pipeline run
+    named in `env`."""
+    import mlflow
+
+    runs = mlflow.MlflowClient(env[URI_ENV]).search_runs(
+        [env[EXPERIMENT_ENV]],
+        filter_string=f"tags.`mlflow.parentRunId` = '{env[PARENT_ENV]}' and "
+        f"tags.`clflow.stage` = '{stage}'",
+    )
+    return {
+        r.data.params.get(param, ""): r.data.metrics["train_seconds"]
+        for r in runs
+        if "train_seconds" in r.data.metrics
+    }
+
+
 def producing_run(experiment_id: str, root: Path) -> str:
     """The newest pipeline run that ended with the project's current dvc.lock; "" if none
     (e.g. the results came from a plain `dvc repro`)."""
