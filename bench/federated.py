@@ -1,6 +1,7 @@
 """Benchmark federated prototype merging; prints a markdown table.
 
     python bench/federated.py [--clients 10 100 1000] [--runners thread dask]
+    python bench/federated.py --encoders [--seeds 0 1 2]   # raw / random / trained encoders
 
 Each simulated client holds 2 of 100 classes with 20-80 rows of 64 features (uneven).
 Client updates run as mapped Prefect tasks (flows/federated.py's client task) on the
@@ -62,7 +63,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--runners", nargs="+", default=["thread", "dask"])
     parser.add_argument("--group", type=int, default=1, help="clients per Prefect task (default 1)")
+    parser.add_argument(
+        "--encoders", action="store_true", help="accuracy with each encoder instead of timings"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
+    if args.encoders:
+        encoder_table(args.seeds)
+        return
     encoder = Encoder("raw", DIM)
     clients_flow(*client_data(2), encoder)  # warm-up: starts the ephemeral Prefect API, not timed
     rows = []
@@ -92,6 +100,66 @@ def main() -> None:
     for n, runner, client_s, merge_s, peak in rows:
         print(f"| {n} | {runner} | {client_s:.1f} | {merge_s * 1000:.1f} | {peak / 1024:.0f} |")
     print(f"\nprocess peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+def encoder_table(seeds: list[int]) -> None:
+    """Accuracy of the merged prototypes (10 clients, one class per client and round) with each
+    encoder, on all classes and on the novel ones (after the 2 base experiences), against each
+    client alone and joint training (an MLP classifier on all rows); mean over seeds."""
+    from sklearn.neural_network import MLPClassifier
+
+    from clflow.config import StreamConfig
+    from clflow.federated.encoder import train_encoder
+    from clflow.federated.simulate import accuracy_on_seen, central_server, local_accuracy
+    from clflow.federated.simulate import partition as split
+    from clflow.streams import build_stream
+
+    kinds = ["raw", "random", "trained classifier", "trained protonet"]
+    print(
+        "\n| stream | encoder | merged, all classes | merged, novel classes | client alone "
+        "| joint |"
+    )
+    print("|---|---|---|---|---|---|")
+    for source, name in (("digits", "Split-Digits"), ("mnist1d", "Split-MNIST-1D")):
+        found: dict[str, list] = {k: [] for k in kinds}
+        alone, joint = [], []
+        for seed in seeds:
+            stream = build_stream(StreamConfig(source=source, experiences=5, seed=seed))
+            tr, te = stream.train, stream.test
+            base = tr.experience < 2
+            novel = np.unique(te.y[te.experience >= 2])
+            rounds = split(stream, 10, 1, seed)
+            rows = np.concatenate([r for rd in rounds for r in rd.values()])
+            every = np.unique(tr.y)
+            for kind in kinds:
+                if kind.startswith("trained"):
+                    arrays = train_encoder(tr.X[base], tr.y[base], kind.split()[1], seed=seed)
+                    enc = Encoder("trained", stream.n_features, weights=arrays, weights_id="b")
+                else:
+                    enc = Encoder(kind, stream.n_features, seed=seed)
+                server = central_server(stream, rows, enc, enc.hash, "cosine")  # = the merge
+                found[kind].append(
+                    (accuracy_on_seen(server, stream, enc, every),
+                     accuracy_on_seen(server, stream, enc, novel))
+                )  # fmt: skip
+                if kind == "raw":
+                    clients = sorted({c for rd in rounds for c in rd})
+                    held = [np.concatenate([rd[c] for rd in rounds if c in rd]) for c in clients]
+                    alone.append(
+                        np.mean([local_accuracy(stream, h, enc, enc.hash, "cosine", every)
+                                 for h in held])
+                    )  # fmt: skip
+            mu, sd = tr.X.mean(0), tr.X.std(0) + 1e-6
+            clf = MLPClassifier((256, 256), max_iter=200, random_state=seed)
+            joint.append(clf.fit((tr.X - mu) / sd, tr.y).score((te.X - mu) / sd, te.y))
+            print(f"  {name} seed {seed}: done", file=sys.stderr)
+        for kind in kinds:
+            acc = np.asarray(found[kind])
+            print(
+                f"| {name} | {kind} | {acc[:, 0].mean():.3f} ± {acc[:, 0].std():.3f} | "
+                f"{acc[:, 1].mean():.3f} ± {acc[:, 1].std():.3f} | {np.mean(alone):.3f} | "
+                f"{np.mean(joint):.3f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -48,10 +48,14 @@ def federated(
     metric: str = "cosine",
     seed: int = 0,
     group_size: int = 1,
+    encoder_path: str = "models/encoder/encoder.npz",
 ) -> dict:
-    """Federated class-incremental rounds; returns per-round accuracies and the merged server."""
+    """Federated class-incremental rounds; returns per-round accuracies and the merged server.
+
+    `encoder_kind` trained: the clients embed with the encoder at `encoder_path` (its id is
+    the file's hash)."""
     logger = get_run_logger()
-    encoder = Encoder(encoder_kind, stream.n_features, seed=seed)
+    encoder = make_encoder(encoder_kind, stream.n_features, seed, encoder_path)
     server = PrototypeServer(encoder.dim, len(stream.classes), encoder.hash, metric)
     rounds, history, all_rows = partition(stream, n_clients, overlap, seed), [], []
     tr = stream.train
@@ -99,7 +103,17 @@ def federated(
         )
         for c in sorted({c for rd in rounds for c in rd})
     ]
-    return {"history": history, "server": server, "local_accuracies": locals_}
+    return {"history": history, "server": server, "local_accuracies": locals_, "encoder": encoder}
+
+
+def make_encoder(kind: str, n_features: int, seed: int, path: str) -> Encoder:
+    """The shared encoder: raw, random (seeded) or trained (read from `path`)."""
+    if kind != "trained":
+        return Encoder(kind, n_features, seed=seed)
+    from clflow.federated.encoder import load_encoder
+
+    weights, weights_id = load_encoder(path)
+    return Encoder("trained", n_features, weights=weights, weights_id=weights_id)
 
 
 def task_runner(runner: str, address: str = ""):

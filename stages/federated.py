@@ -17,6 +17,7 @@ import polars as pl
 from clflow.config import load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import run_stream
+from clflow.federated.simulate import accuracy_on_seen
 from clflow.io import StagedOuts, write_json, write_parquet
 from clflow.learners import learner_from_config
 from clflow.stage import stage_args
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         stream="data/stream",
         prototypes="models/federated/prototypes.parquet",
         metrics="metrics/federated.json",
+        encoder="models/encoder/encoder.npz",
     )
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's per-worker chatter
     with StagedOuts(args.prototypes, args.metrics) as outs:  # all change, or none
@@ -70,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
             metric=cfg.metric,
             seed=cfg.seed,
             group_size=cfg.group_size,
+            encoder_path=args.encoder,
         )
         server, last = out["server"], out["history"][-1]
+        # the classes no encoder saw in training (those after the base experiences)
+        novel = np.unique(stream.test.y[stream.test.experience >= cfg.base_experiences])
         metrics = {
             "merged_accuracy": last["merged_accuracy"],
             "central_accuracy": last["central_accuracy"],
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             "local_only_accuracy_max": float(np.max(out["local_accuracies"])),
             "finetune_accuracy": finetune_accuracy(stream, params.train),
             "rejected_updates": float(sum(h["rejected"] for h in out["history"])),
+            "novel_accuracy": accuracy_on_seen(server, stream, out["encoder"], novel),
             "rounds": out["history"],
         }
         known = server.known

@@ -72,9 +72,21 @@ def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path, built_project):
                 "limit": 1200,
             },
             "baselines": {"methods": ["replay", "replay_online"], "memory": 100},
+            # and the federated clients share the encoder trained on the base experiences
+            "federated": {"encoder": "trained", "clients": 3},
         },
     )
-    dvc(project, "repro", "baselines", "tame")
+    dvc(project, "repro", "baselines", "tame", "federated")
+    import hashlib
+
+    import polars as pl
+
+    encoder_id = hashlib.sha256((project / "models/encoder/encoder.npz").read_bytes()).hexdigest()
+    protos = pl.read_parquet(project / "models" / "federated" / "prototypes.parquet")
+    assert set(protos["encoder_hash"]) == {encoder_id[:16]}
+    assert len(protos["prototype"][0]) == 64  # encoder_dim, not the 40 raw features
+    fed = json.loads((project / "metrics" / "federated.json").read_text())
+    assert fed["rejected_updates"] == 0 and 0 < fed["novel_accuracy"] <= 1
     meta = json.loads((project / "data" / "stream" / "meta.json").read_text())
     assert meta["duplicates"] == {
         "train": 0,

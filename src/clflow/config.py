@@ -234,9 +234,20 @@ class FederatedConfig(Section):
     overlap: int = Field(
         1, ge=1, le=1_000_000, description="clients that share each class (disjoint rows)"
     )
-    encoder: Literal["raw", "random"] = Field(
-        "raw", description="shared fixed encoder: raw features or random ReLU map"
+    encoder: Literal["raw", "random", "trained"] = Field(
+        "raw",
+        description="shared fixed encoder: raw features, random ReLU map, or the encoder stage's "
+        "trained encoder (models/encoder)",
     )
+    base_experiences: int = Field(
+        2, ge=1, le=100_000, description="the first experiences: base classes that train it"
+    )
+    encoder_training: Literal["classifier", "protonet"] = Field(
+        "classifier",
+        description="a classifier's last hidden layer, or episodic prototypical-network training",
+    )
+    encoder_dim: int = Field(64, ge=1, le=65_536)
+    encoder_epochs: int = Field(30, ge=1, le=100_000)
     metric: Literal["cosine", "l2"] = "cosine"
     runner: Literal["thread", "dask"] = "thread"
     address: str = Field(

@@ -16,6 +16,7 @@ import os
 import subprocess
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,7 +175,9 @@ def log_lineage(record: Mapping[str, Any]) -> None:
     digest = record["stream"]["dvc_md5"]
     if digest:
         mlflow.set_tag(TAG_STREAM, digest)
-        source = resolve_dataset_source(str((Path.cwd() / STREAM_DIR).resolve()))
+        with warnings.catch_warnings():  # MLflow registers its local source twice ("", file)
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str((Path.cwd() / STREAM_DIR).resolve()))
         mlflow.log_input(MetaDataset(source, name=STREAM_DIR, digest=digest), context="training")
 
 

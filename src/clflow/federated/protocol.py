@@ -30,27 +30,43 @@ class ClientUpdate:
 
 
 class Encoder:
-    """A fixed, shared embedding: raw features or a seeded random ReLU feature map; identified by a
-    hash."""
+    """A fixed, shared embedding, identified by a hash: raw features, a seeded random ReLU feature
+    map, or a trained encoder (`clflow.federated.encoder`, whose file's SHA-256 is the hash)."""
 
-    def __init__(self, kind: str, n_features: int, dim: int = 256, seed: int = 0):
-        self.kind, self.n_features = kind, n_features
+    def __init__(
+        self,
+        kind: str,
+        n_features: int,
+        dim: int = 256,
+        seed: int = 0,
+        weights: dict[str, np.ndarray] | None = None,
+        weights_id: str = "",
+    ):
+        self.kind, self.n_features, self.W, self.weights = kind, n_features, None, None
         if kind == "raw":
-            self.W = None
             self.dim = n_features
         elif kind == "random":
             self.W = np.random.default_rng(seed).standard_normal((n_features, dim)) / np.sqrt(
                 n_features
             )
             self.dim = dim
+        elif kind == "trained":
+            if weights is None or len(weights["mean"]) != n_features:
+                raise ValueError(f"a trained encoder needs its weights for {n_features} features")
+            self.weights = weights
+            self.dim = int(weights[f"b{sum(k.startswith('W') for k in weights) - 1}"].shape[0])
         else:
-            raise ValueError(f"unknown encoder {kind!r} (raw or random)")
+            raise ValueError(f"unknown encoder {kind!r} (raw, random or trained)")
         h = hashlib.sha256(f"{kind}:{n_features}:{self.dim}".encode())
         if self.W is not None:
             h.update(self.W.tobytes())
-        self.hash = h.hexdigest()[:16]
+        self.hash = weights_id if kind == "trained" else h.hexdigest()[:16]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
+        from clflow.federated.encoder import embed
+
+        if self.weights is not None:
+            return embed(self.weights, X)
         X = np.asarray(X, dtype=np.float64)
         return X if self.W is None else np.maximum(X @ self.W, 0.0)
 

@@ -1,0 +1,84 @@
+"""The trained prototype encoder: deterministic, better than raw features on classes it never
+saw (MNIST-1D), its file the one format that carries it, its hash the id clients carry."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from clflow.config import StreamConfig
+from clflow.errors import ClflowError
+from clflow.federated import Encoder, PrototypeServer, client_update
+from clflow.federated.encoder import embed, load_encoder, save_encoder, train_encoder
+from clflow.streams import build_stream
+
+
+@pytest.fixture(scope="module")
+def mnist1d():
+    stream = build_stream(StreamConfig(source="mnist1d", experiences=5))
+    tr, te = stream.train, stream.test
+    return stream, tr.experience < 2, te.experience < 2
+
+
+def nearest_mean(Z, y, Zq, yq) -> float:
+    classes = np.unique(y)
+    P = np.stack([Z[y == c].mean(0) for c in classes])
+    P /= np.linalg.norm(P, axis=1, keepdims=True)
+    Zq = Zq / (np.linalg.norm(Zq, axis=1, keepdims=True) + 1e-12)
+    return float(np.mean(classes[np.argmax(Zq @ P.T, 1)] == yq))
+
+
+@pytest.mark.parametrize("training", ["classifier", "protonet"])
+def test_trained_on_base_classes_it_separates_novel_ones_better_than_raw(mnist1d, training):
+    stream, base, base_test = mnist1d
+    tr, te = stream.train, stream.test
+    arrays = train_encoder(tr.X[base], tr.y[base], training, dim=32, epochs=10, seed=0)
+    assert set(arrays["base_classes"]) == set(np.unique(tr.y[base]))
+    novel, query = ~base, ~base_test
+    raw = nearest_mean(tr.X[novel], tr.y[novel], te.X[query], te.y[query])
+    Z, Zq = embed(arrays, tr.X[novel]), embed(arrays, te.X[query])
+    trained = nearest_mean(Z, tr.y[novel], Zq, te.y[query])
+    assert Z.shape[1] == 32
+    assert trained > raw + 0.1, (trained, raw)  # measured: 0.47-0.57 against 0.29
+
+
+def test_training_is_deterministic_and_the_file_round_trips(mnist1d, tmp_path):
+    stream, base, _ = mnist1d
+    X, y = stream.train.X[base][:300], stream.train.y[base][:300]
+    a = train_encoder(X, y, epochs=2, seed=3)
+    b = train_encoder(X, y, epochs=2, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    encoder_id = save_encoder(tmp_path / "encoder.npz", a)
+    assert encoder_id == hashlib.sha256((tmp_path / "encoder.npz").read_bytes()).hexdigest()[:16]
+    loaded, loaded_id = load_encoder(tmp_path / "encoder.npz")
+    assert loaded_id == encoder_id
+    assert np.array_equal(embed(loaded, X), embed(a, X))
+
+
+def test_clients_carry_the_file_id_and_another_encoders_update_is_rejected(mnist1d, tmp_path):
+    stream, base, _ = mnist1d
+    X, y = stream.train.X[base][:300], stream.train.y[base][:300]
+    save_encoder(tmp_path / "e.npz", train_encoder(X, y, epochs=1, seed=0))
+    weights, wid = load_encoder(tmp_path / "e.npz")
+    enc = Encoder("trained", stream.n_features, weights=weights, weights_id=wid)
+    other = save_encoder(tmp_path / "f.npz", train_encoder(X, y, epochs=1, seed=1))
+    server = PrototypeServer(enc.dim, len(stream.classes), enc.hash)
+    good = client_update(X[:50], y[:50], enc, enc.hash, "a", 0)
+    stale = client_update(X[50:100], y[50:100], enc, other, "b", 0)
+    report = server.merge([good, stale])
+    assert report.accepted == 1 and report.rejected[0][0] == "b/r0"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign"])
+def test_a_damaged_or_foreign_file_is_one_line(tmp_path, damage):
+    path = tmp_path / "encoder.npz"
+    if damage == "truncate":
+        save_encoder(path, {"mean": np.zeros(3), "std": np.ones(3), "W0": np.eye(3)})
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        np.savez(path, mean=np.zeros(3))
+    with pytest.raises(ClflowError) as err:
+        load_encoder(path)
+    assert str(path) in err.value.line() and "\n" not in err.value.line()
