@@ -15,7 +15,9 @@ import numpy as np
 
 from clflow.config import load_params
 from clflow.errors import ConfigError, cli_errors
-from clflow.federated.encoder import embed, save_encoder, train_encoder
+from clflow.federated import Encoder
+from clflow.federated.encoder import save_encoder, train_encoder
+from clflow.federated.simulate import accuracy_on_seen, central_server
 from clflow.io import StagedOuts, write_json
 from clflow.stage import stage_args
 from clflow.streams import load_stream
@@ -23,18 +25,11 @@ from clflow.streams import load_stream
 log = logging.getLogger("clflow.encoder")
 
 
-def base_rows(experience: np.ndarray, base_experiences: int) -> np.ndarray:
-    """Mask of the rows of the base experiences."""
-    return experience < base_experiences
-
-
-def prototype_accuracy(Z: np.ndarray, y: np.ndarray, Zq: np.ndarray, yq: np.ndarray) -> float:
-    """Nearest class mean (cosine) of the `Z` rows, scored on the query rows."""
-    classes = np.unique(y)
-    P = np.stack([Z[y == c].mean(0) for c in classes])
-    P /= np.linalg.norm(P, axis=1, keepdims=True) + 1e-12
-    Zq = Zq / (np.linalg.norm(Zq, axis=1, keepdims=True) + 1e-12)
-    return float(np.mean(classes[np.argmax(Zq @ P.T, 1)] == yq))
+def novel_accuracy(stream, rows: np.ndarray, novel: np.ndarray, encoder: Encoder) -> float:
+    """Nearest prototype (cosine) of the novel classes' train `rows`, scored on their test rows:
+    what the encoder is for, classes it never saw."""
+    server = central_server(stream, rows, encoder, encoder.hash, "cosine")
+    return accuracy_on_seen(server, stream, encoder, novel)
 
 
 @cli_errors
@@ -58,21 +53,20 @@ def main(argv: list[str] | None = None) -> None:
                 file=args.params,
                 field="federated.base_experiences",
             )
-        tr, te = stream.train, stream.test
-        base = base_rows(tr.experience, cfg.base_experiences)
+        tr = stream.train
+        base = tr.experience < cfg.base_experiences  # the base classes' rows
         arrays = train_encoder(
             tr.X[base], tr.y[base], cfg.encoder_training, cfg.encoder_dim, cfg.encoder_epochs,
             cfg.seed,
         )  # fmt: skip
         encoder_id = save_encoder(outs[args.out], arrays)
-        # what it is for: prototypes of classes it never saw (novel rows, embedded vs raw)
-        novel, query = ~base, ~base_rows(te.experience, cfg.base_experiences)
+        novel_rows = np.flatnonzero(~base)
+        novel = np.unique(tr.y[novel_rows])
+        trained = Encoder("trained", stream.n_features, weights=arrays, weights_id=encoder_id)
         metrics = {
-            "novel_prototype_accuracy": prototype_accuracy(
-                embed(arrays, tr.X[novel]), tr.y[novel], embed(arrays, te.X[query]), te.y[query]
-            ),
-            "novel_prototype_accuracy_raw": prototype_accuracy(
-                tr.X[novel], tr.y[novel], te.X[query], te.y[query]
+            "novel_prototype_accuracy": novel_accuracy(stream, novel_rows, novel, trained),
+            "novel_prototype_accuracy_raw": novel_accuracy(
+                stream, novel_rows, novel, Encoder("raw", stream.n_features)
             ),
             "base_classes": float(len(arrays["base_classes"])),
         }
