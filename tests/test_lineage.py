@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 
 import pytest
 from conftest import run
@@ -13,13 +11,30 @@ from conftest import run
 pytestmark = pytest.mark.slow
 
 
-def clflow(project, *args, check=True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "clflow.cli", *args], project, check=check)
+@pytest.fixture
+def clflow(monkeypatch, capsys):
+    """`clflow ARGS` in a project, in-process (the CLI's main; no interpreter start per call):
+    returns (exit status, stdout, stderr)."""
+
+    def call(project, *args) -> tuple[int, str, str]:
+        from clflow.cli import main
+
+        monkeypatch.chdir(project)
+        try:
+            main(list(args))
+            status = 0
+        except SystemExit as stop:
+            status = int(stop.code or 0)
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return call
 
 
-def chain(project, ref: str) -> dict:
-    found = json.loads(clflow(project, "lineage", ref, "--json").stdout)
-    assert len(found) == 1, found
+def chain(clflow, project, ref: str) -> dict:
+    status, out, _ = clflow(project, "lineage", ref, "--json")
+    found = json.loads(out)
+    assert status == 0 and len(found) == 1, found
     return found[0]
 
 
@@ -33,10 +48,10 @@ def prefect_run_of(project) -> str:
     return str(runs[0].id)
 
 
-def test_the_champions_chain_names_every_link(built_project):
+def test_the_champions_chain_names_every_link(built_project, clflow):
     project = built_project
-    out = clflow(project, "lineage", "models:/clflow-tame@champion").stdout
-    found = chain(project, "models:/clflow-tame@champion")
+    _, out, _ = clflow(project, "lineage", "models:/clflow-tame@champion")
+    found = chain(clflow, project, "models:/clflow-tame@champion")
     register = json.loads((project / "metrics" / "register.json").read_text())
     assert found["version"] == str(register["version"]) and "champion" in found["aliases"]
     assert found["mlflow_run"]["stage"] == "register"
@@ -63,29 +78,29 @@ def test_the_champions_chain_names_every_link(built_project):
     ):
         assert any(line.startswith(word) for line in out.splitlines()), (word, out)
     # the same chain from the MLflow run id and from the Prefect flow-run id
-    assert chain(project, found["mlflow_run"]["id"])["version"] == found["version"]
-    assert chain(project, found["prefect_flow_run"]["id"])["version"] == found["version"]
+    assert chain(clflow, project, found["mlflow_run"]["id"])["version"] == found["version"]
+    assert chain(clflow, project, found["prefect_flow_run"]["id"])["version"] == found["version"]
 
 
-def test_the_data_answers_which_versions_were_trained_on_it(updated_project):
+def test_the_data_answers_which_versions_were_trained_on_it(updated_project, clflow):
     """Version 2 was trained on the accepted experience, version 1 before it arrived."""
     project, result, _ = updated_project
     accepted = project / "data" / "experiences" / "0000-rotated.parquet"
-    v2 = chain(project, "models:/clflow-tame/2")
+    v2 = chain(clflow, project, "models:/clflow-tame/2")
     [exp] = v2["experiences"]
     assert exp["name"] == accepted.name and exp["source"] == "rotated.parquet"
     assert exp["sha256"] == hashlib.sha256(accepted.read_bytes()).hexdigest()
-    by_file = json.loads(clflow(project, "lineage", "--data", str(accepted), "--json").stdout)
+    by_file = json.loads(clflow(project, "lineage", "--data", str(accepted), "--json")[1])
     assert [c["version"] for c in by_file] == ["2"]
     # the incoming file's own digest (as the intake saw it) finds it too, as does a prefix
-    by_source = clflow(project, "lineage", "--data", exp["source_sha256"][:12]).stdout
+    by_source = clflow(project, "lineage", "--data", exp["source_sha256"][:12])[1]
     assert by_source.startswith("models:/clflow-tame/2") and "0000-rotated.parquet" in by_source
     # the current stream (with the experience) made version 2; the first stream version 1
-    by_stream = json.loads(clflow(project, "lineage", "--data", "data/stream", "--json").stdout)
+    by_stream = json.loads(clflow(project, "lineage", "--data", "data/stream", "--json")[1])
     assert [c["version"] for c in by_stream] == ["2"]
-    v1 = chain(project, "models:/clflow-tame/1")
+    v1 = chain(clflow, project, "models:/clflow-tame/1")
     assert v1["stream"]["dvc_md5"] != v2["stream"]["dvc_md5"]
-    old = json.loads(clflow(project, "lineage", "--data", v1["stream"]["dvc_md5"], "--json").stdout)
+    old = json.loads(clflow(project, "lineage", "--data", v1["stream"]["dvc_md5"], "--json")[1])
     assert [c["version"] for c in old] == ["1"]
 
 
@@ -100,8 +115,8 @@ def test_the_data_answers_which_versions_were_trained_on_it(updated_project):
         (["lineage"], "not both"),
     ],
 )
-def test_a_reference_that_names_nothing_is_one_line(built_project, args, words):
-    proc = clflow(built_project, *args, check=False)
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and words in lines[0], proc.stderr
+def test_a_reference_that_names_nothing_is_one_line(built_project, clflow, args, words):
+    status, _, err = clflow(built_project, *args)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], err
