@@ -82,3 +82,18 @@ def test_a_damaged_or_foreign_file_is_one_line(tmp_path, damage):
     with pytest.raises(ClflowError) as err:
         load_encoder(path)
     assert str(path) in err.value.line() and "\n" not in err.value.line()
+
+
+def test_a_client_needs_numpy_alone():
+    """The protocol and the encoder's reader import neither torch nor polars: a client (a Flower
+    SuperNode's environment, say) runs them with numpy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clflow.federated, clflow.federated.encoder as e; "
+        "heavy = {'torch', 'polars', 'pyarrow'} & set(sys.modules); "
+        "assert not heavy, heavy; assert callable(e.embed) and callable(e.load_encoder)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

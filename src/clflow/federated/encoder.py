@@ -19,7 +19,6 @@ from typing import Literal
 import numpy as np
 
 from clflow.errors import ClflowError
-from clflow.io import atomic_path
 
 Training = Literal["classifier", "protonet"]
 HIDDEN = 256
@@ -94,6 +93,8 @@ def embed(arrays: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
 
 def save_encoder(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
     """Write `encoder.npz` atomically; return its id (the file's SHA-256, first 16 hex)."""
+    from clflow.io import atomic_path  # here: reading and embedding need numpy alone (clients)
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, format=np.array(FORMAT), **arrays)
     return file_id(path)
