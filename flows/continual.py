@@ -62,6 +62,8 @@ def continual_update(
     root = Path(project).resolve()
     stages, timeouts = flow_settings(root, stages or UPDATE_STAGES, stage_timeout)
     params = load_params(root / "params.yaml")
+    if params.update.compare_retrain:
+        check_retrain_possible(root)  # before anything is taken in or trained
     with project_lock(root, lock_timeout):
         if not (root / "data" / "stream").exists():  # first run: the stream files must match
             run_stage("prepare", str(root), {}, timeouts["prepare"])
@@ -111,23 +113,10 @@ def continual_update(
 def compare_retrain(root: Path, env: dict[str, str], timeout: float) -> dict[str, float | str]:
     """Retrain TAME from scratch on all data in a DVC experiment; the update's cost and accuracy
     beside the retrain's, also logged to the update's MLflow run."""
-    import subprocess
-
     from clflow.dvcrun import experiment_metrics
-    from clflow.errors import ClflowError
     from clflow.orchestration import run_experiment
     from clflow.tracking import log_to_parent, stage_seconds
 
-    tracked = subprocess.run(
-        ["git", "ls-files", "--error-unmatch", "dvc.lock"], cwd=root, capture_output=True
-    )
-    if tracked.returncode != 0:  # the experiment would find no outs to start from
-        raise ClflowError(
-            "update.compare_retrain runs a DVC experiment, which starts from a git commit: "
-            "commit dvc.lock (git add dvc.lock && git commit) first",
-            file=root / "dvc.lock",
-            field="update.compare_retrain",
-        )
     # `++`: set the key even where params.yaml predates it (Hydra's force-add, as `dvc exp -S`);
     # --single-item: the stream as dvc.lock has it (accepted files need not be in git)
     name = run_experiment(
@@ -145,6 +134,25 @@ def compare_retrain(root: Path, env: dict[str, str], timeout: float) -> dict[str
     }
     log_to_parent(env, {f"update.{k}": v for k, v in found.items()}, {"update.retrain_exp": name})
     return {**found, "experiment": name}
+
+
+def check_retrain_possible(root: Path) -> None:
+    """compare_retrain runs a DVC experiment, which starts from a git commit: stop before the
+    update when dvc.lock is not committed (the experiment would find no outs to start from)."""
+    import subprocess
+
+    from clflow.errors import ClflowError
+
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "dvc.lock"], cwd=root, capture_output=True
+    )
+    if tracked.returncode != 0:
+        raise ClflowError(
+            "update.compare_retrain runs a DVC experiment, which starts from a git commit: "
+            "commit dvc.lock (git add dvc.lock && git commit) first",
+            file=root / "dvc.lock",
+            field="update.compare_retrain",
+        )
 
 
 def retrain_markdown(found: dict) -> str:

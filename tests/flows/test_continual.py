@@ -7,7 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from conftest import delivered, drop_experience, file_hashes, load_flow
+from conftest import delivered, drop_experience, file_hashes, load_flow, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,17 @@ def test_the_update_is_compared_with_a_retrain_from_scratch(updated_project):
     ]
     assert parent.data.metrics["update.retrain_avg_accuracy"] == found["retrain_avg_accuracy"]
     assert parent.data.tags["update.retrain_exp"] == found["experiment"]
+
+
+def test_compare_retrain_without_a_committed_dvc_lock_stops_before_anything(tmp_path):
+    from clflow.errors import ClflowError
+
+    project = make_project(tmp_path / "p", {"update": {"compare_retrain": True}})
+    drop_experience_file = project / "data" / "incoming" / "new.parquet"
+    drop_experience_file.write_bytes(b"not read")
+    with pytest.raises(ClflowError, match="update.compare_retrain.*commit dvc.lock"):
+        load_flow(project, "continual", "continual_update")(project=str(project))
+    assert drop_experience_file.exists() and not (project / "data" / "stream").exists()
 
 
 def test_the_stream_gained_the_experience_and_lost_nothing(updated_project):
