@@ -343,12 +343,16 @@ def producing_run(experiment_id: str, root: Path) -> str:
 
 def prefect_flow_run() -> dict[str, str]:
     """The env naming the Prefect flow run this code runs in (id and UI URL); empty outside
-    one. The URL uses PREFECT_UI_URL (set for a `prefect server`; empty in ephemeral mode)."""
+    one. The URL needs PREFECT_UI_URL (derived from PREFECT_API_URL for a `prefect server`);
+    ephemeral mode has no UI, so no URL."""
     try:
         from prefect.runtime import flow_run
+        from prefect.settings import PREFECT_UI_URL
     except ImportError:
         return {}
     run_id = flow_run.get_id()
     if not run_id:
         return {}
-    return {FLOW_RUN_ENV: str(run_id), FLOW_URL_ENV: flow_run.get_flow_run_ui_url() or ""}
+    ui = PREFECT_UI_URL.value()
+    url = f"{ui.rstrip('/')}/flow-runs/flow-run/{run_id}" if ui else ""
+    return {FLOW_RUN_ENV: str(run_id), FLOW_URL_ENV: url}
