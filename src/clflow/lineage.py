@@ -69,11 +69,7 @@ class Chain:
             ),
             ("git commit", lin.get("git_commit") or tags.get("mlflow.source.git.commit", "?")),
             ("dvc.lock", self._lock_line()),
-            (
-                "data",
-                f"{lin.get('stream', {}).get('path', 'data/stream')} dvc md5 "
-                f"{lin.get('stream', {}).get('dvc_md5') or tags.get(TAG_STREAM) or 'not recorded'}",
-            ),
+            ("data", f"data/stream dvc md5 {self.stream_md5 or 'not recorded'}"),
         ]
         exps = lin.get("experiences")
         if exps is None:
@@ -97,13 +93,17 @@ class Chain:
         start = self.lineage.get("dvc_lock") or self.tags.get(TAG_LOCK, "?")
         return f"sha256 {start[:16]} (when the stage started)"
 
+    @property
+    def stream_md5(self) -> str:
+        """The DVC hash of the stream the run read ("" when not recorded)."""
+        recorded = self.lineage.get("stream", {}).get("dvc_md5")
+        return recorded or self.tags.get(TAG_STREAM, "")
+
     def matches(self, digest: str) -> str:
         """What in this chain has `digest` (a prefix of a SHA-256 or a DVC md5), or ""."""
-        lin = self.lineage
-        stream = lin.get("stream", {}).get("dvc_md5") or self.tags.get(TAG_STREAM) or ""
-        if stream.startswith(digest):
-            return f"data/stream {stream}"
-        for exp in lin.get("experiences") or []:
+        if self.stream_md5 and self.stream_md5.startswith(digest):
+            return f"data/stream {self.stream_md5}"
+        for exp in self.lineage.get("experiences") or []:
             if exp["sha256"].startswith(digest) or exp["source_sha256"].startswith(digest):
                 return f"{exp['name']}" + (f" (from {exp['source']})" if exp["source"] else "")
         return ""

@@ -149,18 +149,15 @@ def experience_files(root: Path | None = None) -> list[dict[str, str]]:
     ]
 
 
-def lineage(root: Path | None = None) -> dict[str, Any]:
-    """What a run was made from: code, pipeline state, data version, experience files and the
-    Prefect flow run."""
+def lineage(tags: Mapping[str, str], root: Path | None = None) -> dict[str, Any]:
+    """What a run was made from: code, pipeline state and Prefect flow run (from its `run_tags`,
+    not looked up again), data version and experience files."""
     return {
-        "git_commit": git_commit(root),
-        "dvc_lock": dvc_lock_hash(root),
+        "git_commit": tags["mlflow.source.git.commit"],
+        "dvc_lock": tags[TAG_LOCK],
         "stream": {"path": STREAM_DIR, "dvc_md5": dvc_out_hash(STREAM_DIR, root)},
         "experiences": experience_files(root),
-        "prefect_flow_run": {
-            "id": os.environ.get(FLOW_RUN_ENV, ""),
-            "url": os.environ.get(FLOW_URL_ENV, ""),
-        },
+        "prefect_flow_run": {"id": tags.get(TAG_FLOW_RUN, ""), "url": tags.get(TAG_FLOW_URL, "")},
     }
 
 
@@ -212,12 +209,13 @@ def stage_run(stage: str, params: Mapping[str, Any], experiment: str = "clflow")
     import mlflow
 
     exp_id = setup(experiment)
+    tags = run_tags(stage)
     created = mlflow.MlflowClient().create_run(
-        exp_id, start_time=process_start_ms(), tags=run_tags(stage), run_name=stage
+        exp_id, start_time=process_start_ms(), tags=tags, run_name=stage
     )
     with mlflow.start_run(run_id=created.info.run_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
-        log_lineage(lineage())
+        log_lineage(lineage(tags))
         yield run
 
 

@@ -63,9 +63,9 @@ class Encoder:
         self.hash = weights_id if kind == "trained" else h.hexdigest()[:16]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        from clflow.federated.encoder import embed
-
         if self.weights is not None:
+            from clflow.federated.encoder import embed
+
             return embed(self.weights, X)
         X = np.asarray(X, dtype=np.float64)
         return X if self.W is None else np.maximum(X @ self.W, 0.0)
