@@ -39,7 +39,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,$(FAISS_EXTRA)]'
 	@touch $@
 
-install: $(STAMP)  ## create .venv and install the pinned project
+# Flower's own environment (federated.engine: flower): flwr's pins conflict with Prefect's and
+# DVC's, so its processes run from .venv-flower with the Flower app's pinned dependencies and
+# clflow's src/ on PYTHONPATH (clflow itself is not installed there: `pip check` stays clean).
+FLOWER_VENV := .venv-flower
+FLOWER_APP := src/clflow/federated/flower/app/pyproject.toml
+FLOWER_STAMP := $(FLOWER_VENV)/.installed
+export CLFLOW_FLOWER_VENV ?= $(CURDIR)/$(FLOWER_VENV)
+
+$(FLOWER_STAMP): $(FLOWER_APP)
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/pip install -q $$($(PYTHON) -c "import tomllib; \
+	print(' '.join(tomllib.load(open('$(FLOWER_APP)', 'rb'))['project']['dependencies']))")
+	@touch $@
+
+install: $(STAMP) $(FLOWER_STAMP)  ## create .venv (clflow) and .venv-flower (Flower), pinned
 
 .dvc/config:
 	@git rev-parse --git-dir >/dev/null 2>&1 || git init -q

@@ -2,12 +2,18 @@
 
     python bench/federated.py [--clients 10 100 1000] [--runners thread dask]
     python bench/federated.py --encoders [--seeds 0 1 2]   # raw / random / trained encoders
+    python bench/federated.py --flower [--clients 10 100]  # Flower on loopback (.venv-flower)
 
 Each simulated client holds 2 of 100 classes with 20-80 rows of 64 features (uneven).
 Client updates run as mapped Prefect tasks (flows/federated.py's client task) on the
 thread pool or on a local Dask cluster through prefect-dask; then the server merges.
 "Merge" is the time from all updates in hand to merged prototypes (target: 100
 clients < 5 s). Peak memory of the merge is measured with tracemalloc.
+
+`--flower` runs the same clients as SuperNodes of a loopback Flower deployment (one SuperLink,
+clflow's PrototypeStrategy and ClientApp), `--rounds` rounds in which every client sends
+its update: round time (server sends to all replies merged), payload bytes each client sends,
+and the resident memory of the SuperLink with the ServerApp it starts.
 """
 
 from __future__ import annotations
@@ -67,7 +73,12 @@ def main() -> None:
         "--encoders", action="store_true", help="accuracy with each encoder instead of timings"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--flower", action="store_true", help="Flower round time, bytes, memory")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each --flower run")
     args = parser.parse_args()
+    if args.flower:
+        flower_table(args.clients, args.rounds)
+        return
     if args.encoders:
         encoder_table(args.seeds)
         return
@@ -160,6 +171,40 @@ def encoder_table(seeds: list[int]) -> None:
                 f"{acc[:, 1].mean():.3f} ± {acc[:, 1].std():.3f} | {np.mean(alone):.3f} | "
                 f"{np.mean(joint):.3f} |"
             )
+
+
+def flower_table(clients: list[int], n_rounds: int) -> None:
+    """Each client count on a fresh loopback deployment; server memory per 1,000 clients is
+    extrapolated from the growth between the smallest and the largest count."""
+    import tempfile
+
+    from clflow.federated.flower.engine import run_job
+    from clflow.federated.flower.job import Job, client_name, read_result
+
+    rows = []
+    for n in clients:
+        Xs, ys = client_data(n)
+        rounds = [{client_name(i): (Xs[i], ys[i]) for i in range(n)} for _ in range(n_rounds)]
+        job = Job(n_rounds, N_CLASSES, DIM, "raw", "", 0, "cosine", nodes=n, timeout=1800)
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_job(Path(tmp), job, rounds)
+            _, _, report = read_result(Path(tmp))
+        assert all(r["accepted"] == n for r in report), [r["rejected"] for r in report]
+        sent = [b for r in report for b in r["bytes"].values()]
+        rows.append((n, [r["seconds"] for r in report], np.mean(sent), run.server_peak_rss))
+        print(f"  {n} Flower clients: done", file=sys.stderr)
+    print(
+        "\n| clients | round time, s (each round) | payload bytes sent per client and round "
+        "| server memory (SuperLink + ServerApp RSS), MiB |"
+    )
+    print("|---|---|---|---|")
+    for n, seconds, sent, rss in rows:
+        each = ", ".join(f"{s:.1f}" for s in seconds)
+        print(f"| {n} | {each} | {sent:.0f} | {rss / 2**20:.0f} |")
+    if len(rows) > 1:
+        (n0, *_, r0), (n1, *_, r1) = rows[0], rows[-1]
+        print(f"\nserver memory growth: {(r1 - r0) / (n1 - n0) * 1000 / 2**20:.0f} MiB "
+              f"per 1,000 clients (from {n0} to {n1})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import numpy as np
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from clflow.federated import ClientUpdate, Encoder, PrototypeServer, client_update
-from clflow.federated.simulate import accuracy_on_seen, central_server, local_accuracy, partition
+from clflow.federated import ClientUpdate, Encoder, PrototypeServer, client_update, make_encoder
+from clflow.federated.simulate import local_accuracies, partition, round_record
 from clflow.streams import Stream
 
 
@@ -71,20 +71,8 @@ def federated(
         )
         report = server.merge(u for f in futures for u in f.result())
         all_rows += list(clients.values())
-        seen = np.unique(tr.y[np.concatenate(all_rows)])
-        central = central_server(stream, np.concatenate(all_rows), encoder, encoder.hash, metric)
         history.append(
-            {
-                "round": r,
-                "clients": len(clients),
-                "accepted": report.accepted,
-                "rejected": len(report.rejected),
-                "merged_accuracy": accuracy_on_seen(server, stream, encoder, seen),
-                "central_accuracy": accuracy_on_seen(central, stream, encoder, seen),
-                "max_prototype_diff": float(
-                    np.abs(server.prototypes() - central.prototypes()).max()
-                ),
-            }
+            round_record(r, server, stream, encoder, np.concatenate(all_rows), len(clients), report)
         )
         logger.info(
             "round %d: %d clients, merged accuracy %.3f",
@@ -92,28 +80,12 @@ def federated(
             len(clients),
             history[-1]["merged_accuracy"],
         )
-    locals_ = [
-        local_accuracy(
-            stream,
-            np.concatenate([rd[c] for rd in rounds if c in rd]),
-            encoder,
-            encoder.hash,
-            metric,
-            seen,
-        )
-        for c in sorted({c for rd in rounds for c in rd})
-    ]
-    return {"history": history, "server": server, "local_accuracies": locals_, "encoder": encoder}
-
-
-def make_encoder(kind: str, n_features: int, seed: int, path: str) -> Encoder:
-    """The shared encoder: raw, random (seeded) or trained (read from `path`)."""
-    if kind != "trained":
-        return Encoder(kind, n_features, seed=seed)
-    from clflow.federated.encoder import load_encoder
-
-    weights, weights_id = load_encoder(path)
-    return Encoder("trained", n_features, weights=weights, weights_id=weights_id)
+    return {
+        "history": history,
+        "server": server,
+        "local_accuracies": local_accuracies(stream, rounds, encoder, metric),
+        "encoder": encoder,
+    }
 
 
 def task_runner(runner: str, address: str = ""):

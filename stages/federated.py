@@ -1,4 +1,8 @@
-"""DVC stage `federated`: run the Prefect flow flows/federated.py and keep the merged prototypes.
+"""DVC stage `federated`: run the federated rounds and keep the merged prototypes.
+
+`federated.engine: prefect` runs the Prefect flow flows/federated.py (clients as tasks);
+`flower` runs a loopback Flower deployment (a SuperLink and one SuperNode per client, from
+.venv-flower; logs under --flower-dir) and checks its merge against the in-process one.
 
 Compares the merged prototypes with centrally computed ones, each client alone, and the
 finetune baseline on the same class sequence.
@@ -14,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from clflow.config import load_params
+from clflow.config import FederatedConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import run_stream
-from clflow.federated.simulate import accuracy_on_seen
+from clflow.federated.simulate import accuracy_on_seen, partition
 from clflow.io import StagedOuts, write_json, write_parquet
 from clflow.learners import learner_from_config
 from clflow.stage import stage_args
@@ -46,6 +50,28 @@ def finetune_accuracy(stream, train) -> float:
     return float(np.mean(learner.predict(stream.test.X) == stream.test.y))
 
 
+def run_rounds(stream, cfg: FederatedConfig, encoder_path: str, flower_dir: Path) -> dict:
+    """The rounds on the configured engine: history, merged server, local accuracies, encoder."""
+    if cfg.engine == "flower":
+        from clflow.federated.flower.engine import federated_on_flower
+
+        rounds = partition(stream, cfg.clients, cfg.overlap, cfg.seed)
+        spec = (cfg.encoder, cfg.seed, encoder_path)
+        return federated_on_flower(stream, rounds, cfg.clients, spec, cfg.metric, flower_dir)
+    flows = load_flow_module()
+    run = flows.federated.with_options(task_runner=flows.task_runner(cfg.runner, cfg.address))
+    return run(
+        stream,
+        n_clients=cfg.clients,
+        overlap=cfg.overlap,
+        encoder_kind=cfg.encoder,
+        metric=cfg.metric,
+        seed=cfg.seed,
+        group_size=cfg.group_size,
+        encoder_path=encoder_path,
+    )
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(
@@ -56,24 +82,14 @@ def main(argv: list[str] | None = None) -> None:
         prototypes="models/federated/prototypes.parquet",
         metrics="metrics/federated.json",
         encoder="models/encoder/encoder.npz",
+        flower_dir=".clflow/flower",
     )
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's per-worker chatter
     with StagedOuts(args.prototypes, args.metrics) as outs:  # all change, or none
         params = load_params(args.params)
         cfg = params.federated
         stream = load_stream(args.stream)
-        flows = load_flow_module()
-        run = flows.federated.with_options(task_runner=flows.task_runner(cfg.runner, cfg.address))
-        out = run(
-            stream,
-            n_clients=cfg.clients,
-            overlap=cfg.overlap,
-            encoder_kind=cfg.encoder,
-            metric=cfg.metric,
-            seed=cfg.seed,
-            group_size=cfg.group_size,
-            encoder_path=args.encoder,
-        )
+        out = run_rounds(stream, cfg, args.encoder, Path(args.flower_dir))
         server, last = out["server"], out["history"][-1]
         # the classes no encoder saw in training (those after the base experiences)
         novel = np.unique(stream.test.y[stream.test.experience >= cfg.base_experiences])
@@ -87,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
             "rejected_updates": float(sum(h["rejected"] for h in out["history"])),
             "novel_accuracy": accuracy_on_seen(server, stream, out["encoder"], novel),
             "rounds": out["history"],
+            "engine": cfg.engine,
+            **({"flower": out["flower"]} if "flower" in out else {}),
         }
         known = server.known
         write_parquet(

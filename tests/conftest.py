@@ -25,6 +25,8 @@ QUIET = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 os.environ.update(QUIET)
+# Flower's own environment (built by `make install`), also for the temp copies of the project
+os.environ.setdefault("CLFLOW_FLOWER_VENV", str(ROOT / ".venv-flower"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 # Stages run as `python stages/...`: make that this interpreter.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")

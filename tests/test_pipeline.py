@@ -72,8 +72,9 @@ def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path, built_project):
                 "limit": 1200,
             },
             "baselines": {"methods": ["replay", "replay_online"], "memory": 100},
-            # and the federated clients share the encoder trained on the base experiences
-            "federated": {"encoder": "trained", "clients": 3},
+            # and the federated clients share the encoder trained on the base experiences, as
+            # SuperNodes of a loopback Flower deployment
+            "federated": {"encoder": "trained", "clients": 3, "engine": "flower"},
         },
     )
     dvc(project, "repro", "baselines", "tame", "federated")
@@ -87,6 +88,13 @@ def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path, built_project):
     assert len(protos["prototype"][0]) == 64  # encoder_dim, not the 40 raw features
     fed = json.loads((project / "metrics" / "federated.json").read_text())
     assert fed["rejected_updates"] == 0 and 0 < fed["novel_accuracy"] <= 1
+    # Flower merged what the in-process path merges, and the central prototypes
+    assert fed["engine"] == "flower" and fed["flower"]["max_diff_vs_in_process"] <= 1e-6
+    assert fed["max_prototype_diff"] <= 1e-6
+    assert len(fed["flower"]["round_seconds"]) == len(fed["rounds"]) == 5
+    logs = project / ".clflow/flower/logs"
+    assert len(list(logs.glob("supernode-*.log"))) == 3
+    assert "[ROUND 5/5]" in (logs / "serverapp.log").read_text()
     meta = json.loads((project / "data" / "stream" / "meta.json").read_text())
     assert meta["duplicates"] == {
         "train": 0,

@@ -249,6 +249,11 @@ class FederatedConfig(Section):
     encoder_dim: int = Field(64, ge=1, le=65_536)
     encoder_epochs: int = Field(30, ge=1, le=100_000)
     metric: Literal["cosine", "l2"] = "cosine"
+    engine: Literal["prefect", "flower"] = Field(
+        "prefect",
+        description="prefect: clients as Prefect tasks (quick simulation); flower: a SuperLink "
+        "and one SuperNode per client on loopback (.venv-flower)",
+    )
     runner: Literal["thread", "dask"] = "thread"
     address: str = Field(
         "", description="Dask scheduler address; empty = a local distributed cluster"

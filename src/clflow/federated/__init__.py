@@ -6,6 +6,14 @@ from clflow.federated.protocol import (
     MergeReport,
     PrototypeServer,
     client_update,
+    make_encoder,
 )
 
-__all__ = ["ClientUpdate", "Encoder", "MergeReport", "PrototypeServer", "client_update"]
+__all__ = [
+    "ClientUpdate",
+    "Encoder",
+    "MergeReport",
+    "PrototypeServer",
+    "client_update",
+    "make_encoder",
+]

@@ -71,6 +71,16 @@ class Encoder:
         return X if self.W is None else np.maximum(X @ self.W, 0.0)
 
 
+def make_encoder(kind: str, n_features: int, seed: int, path: str) -> Encoder:
+    """The shared encoder: raw, random (seeded) or trained (read from `path`)."""
+    if kind != "trained":
+        return Encoder(kind, n_features, seed=seed)
+    from clflow.federated.encoder import load_encoder
+
+    weights, weights_id = load_encoder(path)
+    return Encoder("trained", n_features, weights=weights, weights_id=weights_id)
+
+
 def client_update(
     X: np.ndarray,
     y: np.ndarray,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clflow.federated.protocol import PrototypeServer, client_update
+from clflow.federated.flower.job import Fault, client_name, corrupt
+from clflow.federated.protocol import Encoder, MergeReport, PrototypeServer, client_update
 from clflow.streams import Stream
 
 
@@ -30,7 +31,7 @@ def partition(
             for owner, part in zip(owners, np.split(rows_c, cuts)):
                 if len(part):
                     held.setdefault(int(owner), []).append(part)
-        rounds.append({f"client-{k:03d}": np.concatenate(v) for k, v in sorted(held.items())})
+        rounds.append({client_name(k): np.concatenate(v) for k, v in sorted(held.items())})
     return rounds
 
 
@@ -63,3 +64,69 @@ def local_accuracy(
     return accuracy_on_seen(
         central_server(stream, rows, encode, encoder_hash, metric), stream, encode, seen
     )
+
+
+def round_record(
+    r: int,
+    server: PrototypeServer,
+    stream: Stream,
+    encoder: Encoder,
+    rows_so_far: np.ndarray,
+    clients: int,
+    report: MergeReport,
+) -> dict:
+    """What round r did: merged and central accuracy on the classes seen so far, and how far
+    the merged prototypes are from the centrally computed ones."""
+    seen = np.unique(stream.train.y[rows_so_far])
+    central = central_server(stream, rows_so_far, encoder, encoder.hash, server.metric)
+    return {
+        "round": r,
+        "clients": clients,
+        "accepted": report.accepted,
+        "rejected": len(report.rejected),
+        "merged_accuracy": accuracy_on_seen(server, stream, encoder, seen),
+        "central_accuracy": accuracy_on_seen(central, stream, encoder, seen),
+        "max_prototype_diff": float(np.abs(server.prototypes() - central.prototypes()).max()),
+    }
+
+
+def local_accuracies(
+    stream: Stream, rounds: list[dict[str, np.ndarray]], encoder: Encoder, metric: str
+) -> list[float]:
+    """Each client alone, on every class seen by anyone."""
+    seen = np.unique(stream.train.y[np.concatenate([r for rd in rounds for r in rd.values()])])
+    return [
+        local_accuracy(
+            stream,
+            np.concatenate([rd[c] for rd in rounds if c in rd]),
+            encoder,
+            encoder.hash,
+            metric,
+            seen,
+        )
+        for c in sorted({c for rd in rounds for c in rd})
+    ]
+
+
+def merge_in_process(
+    stream: Stream,
+    rounds: list[dict[str, np.ndarray]],
+    encoder: Encoder,
+    metric: str,
+    faults: dict[int, Fault] | None = None,
+) -> tuple[PrototypeServer, list[MergeReport]]:
+    """The same clients' updates merged here, round by round in client order: the reference a
+    distributed run (Flower) must reproduce, faulty clients included."""
+    server = PrototypeServer(encoder.dim, len(stream.classes), encoder.hash, metric)
+    names = {client_name(k): f for k, f in (faults or {}).items()}
+    tr, reports, previous = stream.train, [], {}
+    for r, clients in enumerate(rounds):
+        updates = []
+        for c, rows in clients.items():
+            if names.get(c) == "crash":
+                continue  # it sends no update
+            honest = client_update(tr.X[rows], tr.y[rows], encoder, encoder.hash, c, r)
+            updates.append(corrupt(honest, names.get(c, ""), previous.get((c, r - 1))))
+            previous[(c, r)] = honest
+        reports.append(server.merge(updates))
+    return server, reports

@@ -1,0 +1,260 @@
+"""Run a federated job on Flower for real: a SuperLink and one SuperNode per client on loopback,
+started from Flower's own environment (.venv-flower), the app submitted with `flwr run`.
+
+Flower's Deployment Engine, not its simulation (which needs Ray) and not `flwr run`'s
+per-run dependency install (which needs the network): every process runs with
+`--disable-runtime-dependency-installation` from .venv-flower, with clflow's `src/` on
+PYTHONPATH. `flwr run` exits 0 even when the ServerApp fails, so the run's status is read back
+with `flwr ls` and its result files must exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from clflow.errors import ClflowError
+from clflow.federated.flower.job import FAULTS, Job, client_file, read_result, write_job
+from clflow.federated.protocol import MergeReport, PrototypeServer, make_encoder
+from clflow.federated.simulate import local_accuracies, merge_in_process, round_record
+from clflow.services import wait_for_port
+from clflow.streams import Stream
+
+SRC = Path(__file__).resolve().parents[3]
+APP_DIR = Path(__file__).resolve().parent / "app"
+VENV_ENV = "CLFLOW_FLOWER_VENV"
+
+
+def flower_venv() -> Path:
+    """Flower's environment: $CLFLOW_FLOWER_VENV, else .venv-flower in the project."""
+    venv = Path(os.environ.get(VENV_ENV) or SRC.parent / ".venv-flower")
+    if not (venv / "bin" / "flower-superlink").exists():
+        raise ClflowError(
+            "Flower's environment is missing (federated.engine: flower); run `make install`",
+            file=venv,
+        )
+    return venv
+
+
+@dataclass
+class FlowerRun:
+    run_id: int
+    status: str
+    seconds: float  # from submitting the app to its end
+    server_peak_rss: int  # bytes: SuperLink and the ServerApp's processes, polled
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held open together so none repeats)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+class Loopback:
+    """A SuperLink and `nodes` SuperNodes on 127.0.0.1; stopped (process groups killed) on exit.
+    Logs go to `job_dir/logs/`."""
+
+    def __init__(self, job_dir: Path, nodes: int, faults: dict[int, str] | None = None):
+        self.job_dir, self.nodes, self.faults = Path(job_dir), nodes, faults or {}
+        self.venv = flower_venv()
+        self.procs: list[subprocess.Popen] = []
+        self.home = self.job_dir / "flwr-home"
+        self.env = {
+            **os.environ,
+            "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(SRC),
+            "FLWR_HOME": str(self.home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+        }
+        self.env.pop("VIRTUAL_ENV", None)
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = (self.job_dir / "logs" / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [str(self.venv / "bin" / args[0]), *args[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,  # its own process group: its children stop with it
+        )
+        self.procs.append(proc)
+        return proc
+
+    def __enter__(self) -> Loopback:
+        (self.job_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # Flower 1.42 serves the SuperLink's Fleet, Control and Runtime APIs on one HTTP port
+        port, *node_ports = free_ports(1 + self.nodes)
+        self.address = f"127.0.0.1:{port}"
+        try:
+            self.superlink = self._start(
+                "superlink",
+                ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+                 "--host", "127.0.0.1", "--port", str(port)],
+            )  # fmt: skip
+            wait_for_port(self.address, 60, "Flower's SuperLink")
+            for k, port in enumerate(node_ports):
+                config = f"partition-id={k} data={json.dumps(str(client_file(self.job_dir, k)))}"
+                if self.faults.get(k):
+                    config += f" fault={json.dumps(self.faults[k])}"
+                self._start(
+                    f"supernode-{k:03d}",
+                    ["flower-supernode", "--insecure", "--superlink", self.address,
+                     "--host", "127.0.0.1", "--port", str(port), "--node-config", config],
+                )  # fmt: skip
+        except BaseException:
+            self.__exit__()
+            raise
+        self.home.mkdir(exist_ok=True)
+        (self.home / "config.toml").write_text(
+            f'[superlink.local]\naddress = "{self.address}"\ninsecure = true\n'
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, 15)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+    def flwr(self, *args: str, timeout: float = 120) -> str:
+        """A `flwr` CLI command against this SuperLink; its stdout."""
+        done = subprocess.run(
+            [str(self.venv / "bin" / "flwr"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        if done.returncode:
+            raise ClflowError(
+                f"`flwr {shlex.join(args)}` failed: {(done.stderr or done.stdout).strip()[-300:]}",
+                file=self.job_dir / "logs",
+            )
+        return done.stdout
+
+    def run(self, timeout: float) -> FlowerRun:
+        """Submit the app, wait for the run to end, and return how it ended."""
+        start = time.perf_counter()
+        out = self.flwr(
+            "run", str(APP_DIR), "local", "--format", "json",
+            "--run-config", f"job-dir={json.dumps(str(self.job_dir))}",
+        )  # fmt: skip
+        run_id = int(json.loads(out)["run-id"])
+        peak, status = 0, ""
+        while time.perf_counter() - start < timeout:
+            peak = max(peak, self._server_rss())
+            runs = json.loads(self.flwr("ls", "local", "--run-id", str(run_id), "--format", "json"))
+            status = runs["runs"][0]["status"]
+            if status.startswith("finished"):
+                break
+            time.sleep(0.5)
+        seconds = time.perf_counter() - start
+        # the ServerApp's own log (its strategy's rejections, a traceback) next to the others
+        (self.job_dir / "logs" / "serverapp.log").write_text(
+            self.flwr("log", str(run_id), "local", "--show")
+        )
+        if not status.startswith("finished"):
+            raise ClflowError(f"the Flower run {run_id} did not end within {timeout:g} s "
+                              f"(status {status!r})", file=self.job_dir / "logs")  # fmt: skip
+        return FlowerRun(run_id, status, seconds, peak)
+
+    def _server_rss(self) -> int:
+        """Resident memory of the SuperLink and what it started (SuperExec, ServerApp)."""
+        try:
+            root = psutil.Process(self.superlink.pid)
+            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        except psutil.Error:
+            return 0
+
+
+def run_job(job_dir: Path, job: Job, rounds: list, faults: dict[int, str] | None = None):
+    """Write the job, run it on a loopback Flower deployment, and check it completed."""
+    unknown = {f for f in (faults or {}).values() if f and f not in FAULTS}
+    if unknown:
+        raise ValueError(f"unknown faults {sorted(unknown)} (one of {', '.join(FAULTS)})")
+    write_job(job_dir, job, rounds)
+    with Loopback(job_dir, job.nodes, faults) as flower:
+        run = flower.run(job.timeout)
+    if run.status != "finished:completed" or not (job_dir / "result.npz").exists():
+        raise ClflowError(
+            f"the Flower run {run.run_id} ended {run.status!r}; see logs/serverapp.log",
+            file=job_dir,
+        )  # fmt: skip
+    return run
+
+
+def federated_on_flower(
+    stream: Stream,
+    rounds: list[dict[str, np.ndarray]],
+    n_clients: int,
+    encoder_spec: tuple[str, int, str],
+    metric: str,
+    job_dir: Path,
+    faults: dict[int, str] | None = None,
+) -> dict:
+    """The federated rounds on Flower: one SuperNode per client holding its rows of `rounds`
+    (`simulate.partition`), encoder (kind, seed, path). Returns what the Prefect flow returns,
+    plus `flower` (run time, per-round seconds, bytes, rejections, server memory)."""
+    kind, seed, path = encoder_spec
+    encoder = make_encoder(kind, stream.n_features, seed, path)
+    tr = stream.train
+    job = Job(len(rounds), len(stream.classes), stream.n_features, kind, str(Path(path).resolve()),
+              seed, metric, nodes=n_clients)  # fmt: skip
+    if job_dir.exists():
+        shutil.rmtree(job_dir)  # the last run's job: its logs are kept until the next run
+    run = run_job(
+        job_dir, job, [{c: (tr.X[r], tr.y[r]) for c, r in rd.items()} for rd in rounds], faults
+    )
+    sums, counts, report = read_result(job_dir)
+    history, all_rows = [], []
+    for r, clients in enumerate(rounds):
+        server = PrototypeServer(encoder.dim, len(stream.classes), encoder.hash, metric)
+        server.sums, server.counts = sums[r], counts[r]
+        merge = MergeReport(report[r]["accepted"], [tuple(x) for x in report[r]["rejected"]])
+        all_rows += list(clients.values())
+        history.append(
+            round_record(r, server, stream, encoder, np.concatenate(all_rows), len(clients), merge)
+        )
+    sent = [b for rd in report for b in rd["bytes"].values()]
+    reference, _ = merge_in_process(stream, rounds, encoder, metric, faults)
+    return {
+        "history": history,
+        "server": server,
+        "local_accuracies": local_accuracies(stream, rounds, encoder, metric),
+        "encoder": encoder,
+        "flower": {
+            "run_seconds": run.seconds,
+            "round_seconds": [rd["seconds"] for rd in report],
+            "bytes_per_client_round_mean": float(np.mean(sent)),
+            "server_peak_rss_mb": run.server_peak_rss / 2**20,
+            "rejections": [[r["round"], *x] for r in report for x in r["rejected"]],
+            # the in-process merge of the same updates: equal counts, prototypes to float64
+            "max_diff_vs_in_process": (
+                float(np.abs(reference.prototypes() - server.prototypes()).max())
+                if np.array_equal(reference.counts, server.counts)
+                else None  # not even the same rows merged
+            ),
+        },
+    }
