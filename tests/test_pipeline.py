@@ -74,7 +74,7 @@ def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path, built_project):
             "baselines": {"methods": ["replay", "replay_online"], "memory": 100},
             # and the federated clients share the encoder trained on the base experiences, as
             # SuperNodes of a loopback Flower deployment
-            "federated": {"encoder": "trained", "clients": 3, "engine": "flower"},
+            "federated": {"encoder": "trained", "clients": 2, "engine": "flower"},
         },
     )
     dvc(project, "repro", "baselines", "tame", "federated")
@@ -93,7 +93,7 @@ def test_recurring_mnist1d_stream_runs_through_dvc(tmp_path, built_project):
     assert fed["max_prototype_diff"] <= 1e-6
     assert len(fed["flower"]["round_seconds"]) == len(fed["rounds"]) == 5
     logs = project / ".clflow/flower/logs"
-    assert len(list(logs.glob("supernode-*.log"))) == 3
+    assert len(list(logs.glob("supernode-*.log"))) == 2
     assert "[ROUND 5/5]" in (logs / "serverapp.log").read_text()
     meta = json.loads((project / "data" / "stream" / "meta.json").read_text())
     assert meta["duplicates"] == {
