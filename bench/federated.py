@@ -2,7 +2,7 @@
 
     python bench/federated.py [--clients 10 100 1000] [--runners thread dask]
     python bench/federated.py --encoders [--seeds 0 1 2]   # raw / random / trained encoders
-    python bench/federated.py --flower [--clients 10 100]  # Flower on loopback (.venv-flower)
+    python bench/federated.py --flower --clients 10 30     # Flower on loopback (.venv-flower)
 
 Each simulated client holds 2 of 100 classes with 20-80 rows of 64 features (uneven).
 Client updates run as mapped Prefect tasks (flows/federated.py's client task) on the
@@ -187,7 +187,12 @@ def flower_table(clients: list[int], n_rounds: int) -> None:
         rounds = [{client_name(i): (Xs[i], ys[i]) for i in range(n)} for _ in range(n_rounds)]
         job = Job(n_rounds, N_CLASSES, DIM, "raw", "", 0, "cosine", nodes=n, timeout=1800)
         with tempfile.TemporaryDirectory() as tmp:
-            run = run_job(Path(tmp), job, rounds)
+            try:
+                run = run_job(Path(tmp), job, rounds)
+            except Exception:
+                for f in sorted((Path(tmp) / "logs").glob("s[eu]*.log"))[:3]:  # the first logs
+                    print(f"== {f.name}\n{f.read_text()[-3000:]}", file=sys.stderr)
+                raise
             _, _, report = read_result(Path(tmp))
         assert all(r["accepted"] == n for r in report), [r["rejected"] for r in report]
         sent = [b for r in report for b in r["bytes"].values()]

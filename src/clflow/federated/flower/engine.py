@@ -11,6 +11,7 @@ with `flwr ls` and its result files must exist.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -31,9 +32,11 @@ from clflow.federated.simulate import local_accuracies, merge_in_process, round_
 from clflow.services import wait_for_port
 from clflow.streams import Stream
 
+log = logging.getLogger("clflow.federated")
 SRC = Path(__file__).resolve().parents[3]
 APP_DIR = Path(__file__).resolve().parent / "app"
 VENV_ENV = "CLFLOW_FLOWER_VENV"
+WAVE = 8  # SuperNodes started at once
 
 
 def flower_venv() -> Path:
@@ -89,8 +92,7 @@ class Loopback:
             [str(self.venv / "bin" / args[0]), *args[1:]],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,  # its own process group: its children stop with it
+            env=self.env,  # the caller's process group: a stop of the stage stops them too
         )
         self.procs.append(proc)
         return proc
@@ -107,15 +109,14 @@ class Loopback:
                  "--host", "127.0.0.1", "--port", str(port)],
             )  # fmt: skip
             wait_for_port(self.address, 60, "Flower's SuperLink")
-            for k, port in enumerate(node_ports):
-                config = f"partition-id={k} data={json.dumps(str(client_file(self.job_dir, k)))}"
-                if self.faults.get(k):
-                    config += f" fault={json.dumps(self.faults[k])}"
-                self._start(
-                    f"supernode-{k:03d}",
-                    ["flower-supernode", "--insecure", "--superlink", self.address,
-                     "--host", "127.0.0.1", "--port", str(port), "--node-config", config],
-                )  # fmt: skip
+            # In waves: 100 SuperNodes registering at once on 2 cores time out, and Flower 1.42
+            # refuses a retried registration of the same key (measured: 81 of 100 never joined).
+            for first in range(0, self.nodes, WAVE):
+                wave = range(first, min(first + WAVE, self.nodes))
+                for k in wave:
+                    self._start_node(k, node_ports[k])
+                for k in wave if wave.stop < self.nodes else ():  # the last joins as the run starts
+                    self._wait_registered(k)
         except BaseException:
             self.__exit__()
             raise
@@ -125,18 +126,46 @@ class Loopback:
         )
         return self
 
+    def _start_node(self, k: int, port: int) -> None:
+        config = f"partition-id={k} data={json.dumps(str(client_file(self.job_dir, k)))}"
+        if self.faults.get(k):
+            config += f" fault={json.dumps(self.faults[k])}"
+        self._start(
+            f"supernode-{k:03d}",
+            ["flower-supernode", "--insecure", "--superlink", self.address,
+             "--host", "127.0.0.1", "--port", str(port), "--node-config", config],
+        )  # fmt: skip
+
+    def _wait_registered(self, k: int, timeout: float = 120) -> None:
+        """Until SuperNode k has its node id from the SuperLink (its log says so)."""
+        log_file, proc = self.job_dir / "logs" / f"supernode-{k:03d}.log", self.procs[k + 1]
+        deadline = time.monotonic() + timeout
+        while b"SuperNode ID" not in log_file.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ClflowError(
+                    f"SuperNode {k} did not join the SuperLink within {timeout:g} s", file=log_file
+                )
+            time.sleep(0.2)
+
     def __exit__(self, *exc) -> None:
+        """Stop every process started and what each started (SuperExec, ServerApp, ClientApps)."""
+        procs = []
         for proc in self.procs:
             try:
-                os.killpg(proc.pid, 15)
-            except ProcessLookupError:
+                root = psutil.Process(proc.pid)
+                procs += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
                 pass
-        for proc in self.procs:
+        for p in procs:
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            p.kill()
+        for proc in self.procs:
+            proc.wait()
 
     def flwr(self, *args: str, timeout: float = 120) -> str:
         """A `flwr` CLI command against this SuperLink; its stdout."""
@@ -187,8 +216,11 @@ class Loopback:
 
     def status(self, run_id: int) -> str:
         """The run's status as `flwr ls` reports it (e.g. `finished:completed`)."""
-        runs = json.loads(self.flwr("ls", "local", "--run-id", str(run_id), "--format", "json"))
-        return runs["runs"][0]["status"]
+        reply = json.loads(self.flwr("ls", "local", "--run-id", str(run_id), "--format", "json"))
+        if not reply.get("runs"):  # e.g. a request that timed out on a loaded machine: ask again
+            log.warning("flwr ls: %s", reply.get("error-message", reply))
+            return ""
+        return reply["runs"][0]["status"]
 
     def _server_rss(self) -> int:
         """Resident memory of the SuperLink and what it started (SuperExec, ServerApp)."""
