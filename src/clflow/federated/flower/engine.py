@@ -67,8 +67,17 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants; none if it has ended."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
 class Loopback:
-    """A SuperLink and `nodes` SuperNodes on 127.0.0.1; stopped (process groups killed) on exit.
+    """A SuperLink and `nodes` SuperNodes on 127.0.0.1; each stopped with its children on exit.
     Logs go to `job_dir/logs/`."""
 
     def __init__(self, job_dir: Path, nodes: int, faults: dict[int, str] | None = None):
@@ -149,13 +158,7 @@ class Loopback:
 
     def __exit__(self, *exc) -> None:
         """Stop every process started and what each started (SuperExec, ServerApp, ClientApps)."""
-        procs = []
-        for proc in self.procs:
-            try:
-                root = psutil.Process(proc.pid)
-                procs += [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
+        procs = [p for proc in self.procs for p in process_tree(proc.pid)]
         for p in procs:
             try:
                 p.terminate()
@@ -225,8 +228,7 @@ class Loopback:
     def _server_rss(self) -> int:
         """Resident memory of the SuperLink and what it started (SuperExec, ServerApp)."""
         try:
-            root = psutil.Process(self.superlink.pid)
-            return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            return sum(p.memory_info().rss for p in process_tree(self.superlink.pid))
         except psutil.Error:
             return 0
 

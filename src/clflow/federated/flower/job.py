@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from clflow.federated.protocol import ClientUpdate, PrototypeServer
 
-Fault = str  # "" (honest) or one of FAULTS
-FAULTS = ("nan", "dimension", "negative-count", "encoder", "replay", "crash")
+Fault = Literal[
+    "", "nan", "dimension", "negative-count", "encoder", "replay", "crash"
+]  # "": honest
+FAULTS: tuple[str, ...] = get_args(Fault)[1:]
 
 
 @dataclass(frozen=True)
@@ -78,30 +81,26 @@ def corrupt(u: ClientUpdate, fault: Fault, previous: ClientUpdate | None) -> Cli
     if fault == "" or not len(u.classes):
         return u
     if fault == "nan":
-        return _replace(u, sums=np.full_like(u.sums, np.nan))
+        return replace(u, sums=np.full_like(u.sums, np.nan))
     if fault == "dimension":
-        return _replace(u, sums=np.zeros((len(u.classes), u.sums.shape[1] + 1)))
+        return replace(u, sums=np.zeros((len(u.classes), u.sums.shape[1] + 1)))
     if fault == "negative-count":
-        return _replace(u, counts=-u.counts)
+        return replace(u, counts=-u.counts)
     if fault == "encoder":
-        return _replace(u, encoder_hash="0" * 16)
+        return replace(u, encoder_hash="0" * 16)
     if fault == "replay":
         return previous if previous is not None and len(previous.classes) else u
     raise ValueError(f"unknown fault {fault!r} (one of {', '.join(FAULTS)})")
-
-
-def _replace(u: ClientUpdate, **changes) -> ClientUpdate:
-    return ClientUpdate(**{**u.__dict__, **changes})
 
 
 def write_result(job_dir: Path, server: PrototypeServer, snapshots: list, rounds: list[dict]):
     """The ServerApp's outputs: merged state after each round and the per-round report."""
     sums = np.stack([s for s, _ in snapshots]) if snapshots else np.zeros((0, 0, server.dim))
     counts = np.stack([c for _, c in snapshots]) if snapshots else np.zeros((0, 0), np.int64)
+    _atomic_write(job_dir / "report.json", json.dumps(rounds, indent=1).encode())
     tmp = job_dir / ".result.tmp.npz"
     np.savez(tmp, sums=sums, counts=counts)
-    os.replace(tmp, job_dir / "result.npz")
-    _atomic_write(job_dir / "report.json", json.dumps(rounds, indent=1).encode())
+    os.replace(tmp, job_dir / "result.npz")  # last: the engine takes it as "done"
 
 
 def read_result(job_dir: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -112,6 +111,7 @@ def read_result(job_dir: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """(clflow.io's atomic writers import polars, which Flower's environment does not have.)"""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
