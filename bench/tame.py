@@ -2,7 +2,8 @@
 
     python bench/tame.py [--seeds 0 1 2] [--epochs 5] [--streams NAME ...]
 
-Everything is measured in this run: TAME on six streams; experience replay
+Everything is measured in this run: TAME on seven streams (Split-MNIST-1D twice: with
+the default MLP, and with a Conv1d backbone and the continual router: SETTINGS); experience replay
 (standard, told the boundaries) and online replay (a reservoir, boundary-free
 like TAME), each with TAME's total buffer memory; the size of TAME after online
 pruning against the same run unpruned; the routers compared; throughput with and
@@ -39,6 +40,20 @@ STREAMS = {
     ),
     "Split-MNIST-1D (class-incr.)": StreamConfig(source="mnist1d", experiences=5),
     "Permuted-MNIST-1D (domain-incr.)": StreamConfig(source="permuted_mnist1d", experiences=5),
+    "Split-MNIST-1D, CNN (class-incr.)": StreamConfig(source="mnist1d", experiences=5),
+}
+# Streams run with other settings than the defaults: (train updates, tame updates). TAME and the
+# replays share the train settings (same backbone, same epochs).
+SETTINGS = {
+    "Split-MNIST-1D, CNN (class-incr.)": (
+        {"backbone": "cnn"},
+        {
+            "router": "continual",
+            "selector_targets": "class",
+            "selector_steps": 2,
+            "selector_sparsity": 0.0,
+        },
+    ),
 }
 REPLAYS = ("replay", "replay_online")
 KEYS = [
@@ -59,6 +74,12 @@ ROUTERS = {  # the selector before issue 13, and what each change adds
     "continual, (expert, class) targets": {"router": "continual", "selector_targets": "class"},
 }
 ROUTED_STREAMS = ("Split-Digits (class-incr.)", "Split-MNIST-1D (class-incr.)")
+
+
+def settings(name: str, train: TrainConfig, tame: TameConfig) -> tuple[TrainConfig, TameConfig]:
+    """The train and tame settings a stream runs with."""
+    t, m = SETTINGS.get(name, ({}, {}))
+    return train.model_copy(update=t), tame.model_copy(update=m)
 
 
 def fmt(vals: list[float]) -> str:
@@ -93,7 +114,9 @@ def quality(
     names: list[str],
 ) -> dict[str, dict[str, list[float]]]:
     table: dict[str, dict[str, list[float]]] = {}
+    base_train, base_tame = train, tame
     for name in names:
+        train, tame = settings(name, base_train, base_tame)
         stream = build_stream(STREAMS[name].model_copy(update={"seed": 0}))
         rows = table.setdefault(name, {k: [] for k in KEYS + SIZE + [*REPLAYS, "memory", "dense"]})
         for seed in seeds:

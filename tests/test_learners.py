@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from clflow.learners import ContinualLearner, NotFittedError
 
@@ -30,6 +31,15 @@ def test_seed_makes_training_deterministic():
     X, y = blobs()
     a, b = (ContinualLearner(3, hidden=8, seed=1).partial_fit(X, y) for _ in range(2))
     assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_cnn_on_1d_signals_uses_conv1d():
+    X, y = np.random.default_rng(0).normal(size=(8, 40)).astype(np.float32), np.arange(8) % 3
+    learner = ContinualLearner(3, backbone="cnn", shape=(1, 40), hidden=8).partial_fit(X, y)
+    assert any(isinstance(m, torch.nn.Conv1d) for m in learner.model_.modules())
+    assert learner.predict_proba(X).shape == (8, 3) and learner.features(X).shape == (8, 8)
+    with pytest.raises(ValueError, match="signal shape"):
+        ContinualLearner(3, backbone="cnn", shape=(1, 39)).partial_fit(X, y)
 
 
 def test_cnn_needs_a_matching_image_shape():

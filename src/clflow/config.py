@@ -183,6 +183,9 @@ class TameConfig(Section):
     )
     selector_hidden: int = Field(512, ge=1, le=65_536)
     selector_epochs: int = Field(100, ge=1, le=100_000)
+    selector_steps: int = Field(
+        1, ge=1, le=100, description="router continual: selector steps per batch an expert learns"
+    )
     match_tolerance: int = Field(
         5, ge=0, le=100_000, description="batches after a true boundary a detection may fall"
     )

@@ -1,4 +1,5 @@
-"""Small torch backbones: an MLP for vectors, a small CNN for images; device auto-selected."""
+"""Small torch backbones: an MLP for vectors, small CNNs for images and 1-D signals; device
+auto-selected."""
 
 from __future__ import annotations
 
@@ -51,6 +52,32 @@ class SmallCNN(nn.Module):
         return self.fc(self.conv(x.view(len(x), *self.shape)))
 
 
+class SmallCNN1d(nn.Module):
+    """Three Conv1d layers and a dense layer, for flattened (C, L) signals such as MNIST-1D.
+
+    MNIST-1D's digits are shifted, scaled and noisy templates: an MLP on the raw samples
+    tells its tasks apart at 0.60-0.65, this at over 0.9 (measured, README)."""
+
+    def __init__(self, shape: tuple[int, int], hidden: int):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.out_dim = hidden
+        self.conv = nn.Sequential(
+            nn.Conv1d(self.shape[0], 32, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(32, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool1d(4),
+        )
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * 4, hidden), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x.view(len(x), *self.shape)))
+
+
 def make_backbone(
     kind: str, n_features: int, hidden: int, shape: tuple[int, ...] | None = None
 ) -> nn.Module:
@@ -58,11 +85,13 @@ def make_backbone(
     if kind == "mlp":
         return MLP(n_features, hidden)
     if kind == "cnn":
-        if not shape or len(shape) != 3 or math.prod(shape) != n_features:
+        if not shape or len(shape) not in (2, 3) or math.prod(shape) != n_features:
             raise ValueError(
-                f"cnn backbone needs an image shape (C, H, W) matching {n_features} features, "
-                f"got {shape}"
+                f"cnn backbone needs a signal shape (C, L) or an image shape (C, H, W) matching "
+                f"{n_features} features, got {shape}"
             )
+        if len(shape) == 2:
+            return SmallCNN1d(shape, hidden)  # type: ignore[arg-type]
         return SmallCNN(shape, hidden)  # type: ignore[arg-type]
     raise ValueError(f"unknown backbone {kind!r}")
 

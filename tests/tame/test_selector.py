@@ -91,3 +91,38 @@ def test_every_router_routes_held_out_rows_to_their_task(split_digits, router, t
     te = split_digits.test
     assert learner.n_experts == 3
     assert np.mean(learner.route(te.X) == te.task) > 0.9  # experts are spawned in task order
+
+
+def _first_experience(learner: TameLearner, stream) -> None:
+    tr = stream.train
+    rows = tr.experience == 0
+    for start in range(0, rows.sum(), 32):
+        learner.partial_fit(tr.X[rows][start : start + 32], tr.y[rows][start : start + 32])
+
+
+def test_class_targets_learn_from_the_first_expert_and_steps_are_counted(split_digits):
+    """With (expert, class) targets one expert already has classes to tell apart: the
+    selector learns from the first batch, `selector_steps` steps per learned batch."""
+    steps = {}
+    for n in (1, 2):
+        learner = TameLearner(
+            ContinualLearner(10),
+            seed=0,
+            router="continual",
+            selector_targets="class",
+            selector_steps=n,
+        )
+        _first_experience(learner, split_digits)
+        assert learner.n_experts == 1 and learner.selector_.opt_ is not None
+        adam = learner.selector_.opt_.state_dict()["state"]
+        steps[n] = int(next(iter(adam.values()))["step"])
+    assert steps[1] == learner.experts_[0].n_batches and steps[2] == 2 * steps[1]
+
+
+def test_a_cnn_expert_gets_a_cnn_selector_on_1d_signals():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 40)).astype(np.float32), rng.integers(0, 4, 64)
+    expert = ContinualLearner(4, backbone="cnn", shape=(1, 40), hidden=16)
+    learner = TameLearner(expert, seed=0, selector_hidden=16).partial_fit(X, y)
+    assert any(isinstance(m, torch.nn.Conv1d) for m in learner.selector_.body_.modules())
+    assert any(isinstance(m, torch.nn.Conv1d) for m in learner.experts_[0].learner.model_.modules())

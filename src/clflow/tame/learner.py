@@ -84,6 +84,7 @@ class TameLearner(ParamsMixin):
         min_expert_batches: int = 5,
         selector_hidden: int = 512,
         selector_epochs: int = 100,
+        selector_steps: int = 1,
         prune_sparsity: float = 0.8,
         prune_agreement: float = 1.0,
         selector_sparsity: float = 0.5,
@@ -103,6 +104,7 @@ class TameLearner(ParamsMixin):
         self.min_expert_batches = min_expert_batches
         self.selector_hidden = selector_hidden
         self.selector_epochs = selector_epochs
+        self.selector_steps = selector_steps
         self.prune_sparsity = prune_sparsity
         self.prune_agreement = prune_agreement
         self.selector_sparsity = selector_sparsity
@@ -141,6 +143,8 @@ class TameLearner(ParamsMixin):
             seed=self.seed,
             normalizer=self.expert.normalizer,
             classes=self.expert.n_classes if self.selector_targets == "class" else 1,
+            backbone=self.expert.backbone,  # a CNN expert gets a CNN selector
+            shape=self.expert.shape,
         ).initialize(n_features)
         self.selector_ids_: list[int] = []
         self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
@@ -170,12 +174,15 @@ class TameLearner(ParamsMixin):
 
     def _selector_step(self, expert: Expert, X: np.ndarray, y: np.ndarray) -> None:
         """Teach the selector that X belongs to `expert`, rehearsing the other experts' buffers
-        (an equal share each), so it sees every row the experts learn, not only their buffers."""
+        (an equal share each), so it sees every row the experts learn, not only their buffers.
+
+        `selector_steps` steps per batch: the selector learns a harder problem than the active
+        expert (every task at once) from the same batches (measured, README)."""
         self._align_selector()
         others = [eid for eid in self.selector_ids_ if eid != expert.id]
-        if not others:
-            return
-        share = -(-len(X) // len(others))
+        if not others and self.selector_.classes == 1:
+            return  # one expert, one output: nothing to learn yet
+        share = -(-len(X) // max(len(others), 1))
         parts = [(X, y, self.selector_ids_.index(expert.id))] + [
             (*self.experts_[eid].buffer.sample(share), self.selector_ids_.index(eid))
             for eid in others
@@ -183,7 +190,8 @@ class TameLearner(ParamsMixin):
         Xs = np.concatenate([p[0] for p in parts])
         ys = np.concatenate([p[1] for p in parts])
         labels = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
-        self.selector_.partial_fit(Xs, labels, ys)
+        for _ in range(self.selector_steps):
+            self.selector_.partial_fit(Xs, labels, ys)
 
     def _train_held(self, expert: Expert) -> None:
         """Train `expert` on the held batches (their losses become part of its normal range)."""

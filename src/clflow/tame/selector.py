@@ -6,12 +6,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import Standardize, resolve_device
+from clflow.models import Standardize, make_backbone, resolve_device, scaled_input
 from clflow.tame.pruning import count_parameters
 
 
 class Selector:
-    """A small MLP over the raw features with a block of outputs per expert.
+    """A small network over the raw features with a block of outputs per expert: one hidden
+    layer (`backbone` mlp), or the experts' CNN (`cnn`, with the stream's `shape`).
 
     With `classes` > 1 each expert's block has one output per class and the
     selector learns (expert, class) pairs: a finer target than the expert alone
@@ -30,6 +31,8 @@ class Selector:
         seed: int = 0,
         normalizer=None,
         classes: int = 1,
+        backbone: str = "mlp",
+        shape: tuple[int, ...] | None = None,
     ):
         self.hidden = hidden
         self.lr = lr
@@ -39,19 +42,26 @@ class Selector:
         self.seed = seed
         self.normalizer = normalizer  # the stream's input scaling, as in the experts
         self.classes = classes
+        self.backbone = backbone
+        self.shape = shape
 
     def initialize(self, n_features: int) -> Selector:
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            scale = (
-                []
-                if self.normalizer is None
-                else [Standardize(self.normalizer.mean, self.normalizer.std)]
-            )
-            self.body_ = nn.Sequential(*scale, nn.Linear(n_features, self.hidden), nn.ReLU()).to(
-                self.device_
-            )
+            if self.backbone == "mlp":  # flat, so checkpoints of earlier versions still load
+                scale = (
+                    []
+                    if self.normalizer is None
+                    else [Standardize(self.normalizer.mean, self.normalizer.std)]
+                )
+                body = nn.Sequential(*scale, nn.Linear(n_features, self.hidden), nn.ReLU())
+            else:
+                body = scaled_input(
+                    make_backbone(self.backbone, n_features, self.hidden, self.shape),
+                    self.normalizer,
+                )
+            self.body_ = body.to(self.device_)
         self.head_: nn.Linear | None = None  # grows with the experts
         self.opt_: torch.optim.Adam | None = None  # continual training (partial_fit)
         self.n_features_in_ = n_features
