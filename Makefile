@@ -87,7 +87,7 @@ lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, 
 	$(BIN)/ruff check src stages flows tests bench
 
 test: install lint  ## lint, then run the test suite
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=30
 
 bench: install  ## run the benchmarks (prints tables; installs the `bench` extra: river)
 	$(BIN)/pip install -q -e '.[bench,$(FAISS_EXTRA)]'

@@ -4,6 +4,8 @@ auto-selected."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -76,6 +78,19 @@ class SmallCNN1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(x.view(len(x), *self.shape)))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Torch's CPU generator seeded inside the block and restored after it, so a model's initial
+    weights depend on its seed alone.
+
+    Only the CPU generator: layers initialise on the CPU before `.to(device)`, and
+    `torch.manual_seed` also queues a seeding of every accelerator backend with a stack trace
+    each, 0.7 ms per new expert (profiled)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def make_backbone(

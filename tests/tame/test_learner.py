@@ -75,6 +75,24 @@ def test_spurious_expert_is_removed_and_its_buffer_folded_back():
     )  # the removed expert's samples live on in expert 0's buffer
 
 
+def test_the_parent_is_asked_through_the_whole_warm_up():
+    """A blip longer than the detection window (6 batches of another distribution) still
+    returns to the parent: the parent is asked on every warm-up batch, also after it failed
+    `window` in a row. The blip's expert learned enough batches to stay: the blip's 6 and the
+    first batch that the parent explained again (the second one returns)."""
+    s = build_stream(StreamConfig(source="permuted_digits", experiences=2, seed=0))
+    learner = TameLearner(ContinualLearner(10), min_expert_batches=5, seed=0)
+    a = list(task_batches(s, 0, epochs=2))
+    b = list(task_batches(s, 1, epochs=1))[:6]
+    for X, y in a + b + a[:10]:
+        learner.partial_fit(X, y)
+    assert [(e.kind, e.source, e.target) for e in learner.events_] == [
+        ("spawn", 0, 1),
+        ("return", 1, 0),
+    ]
+    assert learner.active_ == 0 and learner.experts_[1].n_batches == 7
+
+
 def test_max_experts_caps_growth(split_digits):
     learner = TameLearner(ContinualLearner(10), max_experts=2, **FAST)
     run_stream(learner, split_digits, batch_size=32, epochs=2, seed=0)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import Standardize, make_backbone, resolve_device, scaled_input
+from clflow.models import Standardize, make_backbone, resolve_device, scaled_input, seeded
 from clflow.tame.pruning import count_parameters
 
 
@@ -47,8 +47,7 @@ class Selector:
 
     def initialize(self, n_features: int) -> Selector:
         self.device_ = resolve_device(self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+        with seeded(self.seed):
             if self.backbone == "mlp":  # flat, so checkpoints of earlier versions still load
                 scale = (
                     []
@@ -78,8 +77,7 @@ class Selector:
         if not keep and not n_new:
             self.head_ = None
             return
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + 7919 * (len(keep) + n_new))
+        with seeded(self.seed + 7919 * (len(keep) + n_new)):
             new = nn.Linear(self.hidden, (len(keep) + n_new) * self.classes).to(self.device_)
         with torch.no_grad():
             if keep and old is not None:
