@@ -11,8 +11,7 @@ trains densely and is pruned anew when it is left.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -65,35 +64,21 @@ def prune_weights(
     return module
 
 
-def _restore(module: nn.Module, saved: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for layer, w in zip(_layers(module), saved, strict=True):
-            layer.weight.copy_(w)
-
-
-@contextmanager
-def pruned_view(module: nn.Module, sparsity: float) -> Iterator[nn.Module]:
-    """The module pruned to `sparsity` inside the block, restored exactly after it (to try a
-    sparsity without copying the module)."""
-    saved = [layer.weight.detach().clone() for layer in _layers(module)]
-    try:
-        yield prune_weights(module, sparsity)
-    finally:
-        _restore(module, saved)
-
-
 def prune_first(module: nn.Module, sparsities: Iterable[float], keeps: Callable[[], bool]) -> float:
     """Prune to the first of `sparsities` at which `keeps()` holds for the pruned module, and
     return it; 0.0, with the module unchanged, when none does.
 
     Each try prunes in place and an accepted one stays: the masks are computed once per try,
     not again to make the chosen sparsity permanent."""
-    saved = [layer.weight.detach().clone() for layer in _layers(module)]
+    layers = _layers(module)
+    saved = [layer.weight.detach().clone() for layer in layers]
     for sparsity in sparsities:
         prune_weights(module, sparsity)
         if keeps():
             return sparsity
-        _restore(module, saved)
+        with torch.no_grad():  # back to dense for the next try
+            for layer, w in zip(layers, saved, strict=True):
+                layer.weight.copy_(w)
     return 0.0
 
 
