@@ -2,12 +2,14 @@
 
     python bench/tame.py [--seeds 0 1 2] [--epochs 5] [--streams NAME ...]
 
-Everything is measured in this run: TAME on seven streams (Split-MNIST-1D twice: with
-the default MLP, and with a Conv1d backbone and the continual router: SETTINGS); experience replay
+Everything is measured in this run: TAME on eight streams (Split-MNIST-1D three times: with
+the default MLP; with MLP experts and a Conv1d selector; with a Conv1d backbone and the
+continual router: SETTINGS); experience replay
 (standard, told the boundaries) and online replay (a reservoir, boundary-free
 like TAME), each with TAME's total buffer memory; the size of TAME after online
-pruning against the same run unpruned; the routers compared; throughput with and
-without detection; and an incremental update against a full retrain.
+pruning against the same run unpruned; the routers compared; the routing ceiling (the
+selector network trained on all rows with their true task); throughput with and without
+detection; and an incremental update against a full retrain.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ STREAMS = {
     ),
     "Split-MNIST-1D (class-incr.)": StreamConfig(source="mnist1d", experiences=5),
     "Permuted-MNIST-1D (domain-incr.)": StreamConfig(source="permuted_mnist1d", experiences=5),
+    "Split-MNIST-1D, CNN selector (class-incr.)": StreamConfig(source="mnist1d", experiences=5),
     "Split-MNIST-1D, CNN (class-incr.)": StreamConfig(source="mnist1d", experiences=5),
 }
 # Streams run with other settings than the defaults: (train updates, tame updates). TAME and the
 # replays share the train settings (same backbone, same epochs).
 SETTINGS = {
+    # the default MLP experts; only the selector is a Conv1d (its ceiling: the routing table)
+    "Split-MNIST-1D, CNN selector (class-incr.)": ({}, {"selector_backbone": "cnn"}),
     "Split-MNIST-1D, CNN (class-incr.)": (
         {"backbone": "cnn"},
         {
@@ -74,6 +79,8 @@ ROUTERS = {  # the selector before issue 13, and what each change adds
     "continual, (expert, class) targets": {"router": "continual", "selector_targets": "class"},
 }
 ROUTED_STREAMS = ("Split-Digits (class-incr.)", "Split-MNIST-1D (class-incr.)")
+CEILING_STREAMS = (*ROUTED_STREAMS, "Split-MNIST-1D, CNN (class-incr.)")
+CEILING_EPOCHS = 20  # passes over all training rows (the selector's 100 are over 500 buffered)
 
 
 def settings(name: str, train: TrainConfig, tame: TameConfig) -> tuple[TrainConfig, TameConfig]:
@@ -104,6 +111,29 @@ def routers(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[
         for label, update in ROUTERS.items():
             runs = [tame_run(stream, train, tame.model_copy(update=update), s)[1] for s in seeds]
             out[name, label] = [[r[k] for r in runs] for k in ("avg_accuracy", "selector_accuracy")]
+    return out
+
+
+def ceiling(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]):
+    """Test task-id accuracy of TAME's selector network trained offline on *all* training rows
+    with their true task: what any router with that network could reach (no memory bound, no
+    detection error). Returns {stream: accuracies per seed}."""
+    out = {}
+    for name in [n for n in names if n in CEILING_STREAMS]:
+        t, m = settings(name, train, tame)
+        stream = build_stream(STREAMS[name].model_copy(update={"seed": 0}))
+        tasks = np.unique(stream.train.task)
+        accs = []
+        for seed in seeds:  # expert targets: one output per task
+            cfg = m.model_copy(update={"selector_targets": "expert"})
+            selector = make_tame(stream, t, cfg, seed).initialize(stream.n_features).selector_
+            selector.epochs = CEILING_EPOCHS
+            selector.resize([], len(tasks))
+            labels = np.searchsorted(tasks, stream.train.task)
+            selector.fit(stream.train.X, labels, stream.train.y)
+            routed = tasks[selector.route(stream.test.X)]
+            accs.append(float(np.mean(routed == stream.test.task)))
+        out[name] = accs
     return out
 
 
@@ -222,10 +252,16 @@ def main() -> None:
     parser.add_argument(
         "--timing-only", action="store_true", help="only throughput and incremental timing"
     )
+    parser.add_argument(
+        "--ceiling-only", action="store_true", help="only the routing-ceiling table"
+    )
     args = parser.parse_args()
     train, tame = TrainConfig(epochs=args.epochs, seeds=args.seeds), TameConfig()
+    if args.ceiling_only:
+        return ceiling_table(train, tame, args)
     if not args.timing_only:
         tables(train, tame, args)
+        ceiling_table(train, tame, args)
     if not args.quality_only:
         timing(train, tame, args.seeds)
 
@@ -262,11 +298,31 @@ def tables(train: TrainConfig, tame: TameConfig, args: argparse.Namespace) -> No
             f"{fmt(r['avg_accuracy'])} | {fmt(r['dense'])} |"
         )
 
-    print(f"\n### Routers ({len(args.seeds)} seeds, mean)\n")
-    print("| stream | selector | avg acc | selector acc |")
-    print("|---|---|---|---|")
-    for (name, label), (acc, sel) in routers(train, tame, args.seeds, args.streams).items():
+    compared = routers(train, tame, args.seeds, args.streams)
+    if compared:
+        print(f"\n### Routers ({len(args.seeds)} seeds, mean)\n")
+        print("| stream | selector | avg acc | selector acc |")
+        print("|---|---|---|---|")
+    for (name, label), (acc, sel) in compared.items():
         print(f"| {name} | {label} | {fmt(acc)} | {fmt(sel)} |")
+
+
+def ceiling_table(train: TrainConfig, tame: TameConfig, args: argparse.Namespace) -> None:
+    """What the selector network can reach at all on each class-incremental stream."""
+    reached = ceiling(train, tame, args.seeds, args.streams)
+    if not reached:
+        return
+    print(f"\n### Routing ceiling ({len(args.seeds)} seeds, mean)\n")
+    print(
+        f"TAME's selector network trained offline on all training rows with their true task "
+        f"({CEILING_EPOCHS} epochs), test task-id accuracy:\n"
+    )
+    print("| stream | selector network | task-id accuracy, all rows, true tasks |")
+    print("|---|---|---|")
+    for name, accs in reached.items():
+        t, m = settings(name, train, tame)
+        net = t.backbone if m.selector_backbone == "expert" else m.selector_backbone
+        print(f"| {name} | {net} | {fmt(accs)} |")
 
 
 def timing(train: TrainConfig, tame: TameConfig, seeds: list[int]) -> None:

@@ -181,6 +181,11 @@ class TameConfig(Section):
     selector_targets: Literal["expert", "class"] = Field(
         "expert", description="selector learns experts, or (expert, class) pairs"
     )
+    selector_backbone: Literal["expert", "mlp", "cnn"] = Field(
+        "expert",
+        description="selector network: the experts' backbone, or mlp / cnn whatever theirs "
+        "(cnn routes 1-D signals such as MNIST-1D far better, see README)",
+    )
     selector_hidden: int = Field(512, ge=1, le=65_536)
     selector_epochs: int = Field(100, ge=1, le=100_000)
     selector_steps: int = Field(

@@ -200,7 +200,14 @@ def test_a_checkpoint_from_before_the_router_and_pruning_still_loads(split_digit
     run_stream(learner, split_digits, batch_size=32, epochs=2, seed=0)
     save_tame(tmp_path / "new.pt", learner)
     ckpt = load_checkpoint(tmp_path / "new.pt")
-    keys = ("router", "selector_targets", "prune_sparsity", "prune_agreement", "selector_sparsity")
+    keys = (
+        "router",
+        "selector_targets",
+        "selector_backbone",
+        "prune_sparsity",
+        "prune_agreement",
+        "selector_sparsity",
+    )
     for key in keys:
         del ckpt["params"][key]
     ckpt["params"]["min_jump"] = 1.0  # nats, as params.yaml then said
@@ -209,6 +216,7 @@ def test_a_checkpoint_from_before_the_router_and_pruning_still_loads(split_digit
     save_checkpoint(tmp_path / "old.pt", ckpt)
     again, _ = load_tame(tmp_path / "old.pt")
     assert again.router == "buffer" and again.selector_targets == "expert"
+    assert again.selector_backbone == "expert"
     assert again.min_rise == pytest.approx(1.0 / np.log(10))
     assert again.events_[-1].kind == "remove"
     X = split_digits.test.X

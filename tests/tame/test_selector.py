@@ -119,10 +119,25 @@ def test_class_targets_learn_from_the_first_expert_and_steps_are_counted(split_d
     assert steps[1] == learner.experts_[0].n_batches and steps[2] == 2 * steps[1]
 
 
-def test_a_cnn_expert_gets_a_cnn_selector_on_1d_signals():
+@pytest.mark.parametrize(
+    ("expert_net", "selector_net", "conv"),
+    [
+        ("cnn", "expert", True),
+        ("mlp", "cnn", True),
+        ("cnn", "mlp", False),
+        ("mlp", "expert", False),
+    ],
+)
+def test_the_selector_network_follows_the_experts_unless_set(expert_net, selector_net, conv):
+    """`selector_backbone`: the experts' network by default; a Conv1d selector over MLP experts
+    (what routes MNIST-1D, see bench/tame.py's routing ceiling), or the reverse."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 40)).astype(np.float32), rng.integers(0, 4, 64)
-    expert = ContinualLearner(4, backbone="cnn", shape=(1, 40), hidden=16)
-    learner = TameLearner(expert, seed=0, selector_hidden=16).partial_fit(X, y)
-    assert any(isinstance(m, torch.nn.Conv1d) for m in learner.selector_.body_.modules())
-    assert any(isinstance(m, torch.nn.Conv1d) for m in learner.experts_[0].learner.model_.modules())
+    expert = ContinualLearner(4, backbone=expert_net, shape=(1, 40), hidden=16)
+    learner = TameLearner(
+        expert, seed=0, selector_hidden=16, selector_backbone=selector_net
+    ).partial_fit(X, y)
+    selector = learner.selector_.body_.modules()
+    assert any(isinstance(m, torch.nn.Conv1d) for m in selector) == conv
+    experts = learner.experts_[0].learner.model_.modules()
+    assert any(isinstance(m, torch.nn.Conv1d) for m in experts) == (expert_net == "cnn")

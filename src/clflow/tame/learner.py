@@ -32,6 +32,7 @@ from clflow.tame.selector import Selector
 
 Router = Literal["continual", "buffer"]  # selector trained on every batch, or on buffers only
 SelectorTargets = Literal["class", "expert"]  # selector learns (expert, class) pairs or experts
+SelectorBackbone = Literal["expert", "mlp", "cnn"]  # the selector's network ("expert": the same)
 # spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | remove (spurious)
 EventKind = Literal["spawn", "switch", "reuse", "return", "remove"]
 PRUNE_STEP = 0.2  # sparsities tried: prune_sparsity, then this much less each time, down to 0
@@ -90,6 +91,7 @@ class TameLearner(ParamsMixin):
         selector_sparsity: float = 0.5,
         router: Router = "buffer",
         selector_targets: SelectorTargets = "expert",
+        selector_backbone: SelectorBackbone = "expert",
         detect: bool = True,
     ):
         self.expert = expert
@@ -110,6 +112,7 @@ class TameLearner(ParamsMixin):
         self.selector_sparsity = selector_sparsity
         self.router = router
         self.selector_targets = selector_targets
+        self.selector_backbone = selector_backbone
         self.detect = detect
 
     # -- construction -------------------------------------------------------------------
@@ -143,7 +146,11 @@ class TameLearner(ParamsMixin):
             seed=self.seed,
             normalizer=self.expert.normalizer,
             classes=self.expert.n_classes if self.selector_targets == "class" else 1,
-            backbone=self.expert.backbone,  # a CNN expert gets a CNN selector
+            backbone=(
+                self.expert.backbone
+                if self.selector_backbone == "expert"
+                else self.selector_backbone
+            ),
             shape=self.expert.shape,
         ).initialize(n_features)
         self.selector_ids_: list[int] = []

@@ -23,6 +23,7 @@ REQUIRED = ("params", "state")
 LEGACY = {
     "router": "buffer",
     "selector_targets": "expert",
+    "selector_backbone": "expert",
     "prune_sparsity": 0.0,
     "prune_agreement": 1.0,
     "selector_sparsity": 0.0,
