@@ -117,23 +117,23 @@ def routers(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[
 def ceiling(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]):
     """Test task-id accuracy of TAME's selector network trained offline on *all* training rows
     with their true task: what any router with that network could reach (no memory bound, no
-    detection error). Returns {stream: accuracies per seed}."""
+    detection error). Returns {stream: (the selector's network, accuracies per seed)}."""
     out = {}
     for name in [n for n in names if n in CEILING_STREAMS]:
         t, m = settings(name, train, tame)
+        cfg = m.model_copy(update={"selector_targets": "expert"})  # one output per task
         stream = build_stream(STREAMS[name].model_copy(update={"seed": 0}))
         tasks = np.unique(stream.train.task)
+        labels = np.searchsorted(tasks, stream.train.task)
         accs = []
-        for seed in seeds:  # expert targets: one output per task
-            cfg = m.model_copy(update={"selector_targets": "expert"})
+        for seed in seeds:
             selector = make_tame(stream, t, cfg, seed).initialize(stream.n_features).selector_
             selector.epochs = CEILING_EPOCHS
             selector.resize([], len(tasks))
-            labels = np.searchsorted(tasks, stream.train.task)
             selector.fit(stream.train.X, labels, stream.train.y)
             routed = tasks[selector.route(stream.test.X)]
             accs.append(float(np.mean(routed == stream.test.task)))
-        out[name] = accs
+        out[name] = (selector.backbone, accs)
     return out
 
 
@@ -319,9 +319,7 @@ def ceiling_table(train: TrainConfig, tame: TameConfig, args: argparse.Namespace
     )
     print("| stream | selector network | task-id accuracy, all rows, true tasks |")
     print("|---|---|---|")
-    for name, accs in reached.items():
-        t, m = settings(name, train, tame)
-        net = t.backbone if m.selector_backbone == "expert" else m.selector_backbone
+    for name, (net, accs) in reached.items():
         print(f"| {name} | {net} | {fmt(accs)} |")
 
 
