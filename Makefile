@@ -21,7 +21,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint bench clean help ui serve update
+.PHONY: install run test test-fast lint bench bench-data clean help ui serve update
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
@@ -89,9 +89,26 @@ lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, 
 test: install lint  ## lint, then run the test suite
 	$(BIN)/python -m pytest tests --durations=30
 
-bench: install  ## run the benchmarks (prints tables; installs the `bench` extra: river)
+test-fast: install  ## the tests not marked slow (no pipeline runs, no servers): the edit loop
+	$(BIN)/python -m pytest tests -m "not slow" -q
+
+bench: install bench-data  ## run the benchmarks (prints tables; installs the `bench` extra: river)
 	$(BIN)/pip install -q -e '.[bench,$(FAISS_EXTRA)]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Fashion-MNIST for bench/scale.py, offline: Debian's dataset-fashion-mnist puts its idx files
+# where `stream.source: fashion_mnist` with `stream.path: ""` looks for them.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+bench-data:  ## install Fashion-MNIST (Debian's dataset-fashion-mnist) for bench/scale.py
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST is installed in $(FASHION_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist; }; \
+	else \
+		echo "run: sudo apt-get install dataset-fashion-mnist  (or set stream.path to its idx files)"; \
+		exit 1; \
+	fi
 
 clean:  ## remove generated state (keeps .venv)
 	rm -rf mlflow.db .mlflow.db.*.lock mlruns .prefect .clflow metrics plots models data/stream

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer
@@ -40,9 +39,7 @@ from clflow.streams.builders import domain_incremental, with_normalizer
 from clflow.streams.loaders import RawData, load_digits, load_mnist1d
 from clflow.tame.detector import LossShiftDetector, chance_loss
 from clflow.tame.evaluate import batch_tasks
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from tame import make_tame  # noqa: E402
+from clflow.tame.training import make_tame
 
 
 def permuted(data: RawData, experiences: int, normalize: str) -> Stream:

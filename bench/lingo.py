@@ -2,22 +2,18 @@
 
     python bench/lingo.py [--seeds 0 1 2]
 
-Same code as the `lingo` stage (stages/lingo.py), run on both streams.
+Same code as the `lingo` stage (clflow.lingo.compare), run on both streams.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from clflow.config import LingoConfig, StreamConfig, TrainConfig
+from clflow.lingo.compare import compare
 from clflow.lingo.targets import encode_names, load_encoder
 from clflow.metrics import mean_std
 from clflow.streams import build_stream
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from lingo import compare  # noqa: E402
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from clflow.scaffold import new_project
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,17 +38,6 @@ os.environ.update(
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
-COPY = [
-    "dvc.yaml",
-    "params.yaml",
-    "prefect.yaml",
-    "stages",
-    "src",
-    "flows",
-    ".dvcignore",
-    "data/experiences/README.md",
-    "data/incoming/README.md",
-]
 
 
 def sh(cmd: list[str], cwd: Path) -> float:
@@ -61,26 +49,7 @@ def sh(cmd: list[str], cwd: Path) -> float:
 
 
 def project_copy(dest: Path, fast: bool) -> Path:
-    for name in COPY:
-        src, dst = ROOT / name, dest / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst)
-    if fast:
-        params = yaml.safe_load((dest / "params.yaml").read_text())
-        params["train"].update(seeds=[0], epochs=2)
-        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dest / ".gitignore").write_text("mlflow.db\nmlruns/\n.clflow/\n")
-    for cmd in (
-        ["git", "init", "-q"],
-        [sys.executable, "-m", "dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"],
-    ):
-        sh(cmd, dest)
-    return dest
+    return new_project(ROOT, dest, {"train": {"seeds": [0], "epochs": 2}} if fast else {})
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:

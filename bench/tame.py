@@ -27,9 +27,7 @@ from clflow.evaluation import run_stream
 from clflow.learners import learner_for_method
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame.evaluate import tame_scores
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-from tame import make_tame, train_seed  # noqa: E402
+from clflow.tame.training import make_tame, train_seed
 
 STREAMS = {
     "Split-Digits (class-incr.)": StreamConfig(source="digits", experiences=5),

@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from clflow.federated import ClientUpdate, Encoder, PrototypeServer, client_update, make_encoder
 from clflow.federated.simulate import local_accuracies, partition, round_record
+from clflow.progress import Progress
 from clflow.streams import Stream
 
 
@@ -59,27 +60,31 @@ def federated(
     server = PrototypeServer(encoder.dim, len(stream.classes), encoder.hash, metric)
     rounds, history, all_rows = partition(stream, n_clients, overlap, seed), [], []
     tr = stream.train
-    for r, clients in enumerate(rounds):
-        names = groups(list(clients), group_size)
-        futures = client_task.map(
-            names,
-            r,
-            groups([tr.X[rows] for rows in clients.values()], group_size),
-            groups([tr.y[rows] for rows in clients.values()], group_size),
-            unmapped(encoder),
-            [len(g) - 1 for g in names],
-        )
-        report = server.merge(u for f in futures for u in f.result())
-        all_rows += list(clients.values())
-        history.append(
-            round_record(r, server, stream, encoder, np.concatenate(all_rows), len(clients), report)
-        )
-        logger.info(
-            "round %d: %d clients, merged accuracy %.3f",
-            r,
-            len(clients),
-            history[-1]["merged_accuracy"],
-        )
+    with Progress(len(rounds), "federated rounds", unit="rounds") as progress:
+        for r, clients in enumerate(rounds):
+            names = groups(list(clients), group_size)
+            futures = client_task.map(
+                names,
+                r,
+                groups([tr.X[rows] for rows in clients.values()], group_size),
+                groups([tr.y[rows] for rows in clients.values()], group_size),
+                unmapped(encoder),
+                [len(g) - 1 for g in names],
+            )
+            report = server.merge(u for f in futures for u in f.result())
+            all_rows += list(clients.values())
+            history.append(
+                round_record(
+                    r, server, stream, encoder, np.concatenate(all_rows), len(clients), report
+                )
+            )
+            logger.info(
+                "round %d: %d clients, merged accuracy %.3f",
+                r,
+                len(clients),
+                history[-1]["merged_accuracy"],
+            )
+            progress.update(1, rows=sum(len(rows) for rows in clients.values()))
     return {
         "history": history,
         "server": server,

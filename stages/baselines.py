@@ -1,4 +1,8 @@
-"""DVC stage `baselines`: finetune, replay and joint on the same stream and seeds."""
+"""DVC stage `baselines`: finetune, replay and joint on the same stream and seeds.
+
+Also writes every run's test probabilities (models/baselines/predictions.npz), which the
+`retrieval` stage blends with its k-NN vote instead of training the same learners again.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ import polars as pl
 
 from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import RunResult, run_seeds
+from clflow.evaluation import RunResult, run_methods
 from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.learners import ContinualLearner, learner_for_method
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
+from clflow.predictions import save_predictions
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tracking import log_curves, log_torch_model, stage_run
@@ -22,21 +27,21 @@ from clflow.tracking import log_curves, log_torch_model, stage_run
 log = logging.getLogger("clflow.baselines")
 
 
-def run_method(
-    method: str,
-    stream: Stream,
-    train: TrainConfig,
-    cfg: BaselinesConfig,
-) -> tuple[list[RunResult], ContinualLearner]:
-    """All seeds of one method; returns the results and the first seed's learner."""
-    runs = run_seeds(
-        lambda seed: learner_for_method(method, stream, train, seed, cfg.memory),
-        stream,
-        train,
-        cumulative=method == "joint",
-        desc=method,
+def run_methods_all_seeds(
+    stream: Stream, train: TrainConfig, cfg: BaselinesConfig
+) -> tuple[dict[str, list[RunResult]], dict[str, ContinualLearner]]:
+    """Every method and seed; returns the results per method and each first seed's learner."""
+    makers = {
+        method: lambda seed, method=method: learner_for_method(
+            method, stream, train, seed, cfg.memory
+        )
+        for method in cfg.methods
+    }
+    runs = run_methods(
+        makers, stream, train, cumulative=["joint"], desc="baselines", keep_proba=True
     )
-    return [r for _, r in runs], runs[0][0]  # type: ignore[return-value]
+    results = {m: [r for _, r in runs[m]] for m in cfg.methods}
+    return results, {m: runs[m][0][0] for m in cfg.methods}  # type: ignore[misc]
 
 
 def write_plots(results: dict[str, list[RunResult]], plots: Path) -> None:
@@ -70,44 +75,55 @@ def main(argv: list[str] | None = None) -> None:
         stream="data/stream",
         metrics="metrics/baselines.json",
         plots="plots/baselines",
+        predictions="models/baselines/predictions.npz",
     )
 
-    with StagedOuts(args.metrics, args.plots) as outs:  # all change, or none
+    with StagedOuts(args.metrics, args.plots, args.predictions) as outs:  # all change, or none
         params = load_params(args.params)
         stream = load_stream(args.stream)
-        results, learners = {}, {}
-        for method in params.baselines.methods:
-            results[method], learners[method] = run_method(
-                method, stream, params.train, params.baselines
-            )
-        metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
-        write_plots(results, Path(outs[args.plots]))
-        write_json(outs[args.metrics], metrics)
-        for m, v in metrics.items():
-            log.info(
-                "%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f",
-                m,
-                v["avg_accuracy"],
-                v["avg_accuracy_std"],
-                v["forgetting"],
-            )
-
-        import mlflow
-
         sections = {"train": params.train.model_dump(), "baselines": params.baselines.model_dump()}
+        # the MLflow run is live while the learners train: it shows their `progress`
         with stage_run("baselines", sections, params.tracking.experiment):
-            mlflow.log_metrics(
-                {f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()}
-            )
-            for m, runs in results.items():  # curves of the first seed, one step per experience
-                log_curves(runs[0].R, prefix=f"{m}.")
-            mlflow.log_dict(
-                {m: [r.R.tolist() for r in runs] for m, runs in results.items()},
-                "accuracy_matrices.json",
-            )
-            mlflow.log_artifacts(outs[args.plots], "plots")
-            for m, learner in learners.items():
-                log_torch_model(learner.model_, m, stream.test.X[:2])
+            results, learners = run_methods_all_seeds(stream, params.train, params.baselines)
+            metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
+            write_plots(results, Path(outs[args.plots]))
+            write_json(outs[args.metrics], metrics)
+            predictions = {
+                m: {seed: r.proba for seed, r in zip(params.train.seeds, runs)}
+                for m, runs in results.items()
+            }
+            save_predictions(outs[args.predictions], predictions, stream)  # for `retrieval`
+            for m, v in metrics.items():
+                log.info(
+                    "%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f",
+                    m,
+                    v["avg_accuracy"],
+                    v["avg_accuracy_std"],
+                    v["forgetting"],
+                )
+            log_results(results, metrics, learners, Path(outs[args.plots]), stream)
+
+
+def log_results(
+    results: dict[str, list[RunResult]],
+    metrics: dict[str, dict],
+    learners: dict[str, ContinualLearner],
+    plots: Path,
+    stream: Stream,
+) -> None:
+    """Metrics, each method's first-seed curves and model, and the plots, to the live run."""
+    import mlflow
+
+    mlflow.log_metrics({f"{m}.{k}": v for m, vals in metrics.items() for k, v in vals.items()})
+    for m, runs in results.items():  # curves of the first seed, one step per experience
+        log_curves(runs[0].R, prefix=f"{m}.")
+    mlflow.log_dict(
+        {m: [r.R.tolist() for r in runs] for m, runs in results.items()},
+        "accuracy_matrices.json",
+    )
+    mlflow.log_artifacts(plots, "plots")
+    for m, learner in learners.items():
+        log_torch_model(learner.model_, m, stream.test.X[:2])
 
 
 if __name__ == "__main__":

@@ -12,52 +12,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from clflow.config import LingoConfig, TrainConfig, load_params
+from clflow.config import load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import RunResult, run_seeds
+from clflow.evaluation import RunResult
 from clflow.io import StagedOuts, atomic_path, write_json
-from clflow.learners import learner_for_method
-from clflow.lingo.targets import random_targets, read_targets
+from clflow.lingo.compare import compare
+from clflow.lingo.targets import read_targets
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, seen_accuracy
 from clflow.stage import stage_args
-from clflow.streams import Stream, load_stream
+from clflow.streams import load_stream
+from clflow.tracking import flatten, stage_run
 
 log = logging.getLogger("clflow.lingo")
-
-
-def head_targets(head: str, language: np.ndarray, seed: int) -> np.ndarray | None:
-    return {
-        "linear": None,
-        "random": random_targets(*language.shape, seed=seed),
-        "language": language,
-    }[head]
-
-
-def compare(
-    stream: Stream,
-    language: np.ndarray,
-    train: TrainConfig,
-    cfg: LingoConfig,
-    memory: int,
-) -> dict[str, dict[str, list[RunResult]]]:
-    """{method: {head: [result per seed]}} on one stream."""
-    out: dict[str, dict[str, list[RunResult]]] = {}
-    for method in cfg.methods:
-        for head in cfg.heads:
-            make = lambda seed: learner_for_method(  # noqa: E731
-                method,
-                stream,
-                train,
-                seed,
-                memory,
-                targets=head_targets(head, language, seed),
-                mask_unseen=True,
-            )
-            out.setdefault(method, {})[head] = [
-                r for _, r in run_seeds(make, stream, train, desc=f"{method}/{head}")
-            ]
-    return out
 
 
 def write_plots(results: dict[str, dict[str, list[RunResult]]], plots: Path) -> None:
@@ -93,33 +60,28 @@ def main(argv: list[str] | None = None) -> None:
         params = load_params(args.params)
         stream = load_stream(args.stream)
         language = read_targets(args.targets, stream.classes)
-        results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
-        metrics = {
-            m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
-            for m, heads in results.items()
-        }
-        write_plots(results, Path(outs[args.plots]))
-        write_json(outs[args.metrics], metrics)
-        for m, heads in metrics.items():
-            for h, v in heads.items():
-                log.info(
-                    "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f",
-                    m,
-                    h,
-                    v["avg_accuracy"],
-                    v["avg_accuracy_std"],
-                    v["forgetting"],
-                )
+        sections = {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()}
+        # the MLflow run is live while the learners train: it shows their `progress`
+        with stage_run("lingo", sections, params.tracking.experiment):
+            results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
+            metrics = {
+                m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
+                for m, heads in results.items()
+            }
+            write_plots(results, Path(outs[args.plots]))
+            write_json(outs[args.metrics], metrics)
+            for m, heads in metrics.items():
+                for h, v in heads.items():
+                    log.info(
+                        "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f",
+                        m,
+                        h,
+                        v["avg_accuracy"],
+                        v["avg_accuracy_std"],
+                        v["forgetting"],
+                    )
+            import mlflow
 
-        import mlflow
-
-        from clflow.tracking import flatten, stage_run
-
-        with stage_run(
-            "lingo",
-            {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()},
-            params.tracking.experiment,
-        ):
             mlflow.log_metrics(flatten(metrics))
             mlflow.log_artifacts(outs[args.plots], "plots")
 

@@ -15,16 +15,18 @@ import numpy as np
 
 from clflow.config import RetrievalConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import run_seeds, run_stream
+from clflow.evaluation import result_from_proba, run_methods, run_stream
 from clflow.io import StagedOuts, write_json
 from clflow.learners import learner_for_method, learner_from_config
 from clflow.metrics import mean_std
 from clflow.plugins import ReplayPlugin
+from clflow.predictions import Predictions, load_predictions
 from clflow.retrieval import BankConfig
 from clflow.retrieval.replay import RetrievalReplayPlugin
-from clflow.retrieval.uses import augmented_run, build_bank, few_shot
+from clflow.retrieval.uses import augmented_run, blend, build_bank, experience_votes, few_shot
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
+from clflow.tracking import flatten, stage_run
 
 log = logging.getLogger("clflow.retrieval")
 REPLAYS = {
@@ -35,43 +37,65 @@ REPLAYS = {
 
 
 def augmented(
-    stream: Stream, train: TrainConfig, memory: int, cfg: RetrievalConfig, bank: BankConfig
+    stream: Stream,
+    train: TrainConfig,
+    memory: int,
+    cfg: RetrievalConfig,
+    bank: BankConfig,
+    predictions: Predictions,
 ) -> dict:
+    """Finetune and replay alone and blended with the k-NN vote. On raw features the baselines'
+    predictions of the same learners are blended (nothing is trained again) when they have them."""
+    raw = cfg.embedding == "raw"
+    votes = experience_votes(stream, cfg.k, bank) if raw else None
     out = {}
     for method in ("finetune", "replay"):
-        alone, blended = [], []
-        for seed in train.seeds:
-            learner = learner_for_method(method, stream, train, seed, memory)
-            a, w = augmented_run(
-                learner,
-                stream,
-                batch_size=train.batch_size,
-                epochs=train.epochs,
-                seed=seed,
-                k=cfg.k,
-                weight=cfg.weight,
-                config=bank,
-                embed_with_model=cfg.embedding == "model",
-            )
-            alone.append(a.metrics())
-            blended.append(w.metrics())
-        out[method] = {"alone": mean_std(alone), "with_retrieval": mean_std(blended)}
+        kept = predictions.get(method, {})
+        if raw and all(seed in kept for seed in train.seeds):
+            runs = [
+                blend(result_from_proba(kept[seed], stream.test), votes, cfg.weight, stream)
+                for seed in train.seeds
+            ]
+        else:
+            runs = [
+                augmented_run(
+                    learner_for_method(method, stream, train, seed, memory),
+                    stream,
+                    batch_size=train.batch_size,
+                    epochs=train.epochs,
+                    seed=seed,
+                    k=cfg.k,
+                    weight=cfg.weight,
+                    config=bank,
+                    embed_with_model=not raw,
+                    votes=votes,
+                )
+                for seed in train.seeds
+            ]
+        out[method] = {
+            "alone": mean_std([a.metrics() for a, _ in runs]),
+            "with_retrieval": mean_std([w.metrics() for _, w in runs]),
+        }
     return out
 
 
-def replay_variants(stream: Stream, train: TrainConfig, memory: int) -> dict:
-    def learner(make, seed: int):
-        return learner_from_config(stream, train, seed, [make(memory, seed)])
-
-    return {
-        name: mean_std(
-            [
-                r.metrics()
-                for _, r in run_seeds(lambda seed: learner(make, seed), stream, train, desc=name)
-            ]
-        )
+def replay_variants(
+    stream: Stream, train: TrainConfig, memory: int, predictions: Predictions
+) -> dict:
+    """Random (reservoir) replay against retrieval replay at the same memory; the random one is
+    the baselines' `replay_online` when they have it."""
+    kept = predictions.get("replay_online", {})
+    reuse = {"random"} if all(seed in kept for seed in train.seeds) else set()
+    makers = {
+        name: lambda seed, make=make: learner_from_config(stream, train, seed, [make(memory, seed)])
         for name, make in REPLAYS.items()
+        if name not in reuse
     }
+    runs = run_methods(makers, stream, train, desc="retrieval replay") if makers else {}
+    results = {name: [r for _, r in runs[name]] for name in makers}
+    if reuse:
+        results["random"] = [result_from_proba(kept[s], stream.test) for s in train.seeds]
+    return {name: mean_std([r.metrics() for r in results[name]]) for name in REPLAYS}
 
 
 def embedder(
@@ -106,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         stream="data/stream",
         bank="models/retrieval/bank",
         metrics="metrics/retrieval.json",
+        predictions="models/baselines/predictions.npz",
     )
     with StagedOuts(args.bank, args.metrics) as outs:  # all change, or none
         params = load_params(args.params)
@@ -114,46 +139,45 @@ def main(argv: list[str] | None = None) -> None:
         bank_cfg = BankConfig(metric=cfg.metric, index=cfg.index)
         held_out = np.unique(stream.train.y[stream.train.experience == stream.n_experiences - 1])
 
-        embed = embedder(stream, train, cfg, memory, held_out)
-        metrics = {
-            "augmented": augmented(stream, train, memory, cfg, bank_cfg),
-            "fewshot": {
-                "held_out_classes": [stream.classes[c] for c in held_out],
-                **few_shot(
-                    stream, embed, held_out, cfg.shots, cfg.k, bank_cfg, seed=train.seeds[0]
-                ),
-            },
-            "retrieval_replay": replay_variants(stream, train, memory),
-        }
-        tr = stream.train
-        bank = build_bank(
-            tr.X,
-            tr.y,
-            embed,
-            bank_cfg,
-            {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)},
-        )
-        bank.save(outs[args.bank])
-        metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}
-        write_json(outs[args.metrics], metrics)
-        for method, v in metrics["augmented"].items():
-            log.info(
-                "%-8s avg_accuracy alone %.3f, with retrieval %.3f",
-                method,
-                v["alone"]["avg_accuracy"],
-                v["with_retrieval"]["avg_accuracy"],
-            )
-
-        import mlflow
-
-        from clflow.tracking import flatten, stage_run
-
         sections = {
             "train": train.model_dump(),
             "retrieval": cfg.model_dump(),
             "baselines.memory": memory,
         }
+        # the MLflow run is live while the learners train: it shows their `progress`
         with stage_run("retrieval", sections, params.tracking.experiment):
+            predictions = load_predictions(args.predictions, stream)
+            embed = embedder(stream, train, cfg, memory, held_out)
+            metrics = {
+                "augmented": augmented(stream, train, memory, cfg, bank_cfg, predictions),
+                "fewshot": {
+                    "held_out_classes": [stream.classes[c] for c in held_out],
+                    **few_shot(
+                        stream, embed, held_out, cfg.shots, cfg.k, bank_cfg, seed=train.seeds[0]
+                    ),
+                },
+                "retrieval_replay": replay_variants(stream, train, memory, predictions),
+            }
+            tr = stream.train
+            bank = build_bank(
+                tr.X,
+                tr.y,
+                embed,
+                bank_cfg,
+                {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)},
+            )
+            bank.save(outs[args.bank])
+            metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}
+            write_json(outs[args.metrics], metrics)
+            for method, v in metrics["augmented"].items():
+                log.info(
+                    "%-8s avg_accuracy alone %.3f, with retrieval %.3f",
+                    method,
+                    v["alone"]["avg_accuracy"],
+                    v["with_retrieval"]["avg_accuracy"],
+                )
+            import mlflow
+
             mlflow.log_metrics(
                 {k: v for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
             )

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+
+from clflow.scaffold import new_project, update_params
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {
@@ -33,17 +34,6 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 
 # Small but real: one seed, two epochs.
 FAST_PARAMS = {"train": {"seeds": [0], "epochs": 2}}
-PROJECT_FILES = [
-    "dvc.yaml",
-    "params.yaml",
-    "prefect.yaml",
-    "stages",
-    "src",
-    "flows",
-    ".dvcignore",
-    "data/experiences/README.md",
-    "data/incoming/README.md",
-]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -53,33 +43,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
     return proc
 
 
-def update_params(project: Path, overrides: dict) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def make_project(dest: Path, overrides: dict | None = None) -> Path:
     """A git + DVC initialised copy of the project with fast params."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(
-                src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-            )
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    (dest / ".gitignore").write_text("mlflow.db\n.mlflow.db.*.lock\nmlruns/\n/models/\n.clflow/\n")
-    update_params(dest, {**FAST_PARAMS, **(overrides or {})})
-    run(["git", "init", "-q"], dest)
-    run([sys.executable, "-m", "dvc", "init", "-q"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], dest)
-    return dest
+    return new_project(ROOT, dest, {**FAST_PARAMS, **(overrides or {})})
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ flow run."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -147,8 +148,13 @@ def test_changed_param_reruns_only_downstream(built_project, tmp_path):
 
     project = copy_project(built_project, tmp_path / "p")
     update_params(project, {"baselines": {"methods": ["finetune", "joint"]}})  # baselines reads it
-    out = dvc(project, "repro").stdout
+    proc = dvc(project, "repro")
+    out = proc.stdout
     assert "Stage 'prepare' didn't change" in out and "Running stage 'baselines'" in out
+    # the stage's progress reaches `dvc repro`'s output: a line for each trained run at least
+    seen = proc.stdout + proc.stderr
+    for method in ("finetune", "joint"):
+        assert re.search(rf"clflow\.progress: {method} seed 0: [\d,]+ batches in \d+ s", seen)
     assert "Stage 'tame' didn't change" in out and "Running stage 'lingo'" not in out
     assert set(json.loads((project / "metrics" / "baselines.json").read_text())) == {
         "finetune",
@@ -253,6 +259,11 @@ def test_repro_writes_retrieval_outputs(built_project):
     for method in ("finetune", "replay"):
         assert {"alone", "with_retrieval"} == set(m["augmented"][method])
     assert set(m["retrieval_replay"]) == {"random", "nearest", "nearest_other_class"}
+    # the model-alone rows are the baselines' own runs (their kept predictions), not a retrain
+    base = json.loads((built_project / "metrics" / "baselines.json").read_text())
+    assert m["augmented"]["finetune"]["alone"] == base["finetune"]
+    assert m["augmented"]["replay"]["alone"] == base["replay"]
+    assert m["retrieval_replay"]["random"] == base["replay_online"]
     assert "5shot_episode_accuracy" in m["fewshot"]
     bank = DemoBank.load(built_project / "models" / "retrieval" / "bank")
     assert len(bank) == m["bank"]["size"] > 0

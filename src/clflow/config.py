@@ -34,6 +34,8 @@ DOMAIN_SOURCES = (
     "permuted_mnist1d",
 )  # every class in every task
 FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
+# read from where their Debian package installs them when stream.path is "" (clflow.streams.loaders)
+PACKAGED_SOURCES = ("fashion_mnist",)
 
 
 MAX_BYTES = 1 << 20  # params.yaml is a page of settings, not data
@@ -88,7 +90,7 @@ class StreamConfig(Section):
             bad = [t for t in self.tasks if not 0 <= t < self.experiences]
             if bad:
                 raise ValueError(f"task ids {bad} outside 0..{self.experiences - 1}")
-        if self.source in FILE_SOURCES and not self.path:
+        if self.source in FILE_SOURCES and self.source not in PACKAGED_SOURCES and not self.path:
             raise ValueError(f"source '{self.source}' reads a local directory: set stream.path")
         return self
 

@@ -102,29 +102,58 @@ def dvc(
     project: str | Path,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess:
     """`dvc <args>` in `project` (via this interpreter, so the right DVC runs).
 
     DVC and the stage it runs form their own process group: past `timeout` seconds, or
     when this process is interrupted or terminated, the whole group is stopped (SIGTERM,
     then SIGKILL), so no stage outlives the run that started it. A timeout raises
-    subprocess.TimeoutExpired after that.
+    subprocess.TimeoutExpired after that. With `on_line`, stdout and stderr are read as one
+    stream and each line is passed on as it is printed (a stage's progress reaches the log
+    while it runs); the result then holds the merged text in `stdout`.
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if on_line is None else subprocess.STDOUT,
         text=True,
         env=dvc_env(env),
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=timeout)
+        if on_line is None:
+            out, err = proc.communicate(timeout=timeout)
+        else:
+            out, err = _follow(proc, on_line, timeout), ""
     except BaseException:  # a timeout, Ctrl-C, SIGTERM turned into SystemExit
         _stop_group(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _follow(proc: subprocess.Popen, on_line: Callable[[str], None], timeout: float | None) -> str:
+    """Pass each output line of `proc` to `on_line` as it comes; its whole output at the end.
+    A reader thread keeps the pipe drained, so the deadline is kept even when nothing prints."""
+    import threading
+
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            try:
+                on_line(line.rstrip("\n"))
+            except Exception:  # a logging hiccup must not stop reading (the pipe would fill)
+                pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc.wait(timeout=timeout)
+    reader.join(timeout=30)
+    return "".join(lines)
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -145,10 +174,10 @@ def repro_stage(
     project: str | Path,
     env: dict[str, str] | None = None,
     timeout: float | None = None,
-    log: Callable[[str], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
-    """`dvc repro --single-item <stage>`; return "ran" or "cached". `log` gets DVC's output
-    (with the stage's own) when it succeeds.
+    """`dvc repro --single-item <stage>`; return "ran" or "cached". `on_line` gets each line of
+    DVC's output (with the stage's own) as it is printed.
 
     Raises StageFailed carrying the stage's own error line on failure, and a
     non-retryable StageFailed when the stage runs past `timeout` seconds (it is stopped;
@@ -162,9 +191,8 @@ def repro_stage(
         what=f"stage '{stage}'",
         file=Path(project) / "dvc.yaml",
         field=f"stages.{stage}",
+        on_line=on_line,
     )
-    if log is not None:
-        log(output)
     return "cached" if "didn't change, skipping" in output else "ran"
 
 
@@ -194,12 +222,13 @@ def checked_dvc(
     what: str,
     file: Path,
     field: str,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
     """`dvc <args>`, its output on success; StageFailed naming `what` otherwise: with the
     stage's own error line (not retryable when it is a user error), or past `timeout` seconds
     (stopped, not retryable)."""
     try:
-        proc = dvc(args, project, env, timeout)
+        proc = dvc(args, project, env, timeout, on_line)
     except subprocess.TimeoutExpired:
         raise StageFailed(
             f"{what} did not finish within {timeout:g} s and was stopped "

@@ -19,11 +19,19 @@ class ClflowError(Exception):
         self.message = message
         super().__init__(self.line())
 
+    def __reduce__(self):
+        # keyword-only file/field survive pickling (an error raised in a worker process)
+        return (_rebuild, (type(self), self.message, self.file, self.field))
+
     def line(self) -> str:
         where = ": ".join(
             p for p in (self.file, f"field '{self.field}'" if self.field else None) if p
         )
         return f"{where}: {self.message}" if where else self.message
+
+
+def _rebuild(cls: type[ClflowError], message: str, file: str | None, field: str | None):
+    return cls(message, file=file, field=field)
 
 
 class StreamError(ClflowError):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from clflow.metrics import summarize
+from clflow.progress import Progress
 from clflow.streams import Split, Stream, iter_batches
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -28,6 +28,9 @@ class RunResult:
     R: np.ndarray  # (T, T) accuracy matrix; NaN where not measured (rows before a resume point)
     b: np.ndarray  # (T,) untrained-model accuracy per experience
     batch_experience: np.ndarray  # experience of each training batch, in order (evaluation only)
+    # (T + 1, n_test, n_classes) class probabilities on the test rows, untrained then after
+    # each experience; kept only when asked (`keep_proba`: the baselines' predictions file)
+    proba: np.ndarray | None = None
 
     def metrics(self) -> dict[str, float]:
         return summarize(self.R, self.b)
@@ -35,9 +38,21 @@ class RunResult:
 
 def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> np.ndarray:
     """Accuracy on the test rows of each experience (one predict call for all rows)."""
-    pred = predict(test.X)
+    return label_accuracies(predict(test.X), test, n_experiences)
+
+
+def label_accuracies(pred: np.ndarray, test: Split, n_experiences: int) -> np.ndarray:
+    """Accuracy of predicted labels `pred` (one per test row) on each experience's rows."""
     hits = pred == test.y
     return np.array([hits[test.experience == j].mean() for j in range(n_experiences)])
+
+
+def result_from_proba(proba: np.ndarray, test: Split) -> RunResult:
+    """The RunResult of stored test probabilities (untrained, then after each experience)."""
+    T = len(proba) - 1
+    R = np.array([label_accuracies(p.argmax(1), test, T) for p in proba[1:]])
+    b = label_accuracies(proba[0].argmax(1), test, T)
+    return RunResult(R, b, np.empty(0, dtype=np.int64), proba)
 
 
 def fit_experience(
@@ -49,6 +64,7 @@ def fit_experience(
     epochs: int,
     seed: int,
     experience: int,
+    progress: Progress | None = None,
 ) -> int:
     """`epochs` shuffled passes over one experience's rows; returns the number of batches.
 
@@ -62,6 +78,8 @@ def fit_experience(
         ):
             learner.partial_fit(xb, yb)
             n += 1
+            if progress is not None:
+                progress.update(1, rows=len(yb))
     if isinstance(learner, BoundaryAware):
         learner.end_experience(X, y)
     return n
@@ -83,37 +101,117 @@ def run_stream(
     cumulative: bool = False,
     start: int = 0,
     desc: str = "train",
+    keep_proba: bool = False,
 ) -> RunResult:
     """Train through each experience in order, evaluating on all experiences after each.
 
     `cumulative=True` trains on every experience seen so far (the joint upper bound).
     `start > 0` continues an already trained learner from experience `start`; its
     row `start - 1` is measured now, earlier rows are left NaN for the caller.
-    The learner only ever receives (x, y) batches.
+    The learner only ever receives (x, y) batches. `keep_proba` keeps the test probabilities
+    behind every row of R (and b) in the result.
     """
     T = stream.n_experiences
     R = np.full((T, T), np.nan)
+    probas: list[np.ndarray] = []
+
+    def evaluate() -> np.ndarray:
+        if not keep_proba:
+            return experience_accuracies(learner.predict, stream.test, T)
+        probas.append(learner.predict_proba(stream.test.X).astype(np.float32))
+        return label_accuracies(probas[-1].argmax(1), stream.test, T)
+
     if start == 0:
-        b = untrained_accuracies(learner, stream)
+        learner.initialize(stream.n_features)
+        b = evaluate()
     else:
         b = np.full(T, np.nan)
         R[start - 1] = experience_accuracies(learner.predict, stream.test, T)
     train = stream.train
     batch_experience: list[int] = []
-    for i in tqdm(range(start, T), desc=desc, unit="exp", leave=False, disable=None):
-        rows = train.experience <= i if cumulative else train.experience == i
-        n = fit_experience(
+    experiences = [train.experience <= i if cumulative else train.experience == i for i in range(T)]
+    total = sum(epochs * -(-int(rows.sum()) // batch_size) for rows in experiences[start:])
+    with Progress(total, desc) as progress:
+        for i in range(start, T):
+            rows = experiences[i]
+            n = fit_experience(
+                learner,
+                train.X[rows],
+                train.y[rows],
+                batch_size=batch_size,
+                epochs=epochs,
+                seed=seed,
+                experience=i,
+                progress=progress,
+            )
+            batch_experience += [i] * n
+            R[i] = evaluate()
+    proba = np.stack(probas) if keep_proba and start == 0 else None
+    return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64), proba)
+
+
+def seed_jobs(
+    make: Callable[[int], object],
+    stream: Stream,
+    train,
+    *,
+    cumulative: bool = False,
+    desc: str = "train",
+    keep_proba: bool = False,
+) -> list[Callable[[], tuple[object, RunResult]]]:
+    """One job per seed in `train.seeds`: build the learner with `make(seed)`, run the stream,
+    return (learner, result). Jobs are independent: `clflow.parallel.run_parallel` runs them."""
+
+    def job(seed: int) -> tuple[object, RunResult]:
+        learner = make(seed)
+        result = run_stream(
             learner,
-            train.X[rows],
-            train.y[rows],
-            batch_size=batch_size,
-            epochs=epochs,
+            stream,
+            batch_size=train.batch_size,
+            epochs=train.epochs,
             seed=seed,
-            experience=i,
+            cumulative=cumulative,
+            desc=f"{desc} seed {seed}",
+            keep_proba=keep_proba,
         )
-        batch_experience += [i] * n
-        R[i] = experience_accuracies(learner.predict, stream.test, T)
-    return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64))
+        return learner, result
+
+    return [lambda seed=seed: job(seed) for seed in train.seeds]
+
+
+def run_methods(
+    makers: Mapping[str, Callable[[int], object]],
+    stream: Stream,
+    train,
+    *,
+    cumulative: Collection[str] = (),
+    desc: str = "train",
+    keep_proba: bool = False,
+) -> dict[str, list[tuple[object, RunResult]]]:
+    """{name: [(learner, result) per seed]} for every learner maker and seed in `train.seeds`.
+
+    Every (maker, seed) pair is an independent job: they run in parallel processes when CPUs
+    are free (`clflow.parallel`), the cumulative (joint) ones first since they take longest.
+    """
+    from clflow.parallel import run_parallel
+
+    names = sorted(makers, key=lambda name: name not in cumulative)
+    keys, jobs = [], []
+    for name in names:
+        for job in seed_jobs(
+            makers[name],
+            stream,
+            train,
+            cumulative=name in cumulative,
+            desc=name,
+            keep_proba=keep_proba,
+        ):
+            keys.append(name)
+            jobs.append(job)
+    out: dict[str, list[tuple[object, RunResult]]] = {name: [] for name in makers}
+    for name, done in zip(keys, run_parallel(jobs, desc, unit="runs")):
+        out[name].append(done)
+    return out
 
 
 def run_seeds(
@@ -124,22 +222,8 @@ def run_seeds(
     cumulative: bool = False,
     desc: str = "train",
 ) -> list[tuple[object, RunResult]]:
-    """(learner, result) for every seed in `train.seeds`; `make(seed)` builds each learner."""
-    out = []
-    for seed in train.seeds:
-        learner = make(seed)
-        out.append(
-            (
-                learner,
-                run_stream(
-                    learner,
-                    stream,
-                    batch_size=train.batch_size,
-                    epochs=train.epochs,
-                    seed=seed,
-                    cumulative=cumulative,
-                    desc=f"{desc} seed {seed}",
-                ),
-            )
-        )
-    return out
+    """(learner, result) for every seed in `train.seeds` (in parallel when CPUs are free);
+    `make(seed)` builds each learner."""
+    return run_methods(
+        {desc: make}, stream, train, cumulative=[desc] if cumulative else (), desc=desc
+    )[desc]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import make_backbone, make_head, resolve_device, scaled_input, seeded
+from clflow.models import adam, make_backbone, make_head, resolve_device, scaled_input, seeded
 from clflow.plugins import Plugin
 from clflow.streams.normalize import Normalizer
 from clflow.streams.schema import Stream
@@ -77,7 +77,7 @@ class ContinualLearner(ParamsMixin):
                 body, make_head(body.out_dim, self.n_classes, self.targets)
             ).to(self.device_)
         self.seen_ = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device_)
-        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+        self.optimizer_ = adam(self.model_.parameters(), lr=self.lr)
         self.n_features_in_ = n_features
         self.n_steps_ = 0
         return self

@@ -40,17 +40,28 @@ def _retryable(task_obj, task_run, state) -> bool:
 )
 def stage_task(stage: str, project: str, env: dict[str, str], timeout: float | None = None):
     """One DVC stage; DVC skips it when its deps and params are unchanged. Past `timeout`
-    seconds it is stopped (not retried). Its DVC output goes to the task's logs, and its state
-    says "cached" or "ran 41 s" (the Prefect UI shows both)."""
-    logger = get_run_logger()
+    seconds it is stopped (not retried). Its DVC output goes to the task's logs line by line as
+    it is printed (the stage's progress included), and its state says "cached" or "ran 41 s"
+    (the Prefect UI shows both)."""
     t0 = time.monotonic()
-    status = repro_stage(
-        stage, project, env, timeout, log=lambda out: logger.info("dvc repro\n%s", out.strip())
-    )
+    status = repro_stage(stage, project, env, timeout, on_line=task_log_line())
     seconds = time.monotonic() - t0
     return Completed(
         message="cached" if status == "cached" else f"ran {seconds:.0f} s", data=status
     )
+
+
+def task_log_line():
+    """A callback that logs one line of a subprocess's output to the running task's log (blank
+    lines and DVC's progress-bar redraws skipped)."""
+    logger = get_run_logger()
+
+    def log_line(line: str) -> None:
+        text = line.rstrip()
+        if text and "\r" not in text:
+            logger.info("%s", text)
+
+    return log_line
 
 
 def run_stage(stage: str, project: str, env: dict[str, str], timeout: float | None = None) -> str:
@@ -103,6 +114,7 @@ def run_experiment(
         what="dvc exp run",
         file=Path(project) / "params.yaml",
         field=", ".join(overrides),
+        on_line=task_log_line(),
     )
     for line in output.splitlines():  # "Ran experiment(s): <name>"
         if line.startswith("Ran experiment"):

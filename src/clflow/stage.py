@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 
 
 def stage_args(
@@ -22,6 +23,9 @@ def stage_args(
         )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    torch = sys.modules.get("torch")  # not imported here: a stage without torch stays light
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)  # one thread per learner process: see clflow.parallel
     return args
 
 

@@ -123,6 +123,16 @@ def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_proj
     assert all(re.fullmatch(r"ran \d+ s", m) for m in stages.values()), stages
     text = "\n".join(log.message for log in logs)
     assert "Running stage 'tame'" in text and "avg_accuracy" in text  # DVC's and the stage's own
+    # streamed line by line as the stage prints them: DVC's start, the stage's progress (one
+    # line per trained seed at least) and its summary are separate records, in that order
+    tame_id = next(t.id for t in tasks if t.name == "tame")
+    tame = sorted((r for r in logs if r.task_run_id == tame_id), key=lambda r: r.timestamp)
+    first = lambda pattern: next(r for r in tame if re.search(pattern, r.message))  # noqa: E731
+    start = first(r"Running stage 'tame'")
+    progress = first(r"clflow\.progress: tame seed 0: [\d,]+ batches in \d+ s, [\d,]+ rows/s")
+    summary = first(r"clflow\.tame: avg_accuracy")
+    assert start.timestamp < progress.timestamp < summary.timestamp
+    assert "avg_accuracy" not in start.message and "Running stage" not in summary.message
     with get_client(sync_client=True) as client:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 

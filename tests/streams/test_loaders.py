@@ -1,3 +1,4 @@
+import gzip
 import pickle
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 
 from clflow.config import StreamConfig
 from clflow.errors import StreamError
-from clflow.streams import build_stream
+from clflow.streams import build_stream, loaders
 from clflow.streams.loaders import load_cifar10, load_idx_dataset, read_idx
 
 
@@ -31,6 +32,42 @@ def test_mnist_idx_in_torchvision_layout(mnist_dir):
     assert 1.0 < data.X_train.max() <= 255.0 and data.shape == (1, 28, 28)  # raw pixel counts
     s = build_stream(StreamConfig(source="mnist", path=str(mnist_dir), experiences=5))
     assert s.n_experiences == 5 and s.n_features == 784
+
+
+@pytest.fixture
+def debian_fashion(tmp_path, monkeypatch):
+    """A small Fashion-MNIST in the layout of Debian's dataset-fashion-mnist: four gzipped idx
+    files in one flat directory, which `stream.path: ""` finds."""
+    rng = np.random.default_rng(1)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        for kind, arr in (
+            ("images-idx3", rng.integers(0, 256, (n, 28, 28))),
+            ("labels-idx1", np.arange(n) % 10),
+        ):
+            plain = tmp_path / f"{prefix}-{kind}-ubyte"
+            write_idx(plain, arr)
+            (tmp_path / f"{plain.name}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+            plain.unlink()
+    monkeypatch.setattr(loaders, "FASHION_MNIST_DEBIAN", tmp_path)
+    return tmp_path
+
+
+def test_fashion_mnist_found_where_debian_installs_it(debian_fashion):
+    cfg = StreamConfig(source="fashion_mnist", experiences=5)  # stream.path ""
+    data = load_idx_dataset(cfg.path, fashion=True)
+    assert data.X_train.shape == (50, 784) and data.X_test.shape == (20, 784)
+    assert data.classes[0] == "T-shirt/top" and data.shape == (1, 28, 28)
+    s = build_stream(cfg)
+    assert s.n_experiences == 5 and s.classes[9] == "Ankle boot"
+
+
+def test_fashion_mnist_absent_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(loaders, "FASHION_MNIST_DEBIAN", tmp_path / "none")
+    with pytest.raises(StreamError, match="apt-get install dataset-fashion-mnist") as err:
+        load_idx_dataset("", fashion=True)
+    assert err.value.field == "stream.path" and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="set stream.path"):  # other file sources still need it
+        StreamConfig(source="mnist")
 
 
 def test_truncated_idx(tmp_path):

@@ -37,6 +37,8 @@ def train_encoder(
     import torch
     from torch import nn
 
+    from clflow.models import adam
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     mean, std = X.mean(0), X.std(0) + 1e-6  # fixed input scaling, part of the encoder
@@ -48,7 +50,7 @@ def train_encoder(
         nn.Linear(HIDDEN, dim),
     )  # fmt: skip
     head = nn.Linear(dim, len(classes))
-    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
+    opt = adam([*net.parameters(), *head.parameters()], lr=1e-3)
     for _ in range(epochs):
         if training == "classifier":  # the embedding is the ReLU of the last layer
             order = torch.randperm(len(Xt))

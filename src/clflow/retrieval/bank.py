@@ -22,10 +22,10 @@ except ImportError:  # pragma: no cover - an install without either extra
     ) from None
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
 from clflow.errors import ClflowError
 from clflow.io import atomic_dir
+from clflow.progress import Progress
 
 FORMAT = "clflow-demobank/1"
 CHUNK = 65_536
@@ -148,14 +148,13 @@ class DemoBank:
 
     @staticmethod
     def _add_chunks(index: faiss.Index, X: np.ndarray) -> None:
-        for start in tqdm(
-            range(0, len(X), CHUNK),
-            desc="index",
-            unit="chunk",
-            leave=False,
-            disable=None if len(X) > 4 * CHUNK else True,
-        ):
-            index.add(X[start : start + CHUNK])
+        if len(X) <= 4 * CHUNK:  # small: one call, no progress to watch
+            index.add(X)
+            return
+        with Progress(-(-len(X) // CHUNK), "FAISS index", unit="chunks") as progress:
+            for start in range(0, len(X), CHUNK):
+                index.add(X[start : start + CHUNK])
+                progress.update(1, rows=len(X[start : start + CHUNK]))
 
     def add(
         self,

@@ -5,7 +5,27 @@ from __future__ import annotations
 import numpy as np
 
 from clflow.plugins import ReplayPlugin
-from clflow.retrieval.bank import BankConfig, DemoBank
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_stored(batch: np.ndarray, stored: np.ndarray, n: int) -> np.ndarray:
+    """Positions in `stored` of the `n` samples most similar (cosine) to the batch: each batch
+    row's min(n, len(stored)) nearest stored samples are the candidates, ranked by their best
+    similarity to any batch row. An exact search, as a FAISS Flat inner-product index over unit
+    vectors gives, done with one matrix product: building an index for every batch cost 6x a
+    training step (measured on 784 features, memory 200)."""
+    sims = _unit(batch) @ _unit(stored).T  # (batch, stored)
+    k = min(len(stored), n)
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    hit = np.full(sims.shape, -np.inf, dtype=sims.dtype)
+    np.put_along_axis(hit, top, np.take_along_axis(sims, top, axis=1), axis=1)
+    best = hit.max(axis=0)  # best similarity of each stored sample, where it is a candidate
+    candidates = np.flatnonzero(best > -np.inf)
+    return candidates[np.argsort(-best[candidates], kind="stable")][:n]
 
 
 class RetrievalReplayPlugin(ReplayPlugin):
@@ -34,16 +54,7 @@ class RetrievalReplayPlugin(ReplayPlugin):
         )
         if not len(pool):
             return X, y
-        bank = DemoBank(X.shape[1], BankConfig(index="flat"))
-        bank.add(self.buffer.X[pool], self.buffer.y[pool])
-        scores, ids, _ = bank.search(X, min(len(pool), len(y)))
-        best: dict[int, float] = {}
-        for i, sc in zip(
-            ids.ravel(), scores.ravel()
-        ):  # best similarity of each stored sample to the batch
-            if i >= 0 and sc > best.get(int(i), -np.inf):
-                best[int(i)] = float(sc)
-        chosen = pool[sorted(best, key=best.__getitem__, reverse=True)[: len(y)]]
+        chosen = pool[nearest_stored(X, self.buffer.X[pool], len(y))]
         return np.concatenate([X, self.buffer.X[chosen]]), np.concatenate(
             [y, self.buffer.y[chosen]]
         )

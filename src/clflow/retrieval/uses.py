@@ -11,7 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from clflow.evaluation import RunResult, experience_accuracies, fit_experience, untrained_accuracies
+from clflow.evaluation import (
+    RunResult,
+    fit_experience,
+    label_accuracies,
+    run_stream,
+    untrained_accuracies,
+)
+from clflow.progress import Progress
 from clflow.retrieval.bank import BankConfig, DemoBank
 from clflow.streams import Stream
 
@@ -39,6 +46,34 @@ def build_bank(
     return bank
 
 
+def experience_votes(stream: Stream, k: int, config: BankConfig) -> np.ndarray:
+    """(T, n_test, n_classes): the k-NN vote on every test row over a bank of the raw training
+    rows seen through each experience. Raw features never change, so it is the same for every
+    learner and seed: computed once, the bank grown by appending each experience."""
+    tr, te = stream.train, stream.test
+    bank = DemoBank(tr.X.shape[1], config)
+    votes = []
+    with Progress(stream.n_experiences, "k-NN votes", unit="experiences") as progress:
+        for i in range(stream.n_experiences):
+            rows = tr.experience == i
+            bank.add(tr.X[rows], tr.y[rows], {"experience": tr.experience[rows]})
+            votes.append(knn_vote(bank, te.X, k, len(stream.classes)))
+            progress.update(1, rows=len(te.y))
+    return np.stack(votes)
+
+
+def blend(
+    result: RunResult, votes: np.ndarray, weight: float, stream: Stream
+) -> tuple[RunResult, RunResult]:
+    """(model alone, blended with the k-NN vote) from a run's kept test probabilities."""
+    assert result.proba is not None, "run the stream with keep_proba=True"
+    te, T = stream.test, stream.n_experiences
+    mixed = (1 - weight) * result.proba[1:] + weight * votes
+    R_with = np.array([label_accuracies(m.argmax(1), te, T) for m in mixed])
+    batches = np.empty(0, dtype=np.int64)
+    return RunResult(result.R, result.b, batches), RunResult(R_with, result.b, batches)
+
+
 def augmented_run(
     learner,
     stream: Stream,
@@ -50,36 +85,36 @@ def augmented_run(
     weight: float,
     config: BankConfig,
     embed_with_model: bool,
+    votes: np.ndarray | None = None,
 ) -> tuple[RunResult, RunResult]:
     """Train through the stream; after each experience evaluate the model alone and blended with
-    the k-NN vote over a bank of every training row seen so far. Returns (alone, with retrieval)."""
+    the k-NN vote over a bank of every training row seen so far. Returns (alone, with retrieval).
+
+    On raw features the vote does not depend on the learner: pass `votes` (experience_votes) to
+    share it between runs.
+    """
+    run = dict(batch_size=batch_size, epochs=epochs, seed=seed)
+    if not embed_with_model:
+        result = run_stream(learner, stream, keep_proba=True, **run)
+        if votes is None:
+            votes = experience_votes(stream, k, config)
+        return blend(result, votes, weight, stream)
     T, n_classes = stream.n_experiences, len(stream.classes)
     b = untrained_accuracies(learner, stream)
     R_alone, R_with = np.zeros((T, T)), np.zeros((T, T))
     tr, te = stream.train, stream.test
-    bank = DemoBank(tr.X.shape[1], config)
     for i in range(T):
         rows = tr.experience == i
-        fit_experience(
-            learner,
-            tr.X[rows],
-            tr.y[rows],
-            batch_size=batch_size,
-            epochs=epochs,
-            seed=seed,
-            experience=i,
-        )
-        if embed_with_model:  # the features drift as the model learns: re-embed every stored row
-            embed: Embed = learner.features
-            seen = tr.experience <= i
-            bank = build_bank(tr.X[seen], tr.y[seen], embed, config)
-        else:  # raw features never change: the new experience is appended, no rebuild
-            embed = lambda X: X  # noqa: E731
-            bank.add(tr.X[rows], tr.y[rows], {"experience": tr.experience[rows]})
+        fit_experience(learner, tr.X[rows], tr.y[rows], experience=i, **run)
+        # the features drift as the model learns: re-embed every stored row
+        seen = tr.experience <= i
+        bank = build_bank(tr.X[seen], tr.y[seen], learner.features, config)
         proba = learner.predict_proba(te.X)
-        blended = (1 - weight) * proba + weight * knn_vote(bank, embed(te.X), k, n_classes)
-        R_alone[i] = experience_accuracies(lambda X: proba.argmax(1), te, T)
-        R_with[i] = experience_accuracies(lambda X: blended.argmax(1), te, T)
+        blended = (1 - weight) * proba + weight * knn_vote(
+            bank, learner.features(te.X), k, n_classes
+        )
+        R_alone[i] = label_accuracies(proba.argmax(1), te, T)
+        R_with[i] = label_accuracies(blended.argmax(1), te, T)
     batches = np.empty(0, dtype=np.int64)
     return RunResult(R_alone, b, batches), RunResult(R_with, b, batches)
 

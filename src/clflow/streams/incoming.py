@@ -32,6 +32,7 @@ import polars as pl
 
 from clflow.errors import StreamError
 from clflow.io import write_json, write_parquet
+from clflow.progress import Progress
 from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.schema import (
     Split,
@@ -278,40 +279,45 @@ def intake(
     index = len(accepted_files(experiences))
     max_abs = float(np.abs(stream.train.X).max()) if len(stream.train) else None
     now = time.time()
-    for path in sorted(incoming.glob("*.parquet")):
-        try:
-            state, why = _entry_state(path, now, settle)
-            if state == "waiting":
-                waiting.append(path.name)
+    files = sorted(incoming.glob("*.parquet"))
+    with Progress(len(files), "intake", unit="files", summary=bool(files)) as progress:
+        for path in files:
+            try:
+                state, why = _entry_state(path, now, settle)
+                if state == "waiting":
+                    waiting.append(path.name)
+                    progress.update(1)
+                    continue
+                if state == "refused":
+                    raise StreamError(why, file=path)
+                digest = file_digest(path)
+                if digest in seen:
+                    raise StreamError("the same file was already accepted", file=path)
+                exp = read_experience(
+                    path,
+                    stream.n_features,
+                    len(stream.classes),
+                    test_size=test_size,
+                    seed=seed,
+                    n_tasks=n_task_ids(stream),
+                    max_abs=max_abs,
+                )
+                # judge the stream this file would produce, as prepare will
+                candidate = _with(stream, exp)
+                apply_policy(candidate, duplicates, f"{path} appended to the stream")
+            except (StreamError, OSError) as err:
+                reason = err.line() if isinstance(err, StreamError) else f"{path}: {err.strerror}"
+                rejected[path.name] = reason
+                _reject(path, rejected_dir, reason)
+                progress.update(1)
                 continue
-            if state == "refused":
-                raise StreamError(why, file=path)
-            digest = file_digest(path)
-            if digest in seen:
-                raise StreamError("the same file was already accepted", file=path)
-            exp = read_experience(
-                path,
-                stream.n_features,
-                len(stream.classes),
-                test_size=test_size,
-                seed=seed,
-                n_tasks=n_task_ids(stream),
-                max_abs=max_abs,
-            )
-            # judge the stream this file would produce, as prepare will
-            candidate = _with(stream, exp)
-            apply_policy(candidate, duplicates, f"{path} appended to the stream")
-        except (StreamError, OSError) as err:
-            reason = err.line() if isinstance(err, StreamError) else f"{path}: {err.strerror}"
-            rejected[path.name] = reason
-            _reject(path, rejected_dir, reason)
-            continue
-        out = write_experience(exp, experiences, index, path.stem)
-        _record_source(experiences, out.name, path.name, digest)
-        path.unlink()
-        seen.add(digest)
-        accepted.append(str(out))
-        stream, index = candidate, index + 1
+            out = write_experience(exp, experiences, index, path.stem)
+            _record_source(experiences, out.name, path.name, digest)
+            path.unlink()
+            seen.add(digest)
+            accepted.append(str(out))
+            stream, index = candidate, index + 1
+            progress.update(1, rows=len(exp.train_y) + len(exp.test_y))
     return Intake(accepted, rejected, waiting)
 
 

@@ -119,8 +119,25 @@ def _find(root: Path, names: list[str], stem: str) -> Path:
     )
 
 
+# where Debian's `dataset-fashion-mnist` package puts the four gzipped idx files
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_INSTALL = "apt-get install dataset-fashion-mnist"
+
+
 def load_idx_dataset(root: str | Path, fashion: bool) -> RawData:
-    """MNIST or Fashion-MNIST from a torchvision-format directory (or the raw files themselves)."""
+    """MNIST or Fashion-MNIST from a torchvision-format directory (or the raw files themselves).
+
+    Fashion-MNIST with `root` "" is read where Debian's `dataset-fashion-mnist` installs it.
+    """
+    if fashion and not str(root):
+        root = FASHION_MNIST_DEBIAN
+        if not (root / "train-images-idx3-ubyte.gz").exists():
+            raise StreamError(
+                f"Fashion-MNIST is not installed: run `{FASHION_MNIST_INSTALL}` "
+                "or set stream.path to a directory holding its idx files",
+                file=root,
+                field="stream.path",
+            )
     root = Path(root)
     if not root.is_dir():
         raise StreamError(

@@ -6,7 +6,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import Standardize, make_backbone, resolve_device, scaled_input, seeded
+from clflow.models import (
+    Standardize,
+    adam,
+    make_backbone,
+    resolve_device,
+    scaled_input,
+    seeded,
+)
+from clflow.progress import Progress
 from clflow.tame.pruning import count_parameters
 
 
@@ -120,18 +128,21 @@ class Selector:
         counts[counts == 0] = float("inf")  # outputs without rows get no weight
         weight = (len(yt) / (int((counts < float("inf")).sum()) * counts)).to(self.device_)
         params = [*([] if head_only else self.body_.parameters()), *self.head_.parameters()]
-        opt = torch.optim.Adam(params, lr=self.lr)
+        opt = adam(params, lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.epochs):
-            perm = torch.randperm(len(yt), generator=gen).to(self.device_)
-            for start in range(0, len(yt), self.batch_size):
-                idx = perm[start : start + self.batch_size]
-                loss = nn.functional.cross_entropy(
-                    self.head_(self.body_(Xt[idx])), yt[idx], weight=weight
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        # refitted at every new expert: a line only when a fit takes long (no summary line)
+        with Progress(self.epochs, "selector", unit="epochs", summary=False) as progress:
+            for _ in range(self.epochs):
+                perm = torch.randperm(len(yt), generator=gen).to(self.device_)
+                for start in range(0, len(yt), self.batch_size):
+                    idx = perm[start : start + self.batch_size]
+                    loss = nn.functional.cross_entropy(
+                        self.head_(self.body_(Xt[idx])), yt[idx], weight=weight
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                progress.update(1, rows=len(yt))
         return self
 
     @torch.no_grad()
@@ -149,7 +160,7 @@ class Selector:
         """The continual-training optimiser (fresh after a resize: the parameters changed)."""
         if self.opt_ is None:
             params = [*self.body_.parameters(), *self.head_.parameters()]
-            self.opt_ = torch.optim.Adam(params, lr=self.lr)
+            self.opt_ = adam(params, lr=self.lr)
         return self.opt_
 
     def get_state(self) -> dict:
