@@ -24,7 +24,7 @@ from clflow.plots import accuracy_heatmap, loss_with_boundaries
 from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tame import TameLearner, evaluate
-from clflow.tame.training import train_and_score
+from clflow.tame.training import scored, train_seed
 from clflow.tracking import log_curves, stage_run
 
 log = logging.getLogger("clflow.tame")
@@ -81,14 +81,18 @@ def main(argv: list[str] | None = None) -> None:
         with stage_run("tame", sections, params.tracking.experiment):
             t0 = time.monotonic()
             jobs = [
-                lambda seed=seed: train_and_score(
+                lambda seed=seed: scored(
+                    train_seed(
+                        stream,
+                        params.train,
+                        params.tame,
+                        seed,
+                        Path(args.models) / f"seed_{seed}.pt",
+                        outs[args.models] / f"seed_{seed}.pt",
+                        targets,
+                    ),
                     stream,
-                    params.train,
                     params.tame,
-                    seed,
-                    Path(args.models) / f"seed_{seed}.pt",
-                    outs[args.models] / f"seed_{seed}.pt",
-                    targets,
                 )
                 for seed in params.train.seeds
             ]

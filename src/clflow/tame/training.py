@@ -74,16 +74,10 @@ def train_seed(
     return learner, result, start
 
 
-def train_and_score(
-    stream: Stream,
-    train: TrainConfig,
-    cfg: TameConfig,
-    seed: int,
-    ckpt_path: Path,
-    save_to: Path,
-    targets: np.ndarray | None = None,
+def scored(
+    trained: tuple[TameLearner, RunResult, int], stream: Stream, cfg: TameConfig
 ) -> tuple[TameLearner, RunResult, int, dict[str, float]]:
-    """`train_seed` and the seed's scores (metrics, detection, routing): one independent job."""
-    learner, result, start = train_seed(stream, train, cfg, seed, ckpt_path, save_to, targets)
+    """A `train_seed` outcome with the seed's scores (metrics, detection, routing) added."""
+    learner, result, start = trained
     scores = evaluate.tame_scores(learner, stream, result.batch_experience, cfg.match_tolerance)
     return learner, result, start, {**result.metrics(), **scores}
