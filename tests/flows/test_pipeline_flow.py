@@ -4,6 +4,7 @@ project lock."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -22,6 +23,21 @@ def read_artifacts(key: str):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
             sort=ArtifactSort.CREATED_DESC,
         )
+
+
+def task_log_messages(task_name: str) -> list[str]:
+    """Every log message of the newest task run of the task `task_name` (the Prefect API's)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=50)
+        newest = next(r for r in runs if r.name.startswith(task_name))
+        logs = client.read_logs(
+            log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[newest.id]))
+        )
+    return [log.message for log in logs]
 
 
 def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
@@ -43,6 +59,11 @@ def test_overrides_run_as_a_tracked_dvc_experiment(tmp_path, prefect_api):
     # a markdown summary with the MLflow link and the (TAME) accuracy-matrix table
     md = read_artifacts("clflow-pipeline")
     assert md and "dvc exp run mem50" in md[0].data and "MLflow run:" in md[0].data
+    # the experiment's stages stream their lines into the dvc-exp-run task's log as they run
+    assert any(
+        re.fullmatch(r"clflow\.progress: replay seed 0: [\d,]+ batches in \d+ s, [\d,]+ rows/s", m)
+        for m in task_log_messages("dvc-exp-run")
+    )
     # a second experiment; `dvc metrics diff` compares the two
     pipeline(
         project=str(project),
