@@ -150,35 +150,6 @@ def run_stream(
     return RunResult(R, b, np.asarray(batch_experience, dtype=np.int64), proba)
 
 
-def seed_jobs(
-    make: Callable[[int], object],
-    stream: Stream,
-    train,
-    *,
-    cumulative: bool = False,
-    desc: str = "train",
-    keep_proba: bool = False,
-) -> list[Callable[[], tuple[object, RunResult]]]:
-    """One job per seed in `train.seeds`: build the learner with `make(seed)`, run the stream,
-    return (learner, result). Jobs are independent: `clflow.parallel.run_parallel` runs them."""
-
-    def job(seed: int) -> tuple[object, RunResult]:
-        learner = make(seed)
-        result = run_stream(
-            learner,
-            stream,
-            batch_size=train.batch_size,
-            epochs=train.epochs,
-            seed=seed,
-            cumulative=cumulative,
-            desc=f"{desc} seed {seed}",
-            keep_proba=keep_proba,
-        )
-        return learner, result
-
-    return [lambda seed=seed: job(seed) for seed in train.seeds]
-
-
 def run_methods(
     makers: Mapping[str, Callable[[int], object]],
     stream: Stream,
@@ -195,22 +166,26 @@ def run_methods(
     """
     from clflow.parallel import run_parallel
 
-    names = sorted(makers, key=lambda name: name not in cumulative)
-    keys, jobs = [], []
-    for name in names:
-        for job in seed_jobs(
-            makers[name],
+    def job(name: str, seed: int) -> tuple[object, RunResult]:
+        learner = makers[name](seed)
+        result = run_stream(
+            learner,
             stream,
-            train,
+            batch_size=train.batch_size,
+            epochs=train.epochs,
+            seed=seed,
             cumulative=name in cumulative,
-            desc=name,
+            desc=f"{name} seed {seed}",
             keep_proba=keep_proba,
-        ):
-            keys.append(name)
-            jobs.append(job)
+        )
+        return learner, result
+
+    names = sorted(makers, key=lambda name: name not in cumulative)
+    keys = [(name, seed) for name in names for seed in train.seeds]
+    done = run_parallel([lambda key=key: job(*key) for key in keys], desc, unit="runs")
     out: dict[str, list[tuple[object, RunResult]]] = {name: [] for name in makers}
-    for name, done in zip(keys, run_parallel(jobs, desc, unit="runs")):
-        out[name].append(done)
+    for (name, _), run in zip(keys, done):
+        out[name].append(run)
     return out
 
 

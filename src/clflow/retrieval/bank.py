@@ -153,8 +153,9 @@ class DemoBank:
             return
         with Progress(-(-len(X) // CHUNK), "FAISS index", unit="chunks") as progress:
             for start in range(0, len(X), CHUNK):
-                index.add(X[start : start + CHUNK])
-                progress.update(1, rows=len(X[start : start + CHUNK]))
+                chunk = X[start : start + CHUNK]
+                index.add(chunk)
+                progress.update(1, rows=len(chunk))
 
     def add(
         self,
