@@ -1,13 +1,15 @@
-"""Baselines on published benchmarks: finetune, experience replay, online replay and joint.
+"""Baselines on published benchmarks: finetune, the memory-bounded peers, and joint.
 
     python bench/baselines.py [--seeds 0 1 2] [--epochs 5] [--memory 200 500] [--streams NAME ...]
-                              [--methods finetune replay replay_online joint]
+                              [--methods finetune replay replay_online er_ace der derpp gdumb joint]
 
-Each method in its standard form (Avalanche 0.6.0's Naive, Replay with its
-experience-balanced storage policy, and Cumulative), plus the boundary-free
-reservoir `replay_online` (TAME's fair peer). MLP 256-256, Adam 1e-3, batch 32,
-default `stream.normalize` (standard, fitted on the first experience). Prints a
-markdown table of avg accuracy and forgetting (mean ± std over seeds).
+Each method in its standard form: Avalanche 0.6.0's Naive, Replay (experience-balanced
+storage), GDumb and Cumulative (joint); the boundary-free reservoir `replay_online`; ER-ACE,
+DER and DER++ as their papers and Mammoth run them (a reservoir updated every batch), at
+`params.yaml`'s weights. MLP 256-256, Adam 1e-3, batch 32, default `stream.normalize`
+(standard, fitted on the first experience). Split-Fashion-MNIST needs Debian's
+dataset-fashion-mnist (`make bench-data`). Prints a markdown table of avg accuracy and
+forgetting (mean ± std over seeds).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import numpy as np
 
 from clflow.config import StreamConfig, TrainConfig
-from clflow.evaluation import run_seeds
+from clflow.evaluation import run_methods
 from clflow.learners import learner_for_method
 from clflow.streams import build_stream
 
@@ -26,9 +28,10 @@ STREAMS = {
     "Split-Digits": StreamConfig(source="digits", experiences=5),
     "Split-MNIST-1D": StreamConfig(source="mnist1d", experiences=5),
     "Permuted-MNIST-1D": StreamConfig(source="permuted_mnist1d", experiences=5),
+    "Split-Fashion-MNIST": StreamConfig(source="fashion_mnist", experiences=5),
 }
-REPLAYS = ("replay", "replay_online")
-METHODS = ("finetune", *REPLAYS, "joint")
+BOUNDED = ("replay", "replay_online", "er_ace", "der", "derpp", "gdumb")  # at each memory
+METHODS = ("finetune", *BOUNDED, "joint")
 
 
 def fmt(vals: list[float]) -> str:
@@ -38,21 +41,21 @@ def fmt(vals: list[float]) -> str:
 def measure(
     name: str, train: TrainConfig, memories: list[int], methods: list[str]
 ) -> dict[str, dict[str, list[float]]]:
-    """{column: {metric: per-seed values}} for one stream."""
+    """{column: {metric: per-seed values}} for one stream; every run in parallel when CPUs are
+    free."""
     stream = build_stream(STREAMS[name])
-    columns = [("finetune", 0)] + [(m, mem) for mem in memories for m in REPLAYS] + [("joint", 0)]
+    columns = [("finetune", 0)] + [(m, mem) for mem in memories for m in BOUNDED] + [("joint", 0)]
     columns = [(m, mem) for m, mem in columns if m in methods]
-    out = {}
-    for method, memory in columns:
-        runs = run_seeds(
-            lambda seed: learner_for_method(method, stream, train, seed, memory),
-            stream,
-            train,
-            cumulative=method == "joint",
-            desc=f"{name} {method}",
+    makers = {
+        f"{m} ({mem})" if mem else m: lambda seed, m=m, mem=mem: learner_for_method(
+            m, stream, train, seed, mem
         )
-        label = f"{method} ({memory})" if memory else method
-        out[label] = {k: [r.metrics()[k] for _, r in runs] for k in ("avg_accuracy", "forgetting")}
+        for m, mem in columns
+    }
+    runs = run_methods(makers, stream, train, cumulative=["joint"], desc=name)
+    out = {}
+    for label, seeds in runs.items():
+        out[label] = {k: [r.metrics()[k] for _, r in seeds] for k in ("avg_accuracy", "forgetting")}
         print(f"  {name} {label}: {fmt(out[label]['avg_accuracy'])}", file=sys.stderr)
     return out
 
@@ -64,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument(
-        "--memory", type=int, nargs="+", default=[200, 500], help="replay buffer sizes"
+        "--memory",
+        type=int,
+        nargs="+",
+        default=[200, 500],
+        help="stored rows (each bounded method)",
     )
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)

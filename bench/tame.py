@@ -1,6 +1,12 @@
-"""Benchmark TAME against its targets (issues 3 and 13); prints markdown tables.
+"""Benchmark TAME against its targets (issues 3, 13 and 28); prints markdown tables.
 
     python bench/tame.py [--seeds 0 1 2] [--epochs 5] [--streams NAME ...]
+    python bench/tame.py --peers-only [--peer-streams NAME ...]
+
+The peers table (first): TAME with every default against finetune, experience and online
+replay, ER-ACE, DER, DER++, GDumb and joint, each memory-bounded peer storing as many rows as
+TAME's buffers hold, on five streams (PEER_STREAMS; Split-Fashion-MNIST needs `make
+bench-data`), with TAME's routing accuracy and its accuracy under oracle routing beside it.
 
 Everything is measured in this run: TAME on eight streams (Split-MNIST-1D three times: with
 the default MLP; with MLP experts and a Conv1d selector; with a Conv1d backbone and the
@@ -23,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from clflow.config import StreamConfig, TameConfig, TrainConfig
-from clflow.evaluation import run_stream
+from clflow.evaluation import run_methods, run_stream
 from clflow.learners import learner_for_method
+from clflow.parallel import run_parallel
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame.evaluate import tame_scores
 from clflow.tame.training import make_tame, train_seed
@@ -59,6 +66,17 @@ SETTINGS = {
     ),
 }
 REPLAYS = ("replay", "replay_online")
+PEER_STREAMS = {
+    "Split-Digits": StreamConfig(source="digits", experiences=5),
+    "Split-MNIST-1D": StreamConfig(source="mnist1d", experiences=5),
+    "Permuted-MNIST-1D": StreamConfig(source="permuted_mnist1d", experiences=5),
+    "Split-Fashion-MNIST": StreamConfig(source="fashion_mnist", experiences=5),
+    "Recurring A B A C B (permuted digits)": StreamConfig(
+        source="permuted_digits", experiences=3, tasks=[0, 1, 0, 2, 1]
+    ),
+}
+PEERS = ("finetune", "replay", "replay_online", "er_ace", "der", "derpp", "gdumb", "joint")
+BOUNDED = ("replay", "replay_online", "er_ace", "der", "derpp", "gdumb")
 KEYS = [
     "avg_accuracy",
     "forgetting",
@@ -166,6 +184,60 @@ def quality(
     return table
 
 
+def peers(
+    train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]
+) -> dict[str, dict[str, list[float]]]:
+    """{stream: {column: per-seed values}}: TAME (defaults) and every peer, the bounded ones at
+    the rows TAME's buffers hold in the same seed. All runs in parallel when CPUs are free."""
+    table = {}
+    train = train.model_copy(update={"seeds": seeds})
+    for name in names:
+        stream = build_stream(PEER_STREAMS[name])
+        jobs = [lambda seed=seed: tame_run(stream, train, tame, seed) for seed in seeds]
+        tamed = run_parallel(jobs, f"{name} TAME", unit="seeds")
+        memory = {
+            s: sum(len(e.buffer) for e in t.experts_.values()) for s, (t, _) in zip(seeds, tamed)
+        }
+        makers = {
+            m: lambda seed, m=m: learner_for_method(m, stream, train, seed, memory[seed])
+            for m in PEERS
+        }
+        runs = run_methods(makers, stream, train, cumulative=["joint"], desc=name)
+        row = {m: [r.metrics()["avg_accuracy"] for _, r in runs[m]] for m in PEERS}
+        for k in ("avg_accuracy", "selector_accuracy", "oracle_avg_accuracy"):
+            row[f"tame {k}"] = [scores[k] for _, scores in tamed]
+        row["memory"] = list(memory.values())
+        row["cnn selector"] = [float(t.selector_.backbone == "cnn") for t, _ in tamed]
+        table[name] = row
+        print(f"  {name}: done", file=sys.stderr)
+    return table
+
+
+def peers_table(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]) -> None:
+    """The headline table: TAME with its defaults against every peer at equal memory."""
+    table = peers(train, tame, seeds, names)
+    print(f"\n### TAME against its peers, all defaults ({len(seeds)} seeds, mean ± std)\n")
+    print(
+        "Memory-bounded peers store as many rows as TAME's buffers (column *memory*); "
+        "**bold**: the best memory-bounded method.\n"
+    )
+    print(
+        "| stream | memory | TAME | " + " | ".join(PEERS) + " | TAME routing | TAME, oracle "
+        "routing | CNN selector chosen |"
+    )
+    print("|---|---|---|" + "---|" * len(PEERS) + "---|---|---|")
+    for name, r in table.items():
+        bounded = ["tame avg_accuracy", *BOUNDED]
+        best = max(bounded, key=lambda k: np.mean(r[k]))
+        cell = lambda k: f"**{fmt(r[k])}**" if k == best else fmt(r[k])  # noqa: E731
+        print(
+            f"| {name} | {np.mean(r['memory']):.0f} | {cell('tame avg_accuracy')} | "
+            + " | ".join(cell(m) for m in PEERS)
+            + f" | {fmt(r['tame selector_accuracy'])} | {fmt(r['tame oracle_avg_accuracy'])} "
+            f"| {np.mean(r['cnn selector']):.0%} of seeds |"
+        )
+
+
 def train_time(learner, stream: Stream, train: TrainConfig, seed: int) -> tuple[float, int]:
     """Seconds spent in partial_fit over the whole stream (evaluation excluded)."""
     learner.initialize(stream.n_features)
@@ -253,10 +325,18 @@ def main() -> None:
     parser.add_argument(
         "--ceiling-only", action="store_true", help="only the routing-ceiling table"
     )
+    parser.add_argument("--peers-only", action="store_true", help="only the peers table")
+    parser.add_argument(
+        "--peer-streams", nargs="+", default=list(PEER_STREAMS), choices=list(PEER_STREAMS)
+    )
     args = parser.parse_args()
     train, tame = TrainConfig(epochs=args.epochs, seeds=args.seeds), TameConfig()
     if args.ceiling_only:
         return ceiling_table(train, tame, args)
+    if not args.timing_only:
+        peers_table(train, tame, args.seeds, args.peer_streams)
+    if args.peers_only:
+        return None
     if not args.timing_only:
         tables(train, tame, args)
         ceiling_table(train, tame, args)

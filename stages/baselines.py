@@ -1,4 +1,5 @@
-"""DVC stage `baselines`: finetune, replay and joint on the same stream and seeds.
+"""DVC stage `baselines`: finetune, replays (ER, ER-ACE, DER++), GDumb and joint on the same
+stream and seeds, each memory-bounded method at `baselines.memory` rows (reported in the metrics).
 
 Also writes every run's test probabilities (models/baselines/predictions.npz), which the
 `retrieval` stage blends with its k-NN vote instead of training the same learners again.
@@ -16,7 +17,7 @@ from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_methods
 from clflow.io import StagedOuts, atomic_path, write_json
-from clflow.learners import ContinualLearner, learner_for_method
+from clflow.learners import ContinualLearner, learner_for_method, memory_report
 from clflow.metrics import mean_std
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
 from clflow.predictions import save_predictions
@@ -29,11 +30,11 @@ log = logging.getLogger("clflow.baselines")
 
 def run_methods_all_seeds(
     stream: Stream, train: TrainConfig, cfg: BaselinesConfig
-) -> tuple[dict[str, list[RunResult]], dict[str, ContinualLearner]]:
-    """Every method and seed; returns the results per method and each first seed's learner."""
+) -> tuple[dict[str, list[RunResult]], dict[str, list[ContinualLearner]]]:
+    """Every method and seed; returns the results and the trained learners per method."""
     makers = {
         method: lambda seed, method=method: learner_for_method(
-            method, stream, train, seed, cfg.memory
+            method, stream, train, seed, cfg.memory, cfg
         )
         for method in cfg.methods
     }
@@ -41,7 +42,13 @@ def run_methods_all_seeds(
         makers, stream, train, cumulative=["joint"], desc="baselines", keep_proba=True
     )
     results = {m: [r for _, r in runs[m]] for m in cfg.methods}
-    return results, {m: runs[m][0][0] for m in cfg.methods}  # type: ignore[misc]
+    return results, {m: [learner for learner, _ in runs[m]] for m in cfg.methods}  # type: ignore[misc]
+
+
+def stored(learners: list[ContinualLearner]) -> dict[str, int]:
+    """The most rows and bytes any seed's learner holds from the stream (its memory)."""
+    reports = [memory_report(learner) for learner in learners]
+    return {k: max(r[k] for r in reports) for k in reports[0]}
 
 
 def write_plots(results: dict[str, list[RunResult]], plots: Path) -> None:
@@ -85,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         # the MLflow run is live while the learners train: it shows their `progress`
         with stage_run("baselines", sections, params.tracking.experiment):
             results, learners = run_methods_all_seeds(stream, params.train, params.baselines)
-            metrics = {m: mean_std([r.metrics() for r in runs]) for m, runs in results.items()}
+            metrics = {
+                m: {**mean_std([r.metrics() for r in runs]), **stored(learners[m])}
+                for m, runs in results.items()
+            }
             write_plots(results, Path(outs[args.plots]))
             write_json(outs[args.metrics], metrics)
             predictions = {
@@ -95,13 +105,16 @@ def main(argv: list[str] | None = None) -> None:
             save_predictions(outs[args.predictions], predictions, stream)  # for `retrieval`
             for m, v in metrics.items():
                 log.info(
-                    "%-9s avg_accuracy %.3f ± %.3f  forgetting %.3f",
+                    "%-13s avg_accuracy %.3f ± %.3f  forgetting %.3f  memory %d rows, %d bytes",
                     m,
                     v["avg_accuracy"],
                     v["avg_accuracy_std"],
                     v["forgetting"],
+                    v["memory_rows"],
+                    v["memory_bytes"],
                 )
-            log_results(results, metrics, learners, Path(outs[args.plots]), stream)
+            first = {m: seeds[0] for m, seeds in learners.items()}
+            log_results(results, metrics, first, Path(outs[args.plots]), stream)
 
 
 def log_results(

@@ -1,6 +1,6 @@
 import pytest
 
-from clflow.config import load_params
+from clflow.config import BaselinesConfig, TameConfig, load_params
 from clflow.errors import ConfigError
 
 
@@ -15,7 +15,8 @@ def test_shipped_params_are_valid():
 
     params = load_params(ROOT / "params.yaml")
     assert params.stream.source == "digits"
-    assert params.baselines.methods == ["finetune", "replay", "replay_online", "joint"]
+    assert params.baselines == BaselinesConfig()  # params.yaml shows the defaults
+    assert params.tame == TameConfig() and params.tame.selector_backbone == "auto"
     assert params.stream.normalize == "standard" and params.stream.duplicates == "keep"
 
 
@@ -110,3 +111,15 @@ def test_bad_yaml_in_an_override_names_the_key(tmp_path):
     for value in ("[unclosed", "!!python/object/apply:os.system ['true']"):
         with pytest.raises(ConfigError, match=r"field 'train.seeds': not valid YAML"):
             check_overrides(p, {"train.seeds": value})
+
+
+def test_stream_shape_is_for_parquet_streams(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("stream:\n  source: parquet\n  path: s\n  shape: [1, 40]\n")
+    assert load_params(p).stream.shape == [1, 40]
+    p.write_text("stream:\n  shape: [1, 64]\n")
+    with pytest.raises(ConfigError, match="stream.shape is for parquet"):
+        load_params(p)
+    p.write_text("stream:\n  source: parquet\n  path: s\n  shape: [40]\n")
+    with pytest.raises(ConfigError, match="stream.shape"):
+        load_params(p)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from clflow.plugins import ReplayPlugin, ReservoirBuffer
 
@@ -91,7 +92,11 @@ def test_experience_balanced_buffer_splits_memory_evenly():
     kept0 = set(buf.X[:, 0].tolist())
     buf.add_experience(X0 + 1000, np.ones(100, int))
     buf.add_experience(X0 + 2000, np.full(100, 2))
-    assert [len(g[1]) for g in buf.groups] == [4, 3, 3]  # 10 // 3, the remainder to the first group
+    assert [len(g[1]) for g in buf.groups.values()] == [
+        4,
+        3,
+        3,
+    ]  # 10 // 3, the remainder to the first group
     assert set(buf.groups[0][0][:, 0].tolist()) <= kept0  # shrinking keeps a subset of what it held
     assert buf.group_sizes(4) == [3, 3, 2, 2]
 
@@ -123,3 +128,94 @@ def test_standard_replay_beats_online_replay_on_split_digits():
             "avg_accuracy"
         ]
     assert acc["replay"] >= 0.8 and acc["replay"] > acc["replay_online"] + 0.03 > acc["finetune"]
+
+
+def test_class_balanced_buffer_shares_memory_among_classes():
+    from clflow.plugins import ClassBalancedBuffer
+
+    buf = ClassBalancedBuffer(9, seed=0)
+    X = np.arange(300, dtype=np.float32)[:, None]
+    buf.add_classes(X[:200], np.repeat([0, 1], 100))
+    assert np.bincount(buf.y).tolist() == [5, 4]
+    buf.add_classes(X[200:], np.full(100, 2))  # a third class: every class keeps 3
+    assert np.bincount(buf.y).tolist() == [3, 3, 3] and len(buf) == 9
+    assert set(buf.X[buf.y == 2, 0]) <= set(range(200, 300))  # rows stay with their class
+
+
+def test_class_balanced_buffer_is_uniform_over_a_class_seen_twice():
+    from clflow.plugins import ClassBalancedBuffer
+
+    counts = np.zeros(100)
+    for seed in range(300):
+        buf = ClassBalancedBuffer(10, seed=seed)
+        X = np.arange(100, dtype=np.float32)[:, None]
+        buf.add_classes(X[:30], np.zeros(30, int))  # one class, in two experiences
+        buf.add_classes(X[30:], np.zeros(70, int))
+        counts[buf.X[:, 0].astype(int)] += 1
+    assert counts[:30].sum() == pytest.approx(900, rel=0.15)  # 30 % of the 3000 kept
+
+
+def _learner(plugin, n_classes=3):
+    from clflow.learners import ContinualLearner
+
+    return ContinualLearner(n_classes, hidden=8, plugins=[plugin]).initialize(2)
+
+
+def test_dark_replay_stores_each_rows_latest_logits():
+    from clflow.plugins import DarkReplayPlugin
+
+    plug = DarkReplayPlugin(memory=4, alpha=0.3, seed=0)
+    learner = _learner(plug)
+    X, y = np.eye(2, dtype=np.float32), np.array([0, 1])
+    learner.partial_fit(X, y)
+    before = learner.logits(X).detach().numpy()
+    learner.partial_fit(X, y)  # the same rows again: their payload is the newer logits
+    assert len(plug.buffer) == 2 and plug.buffer.extra.shape == (2, 3)
+    order = np.argsort(plug.buffer.X[:, 0])[::-1]  # row [1, 0] first
+    assert np.allclose(plug.buffer.extra[order], before, atol=1e-6)
+
+
+def test_dark_replay_adds_the_logit_and_label_terms():
+    from torch import nn
+
+    from clflow.plugins import DarkReplayPlugin
+
+    X, y = np.eye(2, dtype=np.float32), np.array([0, 1])
+    for beta in (0.0, 0.5):
+        plug = DarkReplayPlugin(memory=2, alpha=0.3, beta=beta, seed=0)
+        learner = _learner(plug)
+        learner.partial_fit(X, y)
+        logits = learner.logits(X)
+        plain = nn.functional.cross_entropy(logits, learner.labels(y))
+        state = plug.buffer.rng.bit_generator.state
+        got = plug.loss(learner, X, y, logits, plain)
+        plug.buffer.rng.bit_generator.state = state  # the same replay draws, by hand
+        idx = plug.buffer.sample_index(2)
+        stored = plug.buffer.extra[idx]
+        want = plain + 0.3 * nn.functional.mse_loss(
+            learner.logits(plug.buffer.X[idx]), torch.as_tensor(stored)
+        )
+        if beta:
+            Xr, yr = plug.buffer.sample(2)
+            want = want + beta * nn.functional.cross_entropy(learner.logits(Xr), learner.labels(yr))
+        assert got.item() == pytest.approx(want.item(), rel=1e-6)
+        assert got.item() > plain.item()  # the stored logits are not the current ones
+
+
+def test_er_ace_does_not_push_absent_classes_down():
+    from clflow.plugins import AsymmetricReplayPlugin
+
+    plug = AsymmetricReplayPlugin(memory=10, seed=0)
+    learner = _learner(plug)
+    old = np.array([[1, 0]], np.float32)
+    learner.partial_fit(old, np.array([0]))  # class 0 is now in the buffer
+    X, y = np.array([[0, 1], [0.5, 1]], np.float32), np.array([1, 2])
+    logits = learner.logits(X)
+    plug.buffer.sample = lambda n: (old, np.array([0]))  # replay of a class-0 row only
+    loss = plug.loss(learner, X, y, logits, None)
+    (grad,) = torch.autograd.grad(loss, logits)
+    # the incoming batch (classes 1, 2) leaves class 0's logits alone; plain CE would lower them
+    assert torch.all(grad[:, 0] == 0) and torch.all(grad[:, 1:].abs().sum(1) > 0)
+    plain = torch.nn.functional.cross_entropy(logits, learner.labels(y))
+    (plain_grad,) = torch.autograd.grad(plain, logits)
+    assert torch.all(plain_grad[:, 0] > 0)

@@ -77,3 +77,22 @@ def test_prepare_rejects_impossible_split(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: params.yaml: field 'stream': 11 experiences need")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_cnn_without_a_stream_shape_is_one_line_naming_it(tmp_path):
+    from dataclasses import replace
+
+    from clflow.config import StreamConfig
+    from clflow.streams import build_stream, write_stream
+
+    digits = build_stream(StreamConfig(source="digits", experiences=2, limit=200))
+    write_stream(replace(digits, shape=None), tmp_path / "s")  # a user's parquet stream
+    (tmp_path / "params.yaml").write_text(
+        "train:\n  epochs: 1\n  seeds: [0]\ntame:\n  selector_backbone: cnn\n"
+    )
+    tame = [sys.executable, str(ROOT / "stages" / "tame.py"), "--stream", "s"]
+    proc = run(tame, tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: field 'stream.shape': a cnn network needs the stream's"), line
+    assert "Traceback" not in proc.stderr and not (tmp_path / "metrics" / "tame.json").exists()

@@ -12,7 +12,12 @@ beside clflow's CPU torch). Run it from a venv of its own:
 Same settings as clflow's `baselines` stage: the stream's normalizer applied to the
 features (clflow applies it inside the model), MLP 256-256, Adam 1e-3, batch 32 (+32
 from memory), 5 epochs per experience; `Naive`, `Naive` + `ReplayPlugin(mem_size)`
-(experience-balanced storage) and `Cumulative`. Prints avg accuracy, mean ± std.
+(experience-balanced storage), `ER_ACE`, `DER` (beta 0: DER; alpha 0.3 as clflow's
+`baselines.der_alpha`), `DER` (DER++: alpha 0.1, beta 0.5), `GDumb` and `Cumulative`.
+Prints avg accuracy, mean ± std.
+
+    .venv-avalanche/bin/python bench/peers/avalanche_baselines.py STREAM_DIR \
+        --methods er_ace der derpp gdumb --memory 200
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+BOUNDED = ("replay", "er_ace", "der", "derpp", "gdumb")
+METHODS = ("finetune", *BOUNDED, "joint")
 
 
 def read_split(path: Path, norm: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,7 +48,7 @@ def run(stream: Path, method: str, memory: int, seed: int, epochs: int) -> float
     from avalanche.benchmarks.utils.classification_dataset import (
         _make_taskaware_tensor_classification_dataset,
     )
-    from avalanche.training import Cumulative, Naive
+    from avalanche.training import DER, ER_ACE, Cumulative, GDumb, Naive
     from avalanche.training.plugins import ReplayPlugin
 
     norm = json.loads((stream / "meta.json").read_text()).get("normalize", {})
@@ -76,6 +84,13 @@ def run(stream: Path, method: str, memory: int, seed: int, epochs: int) -> float
     )
     if method == "joint":
         strategy = Cumulative(model=model, **kw)
+    elif method == "er_ace":
+        strategy = ER_ACE(model=model, mem_size=memory, batch_size_mem=32, **kw)
+    elif method in ("der", "derpp"):
+        weights = dict(alpha=0.3, beta=0.0) if method == "der" else dict(alpha=0.1, beta=0.5)
+        strategy = DER(model=model, mem_size=memory, batch_size_mem=32, **weights, **kw)
+    elif method == "gdumb":
+        strategy = GDumb(model=model, mem_size=memory, **kw)
     else:
         plugins = [ReplayPlugin(mem_size=memory)] if method == "replay" else []
         strategy = Naive(model=model, plugins=plugins, **kw)
@@ -83,7 +98,8 @@ def run(stream: Path, method: str, memory: int, seed: int, epochs: int) -> float
         strategy.train(exp)
     model.eval()
     with torch.no_grad():
-        pred = model(torch.tensor(Xte)).argmax(1).numpy()
+        # GDumb trains a fresh copy of the model at each experience: evaluate the strategy's
+        pred = strategy.model.eval()(torch.tensor(Xte)).argmax(1).numpy()
     return float(np.mean([(pred[ete == e] == yte[ete == e]).mean() for e in range(T)]))
 
 
@@ -95,8 +111,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--memory", type=int, nargs="+", default=[200, 500])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
-    columns = [("finetune", 0)] + [("replay", m) for m in args.memory] + [("joint", 0)]
+    columns = [("finetune", 0)] + [(b, m) for m in args.memory for b in BOUNDED] + [("joint", 0)]
+    columns = [(method, memory) for method, memory in columns if method in args.methods]
     cells = []
     for method, memory in columns:
         accs = [run(args.stream, method, memory, seed, args.epochs) for seed in args.seeds]

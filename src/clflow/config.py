@@ -76,6 +76,13 @@ class StreamConfig(Section):
         "keep",
         description="identical rows: keep (counted in meta.json), drop later repeats, or stop",
     )
+    shape: list[Annotated[int, Field(ge=1, le=1_000_000)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=3,
+        description="a parquet stream's row shape, (C, L) for signals or (C, H, W) for images, "
+        "e.g. [1, 40]; stored in meta.json, needed by cnn networks",
+    )
     normalize: Literal["none", "standard"] = Field(
         "standard",
         description="per-feature scaling fitted on the first experience's training rows, applied "
@@ -90,6 +97,8 @@ class StreamConfig(Section):
             bad = [t for t in self.tasks if not 0 <= t < self.experiences]
             if bad:
                 raise ValueError(f"task ids {bad} outside 0..{self.experiences - 1}")
+        if self.shape is not None and self.source != "parquet":
+            raise ValueError(f"source '{self.source}' knows its shape: stream.shape is for parquet")
         if self.source in FILE_SOURCES and self.source not in PACKAGED_SOURCES and not self.path:
             raise ValueError(f"source '{self.source}' reads a local directory: set stream.path")
         return self
@@ -116,15 +125,36 @@ class TrainConfig(Section):
         return self
 
 
+BaselineMethod = Literal[
+    "finetune", "replay", "replay_online", "er_ace", "der", "derpp", "gdumb", "joint"
+]
+
+
 class BaselinesConfig(Section):
-    methods: list[Literal["finetune", "replay", "replay_online", "joint"]] = [
+    """The methods TAME is compared with (src/clflow/learners.py, plugins.py)."""
+
+    methods: list[BaselineMethod] = [
         "finetune",
         "replay",
         "replay_online",
+        "er_ace",
+        "derpp",
+        "gdumb",
         "joint",
     ]
     memory: int = Field(
-        200, ge=1, le=10_000_000, description="replay buffer size in samples (both replay methods)"
+        200,
+        ge=1,
+        le=10_000_000,
+        description="rows every memory-bounded method stores (replays, ER-ACE, DER, GDumb)",
+    )
+    # DER and DER++ at the weights Mammoth runs on Seq-CIFAR-10 (buffer 500), which are
+    # Avalanche 0.6.0's DER defaults: not tuned on clflow's streams
+    der_alpha: float = Field(0.3, ge=0, le=100, description="DER: weight of the stored logits")
+    derpp_alpha: float = Field(0.1, ge=0, le=100, description="DER++: weight of the stored logits")
+    derpp_beta: float = Field(0.5, ge=0, le=100, description="DER++: weight of replayed labels")
+    gdumb_epochs: int = Field(
+        0, ge=0, le=10_000, description="GDumb: passes over its memory (0 = train.epochs)"
     )
 
 
@@ -183,10 +213,11 @@ class TameConfig(Section):
     selector_targets: Literal["expert", "class"] = Field(
         "expert", description="selector learns experts, or (expert, class) pairs"
     )
-    selector_backbone: Literal["expert", "mlp", "cnn"] = Field(
-        "expert",
-        description="selector network: the experts' backbone, or mlp / cnn whatever theirs "
-        "(cnn routes 1-D signals such as MNIST-1D far better, see README)",
+    selector_backbone: Literal["auto", "expert", "mlp", "cnn"] = Field(
+        "auto",
+        description="selector network: auto (mlp or, when the stream has a shape, cnn: the one "
+        "that routes held-out buffer rows best, chosen again as experts are added), the "
+        "experts' backbone, or mlp / cnn",
     )
     selector_hidden: int = Field(512, ge=1, le=65_536)
     selector_epochs: int = Field(100, ge=1, le=100_000)

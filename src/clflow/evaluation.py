@@ -188,17 +188,3 @@ def run_methods(
         out[name].append(run)
     return out
 
-
-def run_seeds(
-    make: Callable[[int], object],
-    stream: Stream,
-    train,
-    *,
-    cumulative: bool = False,
-    desc: str = "train",
-) -> list[tuple[object, RunResult]]:
-    """(learner, result) for every seed in `train.seeds` (in parallel when CPUs are free);
-    `make(seed)` builds each learner."""
-    return run_methods(
-        {desc: make}, stream, train, cumulative=[desc] if cumulative else (), desc=desc
-    )[desc]

@@ -10,8 +10,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from clflow.config import BaselinesConfig
 from clflow.models import adam, make_backbone, make_head, resolve_device, scaled_input, seeded
-from clflow.plugins import Plugin
+from clflow.plugins import (
+    AsymmetricReplayPlugin,
+    ClassBalancedBuffer,
+    DarkReplayPlugin,
+    ExperienceReplayPlugin,
+    Plugin,
+    ReplayPlugin,
+)
+from clflow.streams.batches import iter_batches
 from clflow.streams.normalize import Normalizer
 from clflow.streams.schema import Stream
 
@@ -24,11 +33,17 @@ class ParamsMixin:
     """scikit-learn's get_params: the constructor arguments, enough to rebuild an unfitted copy."""
 
     def get_params(self) -> dict:
-        names = [
-            n
-            for n in inspect.signature(type(self).__init__).parameters
-            if n not in ("self", "args", "kwargs")
-        ]
+        names: list[str] = []
+        for cls in type(self).__mro__:  # a subclass's own arguments, then its parents'
+            if "__init__" in vars(cls) and cls is not object:
+                params = inspect.signature(vars(cls)["__init__"]).parameters.values()
+                names += [
+                    p.name
+                    for p in params
+                    if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                    and p.name != "self"
+                    and p.name not in names
+                ]
         return {n: getattr(self, n) for n in names}
 
 
@@ -95,10 +110,12 @@ class ContinualLearner(ParamsMixin):
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device_)
 
-    def _labels(self, y: np.ndarray) -> torch.Tensor:
+    def labels(self, y: np.ndarray) -> torch.Tensor:
+        """Class labels as a tensor on the model's device."""
         return torch.as_tensor(y, dtype=torch.long, device=self.device_)
 
-    def _logits(self, X: np.ndarray) -> torch.Tensor:
+    def logits(self, X: np.ndarray) -> torch.Tensor:
+        """The model's output for raw rows X (with gradients; unseen classes masked if asked)."""
         logits = self.model_(self._tensor(X))
         if self.mask_unseen and self.seen_.any():
             logits = logits.masked_fill(~self.seen_, float("-inf"))
@@ -121,8 +138,11 @@ class ContinualLearner(ParamsMixin):
         for p in self.plugins:
             Xs, ys = p.before_step(Xs, ys)
         self._mode(training=True)
-        self.seen_[self._labels(ys)] = True
-        loss = nn.functional.cross_entropy(self._logits(Xs), self._labels(ys))
+        self.seen_[self.labels(ys)] = True
+        logits = self.logits(Xs)
+        loss = nn.functional.cross_entropy(logits, self.labels(ys))
+        for p in self.plugins:  # DER's logit matching, ER-ACE's asymmetric loss
+            loss = p.loss(self, Xs, ys, logits, loss)
         self.last_loss_ = float(loss.detach())
         if accept is not None and not accept(self.last_loss_):
             return self
@@ -155,7 +175,7 @@ class ContinualLearner(ParamsMixin):
         self._check()
         self._mode(training=False)
         out = [
-            torch.softmax(self._logits(X[i : i + batch_size]), 1).cpu().numpy()
+            torch.softmax(self.logits(X[i : i + batch_size]), 1).cpu().numpy()
             for i in range(0, len(X), batch_size)
         ]
         return np.concatenate(out) if out else np.empty((0, self.n_classes), np.float32)
@@ -180,7 +200,7 @@ class ContinualLearner(ParamsMixin):
         """Mean cross-entropy on (X, y), without training."""
         self._check()
         self._mode(training=False)
-        return float(nn.functional.cross_entropy(self._logits(X), self._labels(y)))
+        return float(nn.functional.cross_entropy(self.logits(X), self.labels(y)))
 
     def get_state(self) -> dict:
         """Weights and optimiser state (tensors), for a checkpoint writer outside the learner."""
@@ -225,23 +245,96 @@ def learner_from_config(
     )
 
 
-def replay_plugin(method: str, memory: int, seed: int) -> list[Plugin]:
-    """The plugins of a baseline method: `replay` is experience replay as Avalanche has it (a buffer
-    of past experiences, balanced over them, updated at each boundary); `replay_online` a reservoir
-    updated after every batch, which needs no boundary (the fair peer of TAME)."""
-    from clflow.plugins import ExperienceReplayPlugin, ReplayPlugin
+class GDumbLearner(ContinualLearner):
+    """GDumb (Prabhu et al., ECCV 2020) as Avalanche's GDumbPlugin runs it: a class-balanced
+    memory of `memory` rows, updated with each experience's rows when it ends, and a model
+    trained from its initial weights (and a fresh optimiser) on that memory alone, `epochs`
+    passes of `batch_size`. The stream's batches themselves train nothing.
+    """
 
+    def __init__(
+        self, n_classes: int, *, memory: int = 200, epochs: int = 5, batch_size: int = 32, **params
+    ):
+        super().__init__(n_classes, **params)
+        self.memory = memory
+        self.epochs = epochs
+        self.batch_size = batch_size
+
+    def initialize(self, n_features: int) -> GDumbLearner:
+        super().initialize(n_features)
+        self.memory_ = ClassBalancedBuffer(self.memory, seed=self.seed)
+        self.n_experiences_ = 0
+        return self
+
+    def partial_fit(self, X, y, accept=None) -> GDumbLearner:
+        """Nothing to learn from a batch: the memory is filled when the experience ends."""
+        if not hasattr(self, "model_"):
+            self.initialize(X.shape[1])
+        return self
+
+    def end_experience(self, X: np.ndarray, y: np.ndarray) -> GDumbLearner:
+        memory, n_experiences = self.memory_, self.n_experiences_ + 1
+        memory.add_classes(X, y)
+        self.initialize(self.n_features_in_)  # seeded: the same initial weights every time
+        self.memory_, self.n_experiences_ = memory, n_experiences
+        for epoch in range(self.epochs):
+            seed = (self.seed * 1009 + n_experiences) * 1009 + epoch
+            for xb, yb in iter_batches(memory.X, memory.y, self.batch_size, seed=seed):
+                super().partial_fit(xb, yb)
+        return self
+
+
+def memory_report(learner: ContinualLearner) -> dict[str, int]:
+    """Rows a learner holds from the stream and the bytes they take (features, labels, sampling
+    priorities and stored logits)."""
+    buffers = [p.buffer for p in learner.plugins if hasattr(p, "buffer")]
+    if isinstance(learner, GDumbLearner):
+        buffers.append(learner.memory_)
+    return {
+        "memory_rows": sum(len(b) for b in buffers),
+        "memory_bytes": sum(b.nbytes for b in buffers),
+    }
+
+
+def method_plugins(method: str, memory: int, seed: int, options: BaselinesConfig) -> list[Plugin]:
+    """The plugins of a baseline method. `replay` is experience replay as Avalanche has it (a
+    buffer of past experiences, balanced over them, updated at each boundary); `replay_online`,
+    `er_ace`, `der` and `derpp` keep a reservoir updated after every batch, which needs no
+    boundary (TAME's fair peers)."""
     if method == "replay":
         return [ExperienceReplayPlugin(memory, seed=seed)]
     if method == "replay_online":
         return [ReplayPlugin(memory, seed=seed)]
+    if method == "er_ace":
+        return [AsymmetricReplayPlugin(memory, seed=seed)]
+    if method == "der":
+        return [DarkReplayPlugin(memory, options.der_alpha, 0.0, seed=seed)]
+    if method == "derpp":
+        return [DarkReplayPlugin(memory, options.derpp_alpha, options.derpp_beta, seed=seed)]
     return []
 
 
 def learner_for_method(
-    method: str, stream: Stream, train, seed: int, memory: int, **head
+    method: str,
+    stream: Stream,
+    train,
+    seed: int,
+    memory: int,
+    options: BaselinesConfig | None = None,
+    **head,
 ) -> ContinualLearner:
-    """finetune (no plugin), replay or replay_online (`memory` samples); `joint` trains like
-    finetune
+    """The learner of a `baselines.methods` entry at `memory` stored rows: finetune (no plugin),
+    a replay (replay, replay_online, er_ace, der, derpp) or gdumb; `options` (a BaselinesConfig,
+    default its defaults) holds DER's weights and GDumb's passes. `joint` trains like finetune
     (the harness feeds it every experience seen so far)."""
-    return learner_from_config(stream, train, seed, replay_plugin(method, memory, seed), **head)
+    options = options or BaselinesConfig()
+    if method == "gdumb":
+        learner = learner_from_config(stream, train, seed, **head)
+        return GDumbLearner(
+            **learner.get_params(),
+            memory=memory,
+            epochs=options.gdumb_epochs or train.epochs,
+            batch_size=train.batch_size,
+        )
+    plugins = method_plugins(method, memory, seed, options)
+    return learner_from_config(stream, train, seed, plugins, **head)

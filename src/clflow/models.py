@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from clflow.errors import ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when a GPU is present, else CPU."""
@@ -110,9 +112,11 @@ def make_backbone(
         return MLP(n_features, hidden)
     if kind == "cnn":
         if not shape or len(shape) not in (2, 3) or math.prod(shape) != n_features:
-            raise ValueError(
-                f"cnn backbone needs a signal shape (C, L) or an image shape (C, H, W) matching "
-                f"{n_features} features, got {shape}"
+            # the stream's shape is what is missing: name the parameter that gives one
+            raise ConfigError(
+                f"a cnn network needs the stream's signal shape (C, L) or image shape (C, H, W) "
+                f"of its {n_features} features, got {shape}: set it, e.g. [1, {n_features}]",
+                field="stream.shape",
             )
         if len(shape) == 2:
             return SmallCNN1d(shape, hidden)  # type: ignore[arg-type]

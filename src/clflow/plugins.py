@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from clflow.learners import ContinualLearner
 
 
 class ReservoirBuffer:
@@ -28,9 +34,16 @@ class ReservoirBuffer:
         self.X: np.ndarray | None = None
         self.y = np.empty(0, dtype=np.int64)
         self.priority = np.empty(0, dtype=np.uint64)
+        self.extra: np.ndarray | None = None  # a payload per row (DER's logits), kept with it
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: rows, labels, priorities and any payload."""
+        arrays = (self.X, self.y, self.priority, self.extra)
+        return sum(a.nbytes for a in arrays if a is not None)
 
     def priorities(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Each row's priority: blake2b of its bytes and label, keyed by the seed."""
@@ -51,7 +64,8 @@ class ReservoirBuffer:
             dtype=np.uint64,
         )
 
-    def add(self, X: np.ndarray, y: np.ndarray) -> None:
+    def add(self, X: np.ndarray, y: np.ndarray, extra: np.ndarray | None = None) -> None:
+        """Offer rows (with a payload row each when the buffer keeps one)."""
         if not len(y):
             return
         y = np.asarray(y, dtype=np.int64)
@@ -59,10 +73,15 @@ class ReservoirBuffer:
         if self.X is not None:
             X, y = np.concatenate([self.X, X]), np.concatenate([self.y, y])
             prio = np.concatenate([self.priority, prio])
-        # one row per priority (a repeat of a held or a new example), lowest first
-        prio, first = np.unique(prio, return_index=True)
-        keep = first[: self.capacity]
+            if extra is not None:
+                extra = np.concatenate([self.extra, extra])
+        # one row per priority (a repeat of a held or a new example), lowest first; of repeats
+        # the newest, so a payload is the latest one (DER's logits from the last epoch over a
+        # row, not from before the model had learned its class)
+        prio, last = np.unique(prio[::-1], return_index=True)
+        keep = (len(y) - 1 - last)[: self.capacity]
         self.X, self.y, self.priority = X[keep].copy(), y[keep], prio[: self.capacity]
+        self.extra = None if extra is None else extra[keep].copy()
 
     def get_state(self) -> dict:
         return {
@@ -84,34 +103,42 @@ class ReservoirBuffer:
         if other.X is not None:
             self.add(other.X, other.y)
 
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to n stored examples, drawn without replacement."""
+    def sample_index(self, n: int) -> np.ndarray:
+        """Positions of up to n stored examples, drawn without replacement."""
         if not len(self.y):
             raise ValueError("empty buffer")
-        idx = self.rng.choice(len(self.y), size=min(n, len(self.y)), replace=False)
+        return self.rng.choice(len(self.y), size=min(n, len(self.y)), replace=False)
+
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to n stored examples, drawn without replacement."""
+        idx = self.sample_index(n)
         return self.X[idx], self.y[idx]  # type: ignore[index]
 
 
-class ExperienceBalancedBuffer:
-    """A buffer of past experiences split evenly among them (Avalanche's ExperienceBalancedBuffer,
-    adaptive size).
+class BalancedBuffer:
+    """Groups of rows sharing the capacity evenly (Avalanche's BalancedExemplarsBuffer, adaptive
+    size): with k groups each holds capacity // k rows (the first capacity % k one more).
 
-    Each experience keeps a uniform random subset of its rows. When experience k
-    arrives every group shrinks to capacity // k rows (the first capacity % k groups
-    keep one more), each keeping a subset of what it held, as Avalanche's
-    weight-ordered reservoir groups do.
+    Every row gets a random priority when it is added and a group keeps its rows of lowest
+    priority, so a group is a uniform random subset of all the rows ever added to it, and
+    shrinking keeps a subset of what it held (Avalanche's weight-ordered reservoir groups).
     """
 
     def __init__(self, capacity: int, seed: int = 0):
         self.capacity = capacity
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.groups: list[tuple[np.ndarray, np.ndarray]] = []
-        self.X: np.ndarray | None = None  # the groups joined; rebuilt when an experience arrives
+        self.groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.X: np.ndarray | None = None  # the groups joined; rebuilt when rows arrive
         self.y = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: rows, labels and priorities of every group."""
+        return sum(a.nbytes for group in self.groups.values() for a in group)
 
     def group_sizes(self, n_groups: int) -> list[int]:
         sizes = [self.capacity // n_groups] * n_groups
@@ -119,13 +146,20 @@ class ExperienceBalancedBuffer:
             sizes[i] += 1
         return sizes
 
-    def add_experience(self, X: np.ndarray, y: np.ndarray) -> None:
-        order = self.rng.permutation(len(y))  # a uniform random order; a prefix is a uniform subset
-        self.groups.append((X[order], y[order]))
+    def add_groups(self, parts: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Add rows to groups (new or existing), then resize every group once."""
+        for key, (X, y) in parts.items():
+            prio = self.rng.random(len(y))
+            if key in self.groups:
+                old = self.groups[key]
+                X, y, prio = (np.concatenate([a, b]) for a, b in zip(old, (X, y, prio)))
+            self.groups[key] = (X, np.asarray(y, dtype=np.int64), prio)
         sizes = self.group_sizes(len(self.groups))
-        self.groups = [(gx[:n].copy(), gy[:n].copy()) for (gx, gy), n in zip(self.groups, sizes)]
-        self.X = np.concatenate([g[0] for g in self.groups])
-        self.y = np.concatenate([g[1] for g in self.groups])
+        for (key, (X, y, prio)), n in zip(list(self.groups.items()), sizes):
+            keep = np.sort(np.argsort(prio, kind="stable")[:n])
+            self.groups[key] = (X[keep].copy(), y[keep], prio[keep])
+        self.X = np.concatenate([g[0] for g in self.groups.values()])
+        self.y = np.concatenate([g[1] for g in self.groups.values()])
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to n stored examples, drawn without replacement."""
@@ -135,11 +169,39 @@ class ExperienceBalancedBuffer:
         return self.X[idx], self.y[idx]  # type: ignore[index]
 
 
+class ExperienceBalancedBuffer(BalancedBuffer):
+    """A buffer of past experiences split evenly among them (Avalanche's
+    ExperienceBalancedBuffer, adaptive size)."""
+
+    def add_experience(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.add_groups({len(self.groups): (X, y)})
+
+
+class ClassBalancedBuffer(BalancedBuffer):
+    """A buffer split evenly among the classes seen (Avalanche's ClassBalancedBuffer, adaptive
+    size; GDumb's balanced memory)."""
+
+    def add_classes(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.add_groups({int(c): (X[y == c], y[y == c]) for c in np.unique(y)})
+
+
 class Plugin:
     """Base plugin: override the hooks you need."""
 
     def before_step(self, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return X, y
+
+    def loss(
+        self,
+        learner: ContinualLearner,
+        X: np.ndarray,
+        y: np.ndarray,
+        logits: torch.Tensor,
+        loss: torch.Tensor,
+    ) -> torch.Tensor:
+        """The batch's training loss, given the one so far (cross-entropy on `logits`, the
+        model's output for X, the batch after `before_step`)."""
+        return loss
 
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
         return None
@@ -189,3 +251,68 @@ class ReplayPlugin(_Rehearsal):
 
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
         self.buffer.add(X, y)
+
+
+class AsymmetricReplayPlugin(Plugin):
+    """ER-ACE (Caccia et al., ICLR 2022) in its online, boundary-free form (as Mammoth runs it):
+    a reservoir of every row seen, updated after each step.
+
+    The incoming batch's cross-entropy counts only the classes present in it, so new classes do
+    not push the logits of old ones down; a replay batch of the same size trains over all
+    classes. The loss is their mean (Avalanche's ACECriterion).
+    """
+
+    def __init__(self, memory: int, seed: int = 0):
+        self.buffer = ReservoirBuffer(memory, seed)
+
+    def loss(self, learner, X, y, logits, loss):
+        if not len(self.buffer):
+            return loss
+        labels = learner.labels(y)
+        present = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+        present[labels] = True
+        current = nn.functional.cross_entropy(logits.masked_fill(~present, float("-inf")), labels)
+        Xr, yr = self.buffer.sample(len(y))
+        replay = nn.functional.cross_entropy(learner.logits(Xr), learner.labels(yr))
+        return (current + replay) / 2
+
+    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.buffer.add(X, y)
+
+
+class DarkReplayPlugin(Plugin):
+    """DER and DER++ (Buzzega et al., NeurIPS 2020) as the paper and Mammoth run them: a
+    reservoir of every row seen (boundary-free) holding, with each row, the logits the model gave
+    it when it was stored.
+
+    Each step adds `alpha` x the mean squared error between the model's logits on a replay
+    batch and their stored logits (DER), and with `beta` > 0, `beta` x the cross-entropy on a
+    second replay batch's labels (DER++). The logits count in the buffer's `nbytes`.
+    """
+
+    def __init__(self, memory: int, alpha: float = 0.1, beta: float = 0.0, seed: int = 0):
+        self.alpha = alpha
+        self.beta = beta
+        self.buffer = ReservoirBuffer(memory, seed)
+        self._batch_logits: np.ndarray | None = None
+
+    def loss(self, learner, X, y, logits, loss):
+        self._batch_logits = logits.detach().cpu().numpy()  # stored in after_step
+        if not len(self.buffer):
+            return loss
+        idx = self.buffer.sample_index(len(y))
+        stored = torch.as_tensor(self.buffer.extra[idx], device=logits.device)  # type: ignore[index]
+        loss = loss + self.alpha * nn.functional.mse_loss(
+            learner.logits(self.buffer.X[idx]),
+            stored,  # type: ignore[index]
+        )
+        if self.beta > 0:
+            Xr, yr = self.buffer.sample(len(y))
+            loss = loss + self.beta * nn.functional.cross_entropy(
+                learner.logits(Xr), learner.labels(yr)
+            )
+        return loss
+
+    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        # the step's batch comes first in what the model saw (other plugins append to it)
+        self.buffer.add(X, y, extra=self._batch_logits[: len(y)])  # type: ignore[index]

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,25 @@ def test_too_small_a_limit_is_named_instead_of_an_empty_experience():
     with pytest.raises(EmptyExperience, match="stream.limit 5 is too small") as err:
         build_stream(StreamConfig(limit=5))
     assert err.value.field == "stream.limit"
+
+
+def test_stream_shape_gives_a_parquet_stream_its_shape(tmp_path):
+    from dataclasses import replace
+
+    from clflow.errors import ConfigError, StreamError
+    from clflow.streams import load_stream, write_stream
+
+    digits = build_stream(StreamConfig(source="digits", experiences=2, limit=200))
+    write_stream(replace(digits, shape=None), tmp_path / "s")  # a user's stream: no shape
+    parquet = dict(source="parquet", path=str(tmp_path / "s"))
+    assert build_stream(StreamConfig(**parquet)).shape is None
+    assert build_stream(StreamConfig(**parquet, shape=[1, 64])).shape == (1, 64)
+    with pytest.raises(ConfigError, match="field 'stream.shape': \\(1, 40\\) holds 40 values"):
+        build_stream(StreamConfig(**parquet, shape=[1, 40]))
+    write_stream(digits, tmp_path / "s")  # meta.json says [1, 8, 8]
+    with pytest.raises(ConfigError, match="differs from \\[1, 8, 8\\]"):
+        build_stream(StreamConfig(**parquet, shape=[1, 64]))
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    (tmp_path / "s" / "meta.json").write_text(json.dumps({**meta, "shape": [1, 8, 9]}))
+    with pytest.raises(StreamError, match="meta.json: field 'shape'"):
+        load_stream(tmp_path / "s")

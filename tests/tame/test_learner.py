@@ -247,3 +247,55 @@ def test_two_class_unscaled_tabular_stream_gets_its_shifts_and_no_false_alarm():
         true = shift_points(batch_tasks(stream, result.batch_experience))
         scores = detection_scores(true, learner.detections_, 5)
         assert scores["detection_f1"] == 1.0 and scores["false_alarms"] == 0
+
+
+def buffered_tame(source: str, experiences: int):
+    """TAME over a 5-experience stream with one expert per experience whose buffer holds that
+    experience's rows (as after a run with perfect detection): what the selector learns from."""
+    from clflow.config import TameConfig, TrainConfig
+    from clflow.tame.training import make_tame
+
+    stream = build_stream(StreamConfig(source=source, experiences=5))
+    learner = make_tame(stream, TrainConfig(), TameConfig(), seed=0).initialize(stream.n_features)
+    for e in range(experiences):
+        add_expert(learner, stream, e)
+    return stream, learner
+
+
+def add_expert(learner, stream, experience):
+    expert = learner.experts_[learner.active_] if experience == 0 else learner._new_expert()
+    rows = stream.train.experience == experience
+    expert.buffer.add(stream.train.X[rows], stream.train.y[rows])
+
+
+def test_auto_selector_is_a_cnn_where_it_routes_signals_better(tmp_path):
+    from clflow.tame.persist import load_tame, save_tame
+
+    stream, learner = buffered_tame("mnist1d", 4)
+    learner.route(stream.test.X[:5])  # refits the selector: chooses its network
+    add_expert(learner, stream, 4)  # an expert is added: chosen again
+    routed = learner.route(stream.test.X)
+    assert [c["experts"] for c in learner.selector_choices_] == [4, 5]
+    choice = learner.selector_choices_[-1]
+    assert choice["chosen"] == "cnn" == learner.selector_.backbone
+    assert choice["scores"]["cnn"] > choice["scores"]["mlp"] + 0.2  # measured 0.76 vs 0.38
+    assert np.mean(routed == stream.test.experience) > 0.7
+    save_tame(tmp_path / "c.pt", learner)  # the chosen network comes back from a checkpoint
+    again, _ = load_tame(tmp_path / "c.pt")
+    assert (
+        again.selector_.backbone == "cnn" and again.selector_choices_ == learner.selector_choices_
+    )
+    assert np.array_equal(again.route(stream.test.X), routed)
+
+
+def test_auto_selector_stays_an_mlp_where_locality_is_gone():
+    stream, learner = buffered_tame("permuted_mnist1d", 5)  # a permutation per experience
+    learner.route(stream.test.X[:5])
+    [choice] = learner.selector_choices_
+    assert choice["chosen"] == "mlp" == learner.selector_.backbone
+    assert choice["scores"]["mlp"] > choice["scores"]["cnn"] + 0.1  # measured 0.89 vs 0.66
+
+
+def test_auto_selector_without_a_shape_is_an_mlp(split_digits):
+    learner = TameLearner(ContinualLearner(10), seed=0).initialize(64)  # no shape given
+    assert learner.selector_candidates() == ["mlp"] and learner.selector_.backbone == "mlp"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from clflow.config import DOMAIN_SOURCES, StreamConfig
+from clflow.errors import ConfigError
 from clflow.streams.loaders import (
     RawData,
     load_cifar10,
@@ -164,7 +167,7 @@ def build_stream(cfg: StreamConfig) -> Stream:
     experiences never change: a continual update keeps the same scaling.
     """
     if cfg.source == "parquet":
-        stream = load_stream(cfg.path)
+        stream = with_shape(load_stream(cfg.path), cfg)
     else:
         data = raw_data(cfg)
         stream = (
@@ -173,6 +176,24 @@ def build_stream(cfg: StreamConfig) -> Stream:
             else class_incremental(data, cfg)
         )
     return with_normalizer(stream, cfg.normalize)
+
+
+def with_shape(stream: Stream, cfg: StreamConfig) -> Stream:
+    """A parquet stream with the shape `stream.shape` gives its rows (checked against them)."""
+    if cfg.shape is None:
+        return stream
+    shape = tuple(cfg.shape)
+    if math.prod(shape) != stream.n_features:
+        raise ConfigError(
+            f"{shape} holds {math.prod(shape)} values, the stream's rows {stream.n_features}",
+            field="stream.shape",
+        )
+    if stream.shape and stream.shape != shape:
+        raise ConfigError(
+            f"{shape} differs from {list(stream.shape)} in {Path(cfg.path) / 'meta.json'}",
+            field="stream.shape",
+        )
+    return replace(stream, shape=shape)
 
 
 def with_normalizer(stream: Stream, kind: NormalizeKind) -> Stream:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,12 @@ def load_stream(directory: str | Path) -> Stream:
         classes = default_class_names(int(max(train.y.max(), test.y.max())) + 1)
     meta = read_meta(directory / "meta.json")
     shape = tuple(meta.get("shape") or ())
+    if shape and math.prod(shape) != train.X.shape[1]:
+        raise StreamError(
+            f"{list(shape)} holds {math.prod(shape)} values, the rows {train.X.shape[1]}",
+            file=directory / "meta.json",
+            field="shape",
+        )
     try:
         normalizer = Normalizer.from_dict(meta.get("normalize"))
     except (KeyError, TypeError, ValueError):

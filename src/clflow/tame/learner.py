@@ -19,6 +19,7 @@ best; `max_experts` caps experts.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -32,10 +33,14 @@ from clflow.tame.selector import Selector
 
 Router = Literal["continual", "buffer"]  # selector trained on every batch, or on buffers only
 SelectorTargets = Literal["class", "expert"]  # selector learns (expert, class) pairs or experts
-SelectorBackbone = Literal["expert", "mlp", "cnn"]  # the selector's network ("expert": the same)
+# the selector's network: "expert" the experts' own, "auto" the one that routes the buffers best
+SelectorBackbone = Literal["auto", "expert", "mlp", "cnn"]
+HELD_OUT = 0.25  # share of each expert's buffer that scores the selector networks (auto)
 # spawn | switch | reuse (at max_experts) | return (to the parent, in warm-up) | remove (spurious)
 EventKind = Literal["spawn", "switch", "reuse", "return", "remove"]
 PRUNE_STEP = 0.2  # sparsities tried: prune_sparsity, then this much less each time, down to 0
+
+log = logging.getLogger("clflow.tame")
 
 
 @dataclass
@@ -91,7 +96,7 @@ class TameLearner(ParamsMixin):
         selector_sparsity: float = 0.5,
         router: Router = "buffer",
         selector_targets: SelectorTargets = "expert",
-        selector_backbone: SelectorBackbone = "expert",
+        selector_backbone: SelectorBackbone = "auto",
         detect: bool = True,
     ):
         self.expert = expert
@@ -139,26 +144,35 @@ class TameLearner(ParamsMixin):
         self.experts_: dict[int, Expert] = {}
         self.next_id_ = 0
         self.active_ = self._new_expert().id
-        self.selector_ = Selector(
+        kind = {"expert": self.expert.backbone, "auto": self.selector_candidates()[0]}
+        self.selector_ = self._make_selector(
+            kind.get(self.selector_backbone, self.selector_backbone)
+        )
+        self.selector_ids_: list[int] = []
+        # auto: each choice of the selector's network, with the held-out routing that made it
+        self.selector_choices_: list[dict] = []
+        self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
+        self.log_ = BatchLog()
+        self.events_: list[Event] = []
+        self.selector_stale_ = True
+        return self
+
+    def selector_candidates(self) -> list[str]:
+        """The networks `selector_backbone: auto` chooses from: an MLP, and a CNN when the stream
+        has a shape (a signal or an image)."""
+        return ["mlp", "cnn"] if self.expert.shape else ["mlp"]
+
+    def _make_selector(self, backbone: str) -> Selector:
+        return Selector(
             self.selector_hidden,
             epochs=self.selector_epochs,
             device=self.expert.device,
             seed=self.seed,
             normalizer=self.expert.normalizer,
             classes=self.expert.n_classes if self.selector_targets == "class" else 1,
-            backbone=(
-                self.expert.backbone
-                if self.selector_backbone == "expert"
-                else self.selector_backbone
-            ),
+            backbone=backbone,
             shape=self.expert.shape,
-        ).initialize(n_features)
-        self.selector_ids_: list[int] = []
-        self.pending_: list[tuple[np.ndarray, np.ndarray]] = []
-        self.log_ = BatchLog()
-        self.events_: list[Event] = []
-        self.selector_stale_ = True
-        return self
+        ).initialize(self.n_features_in_)
 
     # -- training -----------------------------------------------------------------------
     def _learn(self, expert: Expert, X: np.ndarray, y: np.ndarray) -> None:
@@ -341,6 +355,44 @@ class TameLearner(ParamsMixin):
                 "TameLearner is not initialised; call partial_fit or initialize first"
             )
 
+    def _choose_selector(self, X: np.ndarray, labels: np.ndarray, y: np.ndarray) -> bool:
+        """`selector_backbone: auto`: train each candidate network on three quarters of every
+        expert's buffer, keep the one that routes the held-out quarter best (balanced over the
+        experts; a tie keeps the simpler MLP). Chosen again whenever experts were added.
+        Returns whether the selector was replaced."""
+        n = len(self.selector_ids_)
+        candidates = self.selector_candidates()
+        chosen_for = self.selector_choices_[-1]["experts"] if self.selector_choices_ else 0
+        if self.selector_backbone != "auto" or len(candidates) < 2 or n <= chosen_for:
+            return False
+        rng = np.random.default_rng(self.seed * 7919 + n)
+        held = np.zeros(len(labels), dtype=bool)
+        for slot in range(n):
+            rows = np.flatnonzero(labels == slot)
+            held[rng.choice(rows, size=max(1, int(len(rows) * HELD_OUT)), replace=False)] = True
+        scores = {}
+        for kind in candidates:
+            trial = self._make_selector(kind)
+            trial.resize([], n)
+            trial.fit(X[~held], labels[~held], y[~held])
+            routed = trial.route(X[held])
+            scores[kind] = float(
+                np.mean([np.mean(routed[labels[held] == s] == s) for s in range(n)])
+            )
+        best = max(candidates, key=lambda kind: scores[kind])  # first (mlp) on a tie
+        self.selector_choices_.append({"experts": n, "scores": scores, "chosen": best})
+        log.info(
+            "selector for %d experts: %s (held-out routing %s)",
+            n,
+            best,
+            ", ".join(f"{k} {v:.3f}" for k, v in scores.items()),
+        )
+        if best == self.selector_.backbone:
+            return False
+        self.selector_ = self._make_selector(best)
+        self.selector_.resize([], n)
+        return True
+
     def _refresh_selector(self) -> None:
         """Align selector outputs with the live experts, then retrain it on their buffers."""
         if not self.selector_stale_:
@@ -354,10 +406,12 @@ class TameLearner(ParamsMixin):
                     for pos, eid in enumerate(self.selector_ids_)
                 ]
             )
-            # continual: the body learned from every batch; refitting only the head on the
-            # balanced buffers removes its bias toward the latest expert
             y = np.concatenate([self.experts_[eid].buffer.y for eid in self.selector_ids_])
-            self.selector_.fit(X, labels, y, head_only=self.router == "continual")
+            replaced = self._choose_selector(X, labels, y)
+            # continual: the body learned from every batch; refitting only the head on the
+            # balanced buffers removes its bias toward the latest expert (a new body learns all)
+            head_only = self.router == "continual" and not replaced
+            self.selector_.fit(X, labels, y, head_only=head_only)
             if self.selector_sparsity > 0:  # prune, then refit with the masks held
                 prune_weights(
                     self.selector_.network(),
@@ -431,6 +485,8 @@ class TameLearner(ParamsMixin):
             "active": self.active_,
             "experts": experts,
             "selector": self.selector_.get_state(),
+            "selector_kind": self.selector_.backbone,
+            "selector_choices": self.selector_choices_,
             "selector_ids": self.selector_ids_,
             "selector_stale": self.selector_stale_,
             "pending": self.pending_,
@@ -452,6 +508,9 @@ class TameLearner(ParamsMixin):
             expert.detector.set_state(es["detector"])
             expert.buffer.set_state(es["buffer"])
         self.next_id_, self.active_ = int(state["next_id"]), int(state["active"])
+        if state.get("selector_kind", self.selector_.backbone) != self.selector_.backbone:
+            self.selector_ = self._make_selector(state["selector_kind"])  # chosen by auto
+        self.selector_choices_ = list(state.get("selector_choices", []))
         self.selector_.set_state(state["selector"])
         self.selector_ids_ = list(state["selector_ids"])
         self.selector_stale_ = bool(state["selector_stale"])
