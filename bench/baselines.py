@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from clflow.config import StreamConfig, TrainConfig
+from clflow.config import BaselinesConfig, StreamConfig, TrainConfig
 from clflow.evaluation import run_methods
 from clflow.learners import learner_for_method
 from clflow.streams import build_stream
@@ -39,7 +39,7 @@ def fmt(vals: list[float]) -> str:
 
 
 def measure(
-    name: str, train: TrainConfig, memories: list[int], methods: list[str]
+    name: str, train: TrainConfig, memories: list[int], methods: list[str], options: BaselinesConfig
 ) -> dict[str, dict[str, list[float]]]:
     """{column: {metric: per-seed values}} for one stream; every run in parallel when CPUs are
     free."""
@@ -48,7 +48,7 @@ def measure(
     columns = [(m, mem) for m, mem in columns if m in methods]
     makers = {
         f"{m} ({mem})" if mem else m: lambda seed, m=m, mem=mem: learner_for_method(
-            m, stream, train, seed, mem
+            m, stream, train, seed, mem, options
         )
         for m, mem in columns
     }
@@ -75,11 +75,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--storage",
+        choices=["reservoir", "experience"],
+        default="reservoir",
+        help="baselines.peer_storage for er_ace, der and derpp (experience: Avalanche's form)",
+    )
     args = parser.parse_args(argv)
     train = TrainConfig(epochs=args.epochs, seeds=args.seeds)
-    results = {name: measure(name, train, args.memory, args.methods) for name in args.streams}
+    options = BaselinesConfig(peer_storage=args.storage)
+    results = {
+        name: measure(name, train, args.memory, args.methods, options) for name in args.streams
+    }
     columns = list(next(iter(results.values())))
-    print(f"\n### Baselines: avg accuracy (forgetting), {len(args.seeds)} seeds, mean ± std\n")
+    print(
+        f"\n### Baselines: avg accuracy (forgetting), {len(args.seeds)} seeds, mean ± std, "
+        f"peer storage {args.storage}\n"
+    )
     print("| stream | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name, res in results.items():

@@ -39,7 +39,7 @@ def test_cnn_on_1d_signals_uses_conv1d():
     learner = ContinualLearner(3, backbone="cnn", shape=(1, 40), hidden=8).partial_fit(X, y)
     assert any(isinstance(m, torch.nn.Conv1d) for m in learner.model_.modules())
     assert learner.predict_proba(X).shape == (8, 3) and learner.features(X).shape == (8, 8)
-    with pytest.raises(ValueError, match="signal shape"):
+    with pytest.raises(ConfigError, match="signal shape"):
         ContinualLearner(3, backbone="cnn", shape=(1, 39)).partial_fit(X, y)
 
 

@@ -219,3 +219,28 @@ def test_er_ace_does_not_push_absent_classes_down():
     plain = torch.nn.functional.cross_entropy(logits, learner.labels(y))
     (plain_grad,) = torch.autograd.grad(plain, logits)
     assert torch.all(plain_grad[:, 0] > 0)
+
+
+def test_experience_storage_keeps_the_trained_models_logits_at_the_boundary():
+    from clflow.plugins import AsymmetricReplayPlugin, DarkReplayPlugin
+
+    X, y = np.eye(2, dtype=np.float32), np.array([0, 1])
+    dark = DarkReplayPlugin(memory=4, alpha=0.3, seed=0, storage="experience")
+    learner = _learner(dark)
+    learner.partial_fit(X, y)
+    assert len(dark.buffer) == 0  # nothing stored while the experience trains
+    learner.end_experience(X, y)
+    order = np.argsort(dark.buffer.y)
+    assert np.allclose(dark.buffer.extra[order], learner.logits(X).detach().numpy(), atol=1e-6)
+    # ER-ACE (Avalanche's ER_ACE): the rows join before the experience trains, and replay
+    # starts with the second experience
+    ace = AsymmetricReplayPlugin(memory=4, seed=0, storage="experience")
+    learner = _learner(ace)
+    learner.begin_experience(X, y)
+    assert sorted(ace.buffer.y.tolist()) == [0, 1]
+    logits = learner.logits(X)
+    assert ace.experiences_ == 0
+    plain = logits.sum()
+    assert ace.loss(learner, X, y, logits, plain) is plain  # no replay in the first experience
+    learner.end_experience(X, y)
+    assert ace.loss(learner, X, y, logits, plain) is not plain

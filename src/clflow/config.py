@@ -153,6 +153,12 @@ class BaselinesConfig(Section):
     der_alpha: float = Field(0.3, ge=0, le=100, description="DER: weight of the stored logits")
     derpp_alpha: float = Field(0.1, ge=0, le=100, description="DER++: weight of the stored logits")
     derpp_beta: float = Field(0.5, ge=0, le=100, description="DER++: weight of replayed labels")
+    peer_storage: Literal["reservoir", "experience"] = Field(
+        "reservoir",
+        description="er_ace / der / derpp memory: reservoir (updated every batch, boundary-free: "
+        "the papers' form) or experience (class-balanced, filled when an experience ends: "
+        "Avalanche 0.6.0's form)",
+    )
     gdumb_epochs: int = Field(
         0, ge=0, le=10_000, description="GDumb: passes over its memory (0 = train.epochs)"
     )

@@ -17,8 +17,10 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @runtime_checkable
 class BoundaryAware(Protocol):
-    """A learner that is told when an experience ends (experience replay needs it; TAME must
-    not)."""
+    """A learner that is told when an experience starts and ends (experience replay needs it;
+    TAME must not)."""
+
+    def begin_experience(self, X: np.ndarray, y: np.ndarray) -> object: ...
 
     def end_experience(self, X: np.ndarray, y: np.ndarray) -> object: ...
 
@@ -68,10 +70,13 @@ def fit_experience(
 ) -> int:
     """`epochs` shuffled passes over one experience's rows; returns the number of batches.
 
-    A learner that takes boundaries (ContinualLearner.end_experience) is told the
-    experience ended; a task-agnostic one (TAME) only ever sees the batches.
+    A learner that takes boundaries (ContinualLearner.begin_experience / end_experience) is told
+    the experience starts and ends; a task-agnostic one (TAME) only ever sees the batches.
     """
     n = 0
+    told = isinstance(learner, BoundaryAware)
+    if told:
+        learner.begin_experience(X, y)
     for epoch in range(epochs):
         for xb, yb in iter_batches(
             X, y, batch_size, seed=seed * 100_003 + experience * 101 + epoch
@@ -80,7 +85,7 @@ def fit_experience(
             n += 1
             if progress is not None:
                 progress.update(1, rows=len(yb))
-    if isinstance(learner, BoundaryAware):
+    if told:
         learner.end_experience(X, y)
     return n
 
@@ -187,4 +192,3 @@ def run_methods(
     for (name, _), run in zip(keys, done):
         out[name].append(run)
     return out
-

@@ -154,6 +154,15 @@ class ContinualLearner(ParamsMixin):
             p.after_step(X, y)
         return self
 
+    def begin_experience(self, X: np.ndarray, y: np.ndarray) -> ContinualLearner:
+        """The harness's signal that an experience starts, with its rows (Avalanche's
+        before_training_exp). Only learners that are told boundaries get it."""
+        if not hasattr(self, "model_"):
+            self.initialize(X.shape[1])
+        for p in self.plugins:
+            p.before_experience(X, y, self)
+        return self
+
     def end_experience(self, X: np.ndarray, y: np.ndarray) -> ContinualLearner:
         """The harness's boundary signal with the experience's rows (Avalanche's
         after_training_exp).
@@ -161,7 +170,7 @@ class ContinualLearner(ParamsMixin):
         Only learners that are told boundaries get it: TAME never is.
         """
         for p in self.plugins:
-            p.after_experience(X, y)
+            p.after_experience(X, y, self)
         return self
 
     def _check(self) -> None:
@@ -305,12 +314,13 @@ def method_plugins(method: str, memory: int, seed: int, options: BaselinesConfig
         return [ExperienceReplayPlugin(memory, seed=seed)]
     if method == "replay_online":
         return [ReplayPlugin(memory, seed=seed)]
+    storage = options.peer_storage
     if method == "er_ace":
-        return [AsymmetricReplayPlugin(memory, seed=seed)]
+        return [AsymmetricReplayPlugin(memory, seed=seed, storage=storage)]
     if method == "der":
-        return [DarkReplayPlugin(memory, options.der_alpha, 0.0, seed=seed)]
+        return [DarkReplayPlugin(memory, options.der_alpha, 0.0, seed, storage)]
     if method == "derpp":
-        return [DarkReplayPlugin(memory, options.derpp_alpha, options.derpp_beta, seed=seed)]
+        return [DarkReplayPlugin(memory, options.derpp_alpha, options.derpp_beta, seed, storage)]
     return []
 
 

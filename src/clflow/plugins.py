@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -122,23 +122,26 @@ class BalancedBuffer:
     Every row gets a random priority when it is added and a group keeps its rows of lowest
     priority, so a group is a uniform random subset of all the rows ever added to it, and
     shrinking keeps a subset of what it held (Avalanche's weight-ordered reservoir groups).
+    A row may carry a payload (DER's logits), kept with it.
     """
 
     def __init__(self, capacity: int, seed: int = 0):
         self.capacity = capacity
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.groups: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # key -> (rows, labels, priorities, payloads or None)
+        self.groups: dict[int, tuple[np.ndarray, ...]] = {}
         self.X: np.ndarray | None = None  # the groups joined; rebuilt when rows arrive
         self.y = np.empty(0, dtype=np.int64)
+        self.extra: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: rows, labels and priorities of every group."""
-        return sum(a.nbytes for group in self.groups.values() for a in group)
+        """Bytes held: rows, labels, priorities and payloads of every group."""
+        return sum(a.nbytes for group in self.groups.values() for a in group if a is not None)
 
     def group_sizes(self, n_groups: int) -> list[int]:
         sizes = [self.capacity // n_groups] * n_groups
@@ -146,26 +149,35 @@ class BalancedBuffer:
             sizes[i] += 1
         return sizes
 
-    def add_groups(self, parts: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Add rows to groups (new or existing), then resize every group once."""
-        for key, (X, y) in parts.items():
-            prio = self.rng.random(len(y))
+    def add_groups(self, parts: dict[int, tuple[np.ndarray, ...]]) -> None:
+        """Add (rows, labels[, payloads]) to groups, new or existing, then resize every group
+        once."""
+        for key, (X, y, *extra) in parts.items():
+            group = (X, np.asarray(y, dtype=np.int64), self.rng.random(len(y)), *extra, None)[:4]
             if key in self.groups:
                 old = self.groups[key]
-                X, y, prio = (np.concatenate([a, b]) for a, b in zip(old, (X, y, prio)))
-            self.groups[key] = (X, np.asarray(y, dtype=np.int64), prio)
+                group = tuple(
+                    None if a is None else np.concatenate([a, b]) for a, b in zip(old, group)
+                )
+            self.groups[key] = group
         sizes = self.group_sizes(len(self.groups))
-        for (key, (X, y, prio)), n in zip(list(self.groups.items()), sizes):
-            keep = np.sort(np.argsort(prio, kind="stable")[:n])
-            self.groups[key] = (X[keep].copy(), y[keep], prio[keep])
-        self.X = np.concatenate([g[0] for g in self.groups.values()])
-        self.y = np.concatenate([g[1] for g in self.groups.values()])
+        for (key, group), n in zip(list(self.groups.items()), sizes):
+            keep = np.sort(np.argsort(group[2], kind="stable")[:n])
+            self.groups[key] = tuple(None if a is None else a[keep].copy() for a in group)
+        parts_of = lambda i: [g[i] for g in self.groups.values()]  # noqa: E731
+        self.X, self.y = np.concatenate(parts_of(0)), np.concatenate(parts_of(1))
+        extra = parts_of(3)
+        self.extra = None if extra[0] is None else np.concatenate(extra)
+
+    def sample_index(self, n: int) -> np.ndarray:
+        """Positions of up to n stored examples, drawn without replacement."""
+        if not len(self):
+            raise ValueError("empty buffer")
+        return self.rng.choice(len(self.y), size=min(n, len(self.y)), replace=False)
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to n stored examples, drawn without replacement."""
-        if not len(self):
-            raise ValueError("empty buffer")
-        idx = self.rng.choice(len(self.y), size=min(n, len(self.y)), replace=False)
+        idx = self.sample_index(n)
         return self.X[idx], self.y[idx]  # type: ignore[index]
 
 
@@ -181,8 +193,14 @@ class ClassBalancedBuffer(BalancedBuffer):
     """A buffer split evenly among the classes seen (Avalanche's ClassBalancedBuffer, adaptive
     size; GDumb's balanced memory)."""
 
-    def add_classes(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.add_groups({int(c): (X[y == c], y[y == c]) for c in np.unique(y)})
+    def add_classes(self, X: np.ndarray, y: np.ndarray, extra: np.ndarray | None = None) -> None:
+        """Add rows (and a payload each) to their classes' groups."""
+        self.add_groups(
+            {
+                int(c): (X[y == c], y[y == c], *([] if extra is None else [extra[y == c]]))
+                for c in np.unique(y)
+            }
+        )
 
 
 class Plugin:
@@ -206,9 +224,18 @@ class Plugin:
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
         return None
 
-    def after_experience(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Called with an experience's training rows when it ends (only by boundary-aware
-        harnesses)."""
+    def before_experience(
+        self, X: np.ndarray, y: np.ndarray, learner: ContinualLearner | None = None
+    ) -> None:
+        """Called with an experience's training rows (and the learner) before it trains (only by
+        boundary-aware harnesses)."""
+        return None
+
+    def after_experience(
+        self, X: np.ndarray, y: np.ndarray, learner: ContinualLearner | None = None
+    ) -> None:
+        """Called with an experience's training rows (and the learner) when it ends (only by
+        boundary-aware harnesses)."""
         return None
 
 
@@ -234,7 +261,7 @@ class ExperienceReplayPlugin(_Rehearsal):
     def __init__(self, memory: int, seed: int = 0):
         self.buffer = ExperienceBalancedBuffer(memory, seed)
 
-    def after_experience(self, X: np.ndarray, y: np.ndarray) -> None:
+    def after_experience(self, X, y, learner=None) -> None:
         self.buffer.add_experience(X, y)
 
 
@@ -253,20 +280,54 @@ class ReplayPlugin(_Rehearsal):
         self.buffer.add(X, y)
 
 
-class AsymmetricReplayPlugin(Plugin):
-    """ER-ACE (Caccia et al., ICLR 2022) in its online, boundary-free form (as Mammoth runs it):
-    a reservoir of every row seen, updated after each step.
+Storage = Literal["reservoir", "experience"]
+
+
+class _StoringPlugin(Plugin):
+    """A buffer filled after every step (`reservoir`: boundary-free, a uniform sample of every
+    row seen) or when an experience ends (`experience`: class-balanced, Avalanche's form)."""
+
+    buffer: ReservoirBuffer | ClassBalancedBuffer
+
+    def __init__(self, memory: int, seed: int = 0, storage: Storage = "reservoir"):
+        self.storage = storage
+        self.experiences_ = 0  # experiences ended
+        reservoir = storage == "reservoir"
+        self.buffer = (
+            ReservoirBuffer(memory, seed) if reservoir else ClassBalancedBuffer(memory, seed)
+        )
+
+    def payload(self, X: np.ndarray, learner: ContinualLearner) -> np.ndarray | None:
+        """What a row stored at an experience's end carries (nothing here)."""
+        return None
+
+    def after_experience(self, X, y, learner=None) -> None:
+        if self.storage == "experience":
+            self.buffer.add_classes(X, y, self.payload(X, learner))  # type: ignore[union-attr]
+        self.experiences_ += 1
+
+
+class AsymmetricReplayPlugin(_StoringPlugin):
+    """ER-ACE (Caccia et al., ICLR 2022). By default in its online, boundary-free form (as
+    Mammoth runs it): a reservoir of every row seen, updated after each step.
 
     The incoming batch's cross-entropy counts only the classes present in it, so new classes do
     not push the logits of old ones down; a replay batch of the same size trains over all
     classes. The loss is their mean (Avalanche's ACECriterion).
     """
 
-    def __init__(self, memory: int, seed: int = 0):
-        self.buffer = ReservoirBuffer(memory, seed)
+    def before_experience(self, X, y, learner=None) -> None:
+        """`experience` storage: the experience's rows join the buffer before it trains, as
+        Avalanche's ER_ACE has it (so replay also holds the current classes)."""
+        if self.storage == "experience":
+            self.buffer.add_classes(X, y)  # type: ignore[union-attr]
+
+    def after_experience(self, X, y, learner=None) -> None:
+        self.experiences_ += 1
 
     def loss(self, learner, X, y, logits, loss):
-        if not len(self.buffer):
+        # `experience` storage replays from the second experience on (Avalanche's ER_ACE)
+        if not len(self.buffer) or (self.storage == "experience" and not self.experiences_):
             return loss
         labels = learner.labels(y)
         present = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
@@ -277,23 +338,32 @@ class AsymmetricReplayPlugin(Plugin):
         return (current + replay) / 2
 
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.buffer.add(X, y)
+        if self.storage == "reservoir":
+            self.buffer.add(X, y)  # type: ignore[call-arg]
 
 
-class DarkReplayPlugin(Plugin):
-    """DER and DER++ (Buzzega et al., NeurIPS 2020) as the paper and Mammoth run them: a
-    reservoir of every row seen (boundary-free) holding, with each row, the logits the model gave
-    it when it was stored.
+class DarkReplayPlugin(_StoringPlugin):
+    """DER and DER++ (Buzzega et al., NeurIPS 2020). By default as the paper and Mammoth run
+    them: a reservoir of every row seen (boundary-free) holding, with each row, the logits the
+    model gave it at its latest presentation; with `storage="experience"` the rows and their
+    logits are stored when an experience ends (Avalanche's form).
 
     Each step adds `alpha` x the mean squared error between the model's logits on a replay
     batch and their stored logits (DER), and with `beta` > 0, `beta` x the cross-entropy on a
     second replay batch's labels (DER++). The logits count in the buffer's `nbytes`.
     """
 
-    def __init__(self, memory: int, alpha: float = 0.1, beta: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        memory: int,
+        alpha: float = 0.1,
+        beta: float = 0.0,
+        seed: int = 0,
+        storage: Storage = "reservoir",
+    ):
+        super().__init__(memory, seed, storage)
         self.alpha = alpha
         self.beta = beta
-        self.buffer = ReservoirBuffer(memory, seed)
         self._batch_logits: np.ndarray | None = None
 
     def loss(self, learner, X, y, logits, loss):
@@ -314,5 +384,13 @@ class DarkReplayPlugin(Plugin):
         return loss
 
     def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
-        # the step's batch comes first in what the model saw (other plugins append to it)
-        self.buffer.add(X, y, extra=self._batch_logits[: len(y)])  # type: ignore[index]
+        if self.storage == "reservoir":
+            # the step's batch comes first in what the model saw (other plugins append to it)
+            self.buffer.add(X, y, extra=self._batch_logits[: len(y)])  # type: ignore[call-arg,index]
+
+    @torch.no_grad()
+    def payload(self, X: np.ndarray, learner: ContinualLearner) -> np.ndarray:
+        """The logits of the model that has just learned the experience."""
+        return np.concatenate(
+            [learner.logits(X[i : i + 4096]).cpu().numpy() for i in range(0, len(X), 4096)]
+        )
