@@ -135,6 +135,9 @@ def log_results(
         {"R": [np.where(np.isnan(r.R), None, r.R).tolist() for _, r in learners]},
         "accuracy.json",
     )
+    # tame.selector_backbone auto: each seed's choices of the selector network, with the
+    # held-out routing that made them
+    mlflow.log_dict([learner.selector_choices_ for learner, _ in learners], "selector_choices.json")
     mlflow.log_artifacts(plots, "plots")
 
 

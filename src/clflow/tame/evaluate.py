@@ -53,6 +53,7 @@ def tame_scores(
             "selector_accuracy": float(np.mean(routed[known] == target[known])),
             "oracle_avg_accuracy": float(np.mean(per_exp)),
             "selector_parameters": float(learner.selector_.n_parameters()),
+            "selector_cnn": float(learner.selector_.backbone == "cnn"),  # auto chose a CNN
             **{k: float(v) for k, v in learner.parameter_counts().items()},
         }
     )

@@ -43,6 +43,14 @@ PRUNE_STEP = 0.2  # sparsities tried: prune_sparsity, then this much less each t
 log = logging.getLogger("clflow.tame")
 
 
+def clearly_better(a: float, b: float, n: int) -> bool:
+    """Whether accuracy `a` beats `b`, both measured on the same `n` rows, by more than two
+    standard errors of their difference: a noisy held-out quarter (25 rows per expert) must not
+    swap the selector's network on a coin flip."""
+    se = np.sqrt((a * (1 - a) + b * (1 - b)) / max(n, 1))
+    return a - b > 2 * se
+
+
 @dataclass
 class Expert:
     id: int
@@ -357,9 +365,10 @@ class TameLearner(ParamsMixin):
 
     def _choose_selector(self, X: np.ndarray, labels: np.ndarray, y: np.ndarray) -> bool:
         """`selector_backbone: auto`: train each candidate network on three quarters of every
-        expert's buffer, keep the one that routes the held-out quarter best (balanced over the
-        experts; a tie keeps the simpler MLP). Chosen again whenever experts were added.
-        Returns whether the selector was replaced."""
+        expert's buffer and score its routing of the held-out quarter (balanced over the
+        experts); the CNN replaces the simpler MLP only when it routes clearly better (by more
+        than two standard errors). Chosen again whenever experts were added. Returns whether the
+        selector was replaced."""
         n = len(self.selector_ids_)
         candidates = self.selector_candidates()
         chosen_for = self.selector_choices_[-1]["experts"] if self.selector_choices_ else 0
@@ -370,7 +379,7 @@ class TameLearner(ParamsMixin):
         for slot in range(n):
             rows = np.flatnonzero(labels == slot)
             held[rng.choice(rows, size=max(1, int(len(rows) * HELD_OUT)), replace=False)] = True
-        scores = {}
+        scores, n_held = {}, int(held.sum())
         for kind in candidates:
             trial = self._make_selector(kind)
             trial.resize([], n)
@@ -379,7 +388,11 @@ class TameLearner(ParamsMixin):
             scores[kind] = float(
                 np.mean([np.mean(routed[labels[held] == s] == s) for s in range(n)])
             )
-        best = max(candidates, key=lambda kind: scores[kind])  # first (mlp) on a tie
+        best = max(candidates, key=lambda kind: scores[kind])
+        if best != candidates[0] and not clearly_better(
+            scores[best], scores[candidates[0]], n_held
+        ):
+            best = candidates[0]  # the simpler MLP unless the other routes clearly better
         self.selector_choices_.append({"experts": n, "scores": scores, "chosen": best})
         log.info(
             "selector for %d experts: %s (held-out routing %s)",
