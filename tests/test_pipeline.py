@@ -19,9 +19,13 @@ def dvc(project, *args, check=True):
 
 def test_repro_writes_metrics_and_forgetting_is_visible(built_project):
     metrics = json.loads((built_project / "metrics" / "baselines.json").read_text())
-    assert set(metrics) == {"finetune", "replay", "replay_online", "joint"}
-    for vals in metrics.values():
-        assert {"avg_accuracy", "forgetting", "bwt", "fwt"} <= set(vals)
+    bounded = {"replay", "replay_online", "er_ace", "derpp", "gdumb"}
+    assert set(metrics) == {"finetune", *bounded, "joint"}
+    for method, vals in metrics.items():
+        assert {"avg_accuracy", "forgetting", "bwt", "fwt", "memory_rows"} <= set(vals)
+        # every bounded method holds the memory it is given, no more (DER++ also its logits)
+        assert vals["memory_rows"] == (200 if method in bounded else 0)
+    assert metrics["derpp"]["memory_bytes"] == metrics["er_ace"]["memory_bytes"] + 200 * 10 * 4
     # catastrophic forgetting on Split-Digits: finetune far below joint, replay in between
     assert metrics["finetune"]["avg_accuracy"] < metrics["joint"]["avg_accuracy"] - 0.3
     assert (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -96,3 +97,9 @@ def test_a_cnn_without_a_stream_shape_is_one_line_naming_it(tmp_path):
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: field 'stream.shape': a cnn network needs the stream's"), line
     assert "Traceback" not in proc.stderr and not (tmp_path / "metrics" / "tame.json").exists()
+    # the fix the line names: `prepare` stores stream.shape in the stream's meta.json
+    (tmp_path / "params.yaml").write_text(
+        "stream:\n  source: parquet\n  path: s\n  shape: [1, 64]\n"
+    )
+    run([sys.executable, str(ROOT / "stages" / "prepare.py"), "--out", "shaped"], tmp_path)
+    assert json.loads((tmp_path / "shaped" / "meta.json").read_text())["shape"] == [1, 64]
