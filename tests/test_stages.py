@@ -80,6 +80,7 @@ def test_prepare_rejects_impossible_split(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # runs the tame and prepare stages
 def test_a_cnn_without_a_stream_shape_is_one_line_naming_it(tmp_path):
     from dataclasses import replace
 

@@ -268,6 +268,7 @@ def add_expert(learner, stream, experience):
     expert.buffer.add(stream.train.X[rows], stream.train.y[rows])
 
 
+@pytest.mark.slow  # trains CNN selectors on MNIST-1D
 def test_auto_selector_is_a_cnn_where_it_routes_signals_better(tmp_path):
     from clflow.tame.persist import load_tame, save_tame
 
@@ -288,6 +289,7 @@ def test_auto_selector_is_a_cnn_where_it_routes_signals_better(tmp_path):
     assert np.array_equal(again.route(stream.test.X), routed)
 
 
+@pytest.mark.slow  # trains CNN selectors on MNIST-1D
 def test_auto_selector_stays_an_mlp_where_locality_is_gone():
     stream, learner = buffered_tame("permuted_mnist1d", 5)  # a permutation per experience
     learner.route(stream.test.X[:5])
