@@ -130,7 +130,13 @@ def routers(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[
     return out
 
 
-def ceiling(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]):
+def ceiling(
+    train: TrainConfig,
+    tame: TameConfig,
+    seeds: list[int],
+    names: list[str],
+    networks: list[str] | None = None,
+):
     """Test task-id accuracy of TAME's selector network trained offline on *all* training rows
     with their true task: what any router with that network could reach (no memory bound, no
     detection error). With `selector_backbone: auto`, each network auto chooses from.
@@ -145,7 +151,7 @@ def ceiling(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[
         tamed = make_tame(stream, t, cfg, seeds[0]).initialize(stream.n_features)
         nets = [tamed.selector_.backbone]
         if cfg.selector_backbone == "auto":
-            nets = tamed.selector_candidates()
+            nets = [n for n in tamed.selector_candidates() if n in (networks or [n])]
         for net in nets:
             accs = []
             for seed in seeds:
@@ -340,6 +346,12 @@ def main() -> None:
         help="default: those of --streams and --peer-streams that have a ceiling row",
     )
     parser.add_argument(
+        "--ceiling-networks",
+        nargs="+",
+        choices=["mlp", "cnn"],
+        help="with selector_backbone auto, only these of its candidates (default: all)",
+    )
+    parser.add_argument(
         "--peer-streams", nargs="+", default=list(PEER_STREAMS), choices=list(PEER_STREAMS)
     )
     args = parser.parse_args()
@@ -401,7 +413,7 @@ def tables(train: TrainConfig, tame: TameConfig, args: argparse.Namespace) -> No
 def ceiling_table(train: TrainConfig, tame: TameConfig, args: argparse.Namespace) -> None:
     """What the selector network can reach at all on each class-incremental stream."""
     names = args.ceiling_streams or [*args.streams, *args.peer_streams]
-    reached = ceiling(train, tame, args.seeds, list(dict.fromkeys(names)))
+    reached = ceiling(train, tame, args.seeds, list(dict.fromkeys(names)), args.ceiling_networks)
     if not reached:
         return
     print(f"\n### Routing ceiling ({len(args.seeds)} seeds, mean)\n")
