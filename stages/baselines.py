@@ -42,7 +42,8 @@ def run_methods_all_seeds(
         makers, stream, train, cumulative=["joint"], desc="baselines", keep_proba=True
     )
     results = {m: [r for _, r in runs[m]] for m in cfg.methods}
-    return results, {m: [learner for learner, _ in runs[m]] for m in cfg.methods}  # type: ignore[misc]
+    learners = {m: [learner for learner, _ in runs[m]] for m in cfg.methods}
+    return results, learners  # type: ignore[return-value]
 
 
 def stored(learners: list[ContinualLearner]) -> dict[str, int]:

@@ -173,6 +173,10 @@ class ContinualLearner(ParamsMixin):
             p.after_experience(X, y, self)
         return self
 
+    def buffers(self) -> list:
+        """The stores of stream rows it keeps (its plugins' buffers): what its memory is."""
+        return [p.buffer for p in self.plugins if hasattr(p, "buffer")]
+
     def _check(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(
@@ -236,11 +240,13 @@ def learner_from_config(
     train,
     seed: int,
     plugins: Sequence[Plugin] = (),
+    cls: type[ContinualLearner] | None = None,
     **head,
 ) -> ContinualLearner:
     """The learner described by params.yaml `train` (a TrainConfig) for a stream (its classes, image
-    shape and input normalizer); `head`: targets / mask_unseen."""
-    return ContinualLearner(
+    shape and input normalizer); `cls` a ContinualLearner subclass (GDumb) and `head` further
+    arguments (targets / mask_unseen, or the subclass's own)."""
+    return (cls or ContinualLearner)(
         len(stream.classes),
         backbone=train.backbone,
         hidden=train.hidden,
@@ -281,6 +287,9 @@ class GDumbLearner(ContinualLearner):
             self.initialize(X.shape[1])
         return self
 
+    def buffers(self) -> list:
+        return [*super().buffers(), self.memory_]
+
     def end_experience(self, X: np.ndarray, y: np.ndarray) -> GDumbLearner:
         memory, n_experiences = self.memory_, self.n_experiences_ + 1
         memory.add_classes(X, y)
@@ -296,9 +305,7 @@ class GDumbLearner(ContinualLearner):
 def memory_report(learner: ContinualLearner) -> dict[str, int]:
     """Rows a learner holds from the stream and the bytes they take (features, labels, sampling
     priorities and stored logits)."""
-    buffers = [p.buffer for p in learner.plugins if hasattr(p, "buffer")]
-    if isinstance(learner, GDumbLearner):
-        buffers.append(learner.memory_)
+    buffers = learner.buffers()
     return {
         "memory_rows": sum(len(b) for b in buffers),
         "memory_bytes": sum(b.nbytes for b in buffers),
@@ -339,12 +346,15 @@ def learner_for_method(
     (the harness feeds it every experience seen so far)."""
     options = options or BaselinesConfig()
     if method == "gdumb":
-        learner = learner_from_config(stream, train, seed, **head)
-        return GDumbLearner(
-            **learner.get_params(),
+        return learner_from_config(
+            stream,
+            train,
+            seed,
+            cls=GDumbLearner,
             memory=memory,
             epochs=options.gdumb_epochs or train.epochs,
             batch_size=train.batch_size,
+            **head,
         )
     plugins = method_plugins(method, memory, seed, options)
     return learner_from_config(stream, train, seed, plugins, **head)

@@ -285,9 +285,11 @@ Storage = Literal["reservoir", "experience"]
 
 class _StoringPlugin(Plugin):
     """A buffer filled after every step (`reservoir`: boundary-free, a uniform sample of every
-    row seen) or when an experience ends (`experience`: class-balanced, Avalanche's form)."""
+    row seen) or at an experience's boundary (`experience`: class-balanced, Avalanche's form;
+    before the experience trains when `store_before`, else when it ends)."""
 
     buffer: ReservoirBuffer | ClassBalancedBuffer
+    store_before = False
 
     def __init__(self, memory: int, seed: int = 0, storage: Storage = "reservoir"):
         self.storage = storage
@@ -297,12 +299,24 @@ class _StoringPlugin(Plugin):
             ReservoirBuffer(memory, seed) if reservoir else ClassBalancedBuffer(memory, seed)
         )
 
-    def payload(self, X: np.ndarray, learner: ContinualLearner) -> np.ndarray | None:
-        """What a row stored at an experience's end carries (nothing here)."""
+    def payload(self, X: np.ndarray, learner: ContinualLearner | None) -> np.ndarray | None:
+        """What rows stored at a boundary carry (nothing here)."""
         return None
 
+    def step_payload(self, n: int) -> np.ndarray | None:
+        """What the step's first `n` rows carry into the reservoir (nothing here)."""
+        return None
+
+    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
+        if self.storage == "reservoir":
+            self.buffer.add(X, y, extra=self.step_payload(len(y)))  # type: ignore[call-arg]
+
+    def before_experience(self, X, y, learner=None) -> None:
+        if self.storage == "experience" and self.store_before:
+            self.buffer.add_classes(X, y, self.payload(X, learner))  # type: ignore[union-attr]
+
     def after_experience(self, X, y, learner=None) -> None:
-        if self.storage == "experience":
+        if self.storage == "experience" and not self.store_before:
             self.buffer.add_classes(X, y, self.payload(X, learner))  # type: ignore[union-attr]
         self.experiences_ += 1
 
@@ -316,14 +330,9 @@ class AsymmetricReplayPlugin(_StoringPlugin):
     classes. The loss is their mean (Avalanche's ACECriterion).
     """
 
-    def before_experience(self, X, y, learner=None) -> None:
-        """`experience` storage: the experience's rows join the buffer before it trains, as
-        Avalanche's ER_ACE has it (so replay also holds the current classes)."""
-        if self.storage == "experience":
-            self.buffer.add_classes(X, y)  # type: ignore[union-attr]
-
-    def after_experience(self, X, y, learner=None) -> None:
-        self.experiences_ += 1
+    # `experience` storage: the rows join before the experience trains, as Avalanche's ER_ACE
+    # has it (so replay also holds the current classes)
+    store_before = True
 
     def loss(self, learner, X, y, logits, loss):
         # `experience` storage replays from the second experience on (Avalanche's ER_ACE)
@@ -336,10 +345,6 @@ class AsymmetricReplayPlugin(_StoringPlugin):
         Xr, yr = self.buffer.sample(len(y))
         replay = nn.functional.cross_entropy(learner.logits(Xr), learner.labels(yr))
         return (current + replay) / 2
-
-    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.storage == "reservoir":
-            self.buffer.add(X, y)  # type: ignore[call-arg]
 
 
 class DarkReplayPlugin(_StoringPlugin):
@@ -371,10 +376,10 @@ class DarkReplayPlugin(_StoringPlugin):
         if not len(self.buffer):
             return loss
         idx = self.buffer.sample_index(len(y))
-        stored = torch.as_tensor(self.buffer.extra[idx], device=logits.device)  # type: ignore[index]
+        stored = self.buffer.extra[idx]  # type: ignore[index]
+        replayed = learner.logits(self.buffer.X[idx])  # type: ignore[index]
         loss = loss + self.alpha * nn.functional.mse_loss(
-            learner.logits(self.buffer.X[idx]),
-            stored,  # type: ignore[index]
+            replayed, torch.as_tensor(stored, device=logits.device)
         )
         if self.beta > 0:
             Xr, yr = self.buffer.sample(len(y))
@@ -383,10 +388,9 @@ class DarkReplayPlugin(_StoringPlugin):
             )
         return loss
 
-    def after_step(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.storage == "reservoir":
-            # the step's batch comes first in what the model saw (other plugins append to it)
-            self.buffer.add(X, y, extra=self._batch_logits[: len(y)])  # type: ignore[call-arg,index]
+    def step_payload(self, n: int) -> np.ndarray:
+        # the step's batch comes first in what the model saw (other plugins append to it)
+        return self._batch_logits[:n]  # type: ignore[index]
 
     @torch.no_grad()
     def payload(self, X: np.ndarray, learner: ContinualLearner) -> np.ndarray:
