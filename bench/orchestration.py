@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     from prefect import flow
 
-    from clflow.io import write_parquet
+    from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
     from clflow.streams.incoming import example_experience
     from flows.continual import continual_update

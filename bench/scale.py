@@ -48,7 +48,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
 
-from clflow.dvcrun import stage_names  # noqa: E402
+from clflow.ops.dvcrun import stage_names  # noqa: E402
 from clflow.scaffold import new_project  # noqa: E402
 from clflow.streams.loaders import FASHION_MNIST_DEBIAN, FASHION_MNIST_INSTALL  # noqa: E402
 

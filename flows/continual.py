@@ -25,12 +25,14 @@ from prefect import flow, get_run_logger, task
 
 from clflow.config import load_params
 from clflow.errors import cli_errors
-from clflow.locks import project_lock
-from clflow.orchestration import flow_parser, flow_settings, publish, run_stage, start_flow_cli
+from clflow.ops.artifacts import publish
+from clflow.ops.flowcli import flow_parser, flow_settings, start_flow_cli
+from clflow.ops.locks import project_lock
+from clflow.ops.tasks import run_stage
 from clflow.reporting import read_metrics
 from clflow.streams import load_stream
 from clflow.streams.incoming import Intake, intake, pending, set_pending
-from clflow.tracking import pipeline_run
+from clflow.tracking.runs import pipeline_run
 
 UPDATE_STAGES = ["prepare", "embed_classes", "tame", "register"]
 
@@ -113,9 +115,9 @@ def continual_update(
 def compare_retrain(root: Path, env: dict[str, str], timeout: float) -> dict[str, float | str]:
     """Retrain TAME from scratch on all data in a DVC experiment; the update's cost and accuracy
     beside the retrain's, also logged to the update's MLflow run."""
-    from clflow.dvcrun import experiment_metrics
-    from clflow.orchestration import run_experiment
-    from clflow.tracking import log_to_parent, stage_seconds
+    from clflow.ops.dvcrun import experiment_metrics
+    from clflow.ops.tasks import run_experiment
+    from clflow.tracking.runs import log_to_parent, stage_seconds
 
     # `++`: set the key even where params.yaml predates it (Hydra's force-add, as `dvc exp -S`);
     # --single-item: the stream as dvc.lock has it (accepted files need not be in git)

@@ -101,7 +101,7 @@ def task_runner(runner: str, address: str = ""):
     from prefect_dask import DaskTaskRunner
 
     if address:
-        from clflow.services import default_timeout, wait_for_port
+        from clflow.ops.services import default_timeout, wait_for_port
 
         # a scheduler that does not answer: one line in bounded time, not Dask's traceback
         wait_for_port(address, default_timeout(), "the Dask scheduler (federated.address)")

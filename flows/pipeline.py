@@ -16,19 +16,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from clflow.config import check_overrides
-from clflow.dvcrun import experiment_metrics, up_to_date
 from clflow.errors import ConfigError, cli_errors
-from clflow.locks import project_lock
-from clflow.orchestration import (
-    flow_parser,
-    flow_settings,
-    publish,
-    run_experiment,
-    run_stage,
-    start_flow_cli,
-)
+from clflow.ops.artifacts import publish
+from clflow.ops.dvcrun import experiment_metrics, up_to_date
+from clflow.ops.flowcli import flow_parser, flow_settings, start_flow_cli
+from clflow.ops.locks import project_lock
+from clflow.ops.tasks import run_experiment, run_stage
 from clflow.reporting import read_metrics, summary_table
-from clflow.tracking import pipeline_run
+from clflow.tracking.runs import pipeline_run
 
 
 @flow(name="clflow-pipeline")

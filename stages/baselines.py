@@ -16,14 +16,14 @@ import polars as pl
 from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_methods
-from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.learners import ContinualLearner, learner_for_method, memory_report
 from clflow.metrics import mean_std
+from clflow.ops.entry import stage_args
+from clflow.ops.io import StagedOuts, atomic_path, write_json
 from clflow.plots import accuracy_curves, accuracy_heatmap, seen_accuracy
 from clflow.predictions import save_predictions
-from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
-from clflow.tracking import log_curves, log_torch_model, stage_run
+from clflow.tracking.runs import log_curves, log_torch_model, stage_run
 
 log = logging.getLogger("clflow.baselines")
 

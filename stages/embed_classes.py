@@ -9,9 +9,9 @@ import numpy as np
 
 from clflow.config import load_params
 from clflow.errors import cli_errors
-from clflow.io import write_parquet
 from clflow.lingo.targets import encode_names, load_encoder, targets_frame
-from clflow.stage import stage_args
+from clflow.ops.entry import stage_args
+from clflow.ops.io import write_parquet
 from clflow.streams.schema import read_class_names
 
 log = logging.getLogger("clflow.embed_classes")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import mlflow
 
-    from clflow.tracking import stage_run
+    from clflow.tracking.runs import stage_run
 
     with stage_run("embed_classes", {"lingo": cfg.model_dump()}, params.tracking.experiment):
         mlflow.log_metrics(stats)

@@ -18,8 +18,8 @@ from clflow.errors import ConfigError, cli_errors
 from clflow.federated import Encoder
 from clflow.federated.encoder import save_encoder, train_encoder
 from clflow.federated.simulate import accuracy_on_seen, central_server
-from clflow.io import StagedOuts, write_json
-from clflow.stage import stage_args
+from clflow.ops.entry import stage_args
+from clflow.ops.io import StagedOuts, write_json
 from clflow.streams import load_stream
 
 log = logging.getLogger("clflow.encoder")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
         import mlflow
 
-        from clflow.tracking import stage_run
+        from clflow.tracking.runs import stage_run
 
         with stage_run("encoder", {"federated": cfg.model_dump()}, params.tracking.experiment):
             mlflow.log_metrics(metrics)

@@ -22,9 +22,9 @@ from clflow.config import FederatedConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import run_stream
 from clflow.federated.simulate import accuracy_on_seen, partition
-from clflow.io import StagedOuts, write_json, write_parquet
 from clflow.learners import learner_from_config
-from clflow.stage import stage_args
+from clflow.ops.entry import stage_args
+from clflow.ops.io import StagedOuts, write_json, write_parquet
 from clflow.streams import load_stream
 
 log = logging.getLogger("clflow.federated")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
 
         import mlflow
 
-        from clflow.tracking import stage_run
+        from clflow.tracking.runs import stage_run
 
         with stage_run("federated", {"federated": cfg.model_dump()}, params.tracking.experiment):
             mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})

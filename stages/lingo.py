@@ -15,14 +15,14 @@ import polars as pl
 from clflow.config import load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult
-from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.lingo.compare import compare
 from clflow.lingo.targets import read_targets
 from clflow.metrics import mean_std
+from clflow.ops.entry import stage_args
+from clflow.ops.io import StagedOuts, atomic_path, write_json
 from clflow.plots import accuracy_curves, seen_accuracy
-from clflow.stage import stage_args
 from clflow.streams import load_stream
-from clflow.tracking import flatten, stage_run
+from clflow.tracking.runs import flatten, stage_run
 
 log = logging.getLogger("clflow.lingo")
 

@@ -14,12 +14,12 @@ import numpy as np
 
 from clflow.config import load_params
 from clflow.errors import ConfigError, cli_errors
-from clflow.io import atomic_dir
-from clflow.stage import stage_args
+from clflow.ops.entry import stage_args
+from clflow.ops.io import atomic_dir
 from clflow.streams import Stream, build_stream, write_stream
 from clflow.streams.duplicates import apply_policy
 from clflow.streams.incoming import append_experiences
-from clflow.tracking import stage_run
+from clflow.tracking.runs import stage_run
 
 log = logging.getLogger("clflow.prepare")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from clflow.config import load_params
 from clflow.errors import ConfigError, cli_errors
-from clflow.io import write_json
 from clflow.metrics import forgetting
-from clflow.stage import stage_args
+from clflow.ops.entry import stage_args
+from clflow.ops.io import write_json
 from clflow.streams import Stream, load_stream
 from clflow.tame.persist import read_tame
 
@@ -72,9 +72,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import mlflow
 
-    from clflow.registry import TAG_EVIDENCE, Registry
     from clflow.tame.pyfunc import log_tame_model
-    from clflow.tracking import TAG_FLOW_URL, run_url, stage_run, tracking_uri
+    from clflow.tracking.provenance import TAG_FLOW_URL
+    from clflow.tracking.registry import TAG_EVIDENCE, Registry
+    from clflow.tracking.runs import stage_run
+    from clflow.tracking.store import run_url, tracking_uri
 
     with stage_run(
         "register", {"register": cfg.model_dump(), "seed": seed}, params.tracking.experiment

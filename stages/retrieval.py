@@ -16,17 +16,17 @@ import numpy as np
 from clflow.config import RetrievalConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import result_from_proba, run_methods, run_stream
-from clflow.io import StagedOuts, write_json
 from clflow.learners import learner_for_method, learner_from_config
 from clflow.metrics import mean_std
+from clflow.ops.entry import stage_args
+from clflow.ops.io import StagedOuts, write_json
 from clflow.plugins import ReplayPlugin
 from clflow.predictions import Predictions, load_predictions
 from clflow.retrieval import BankConfig
 from clflow.retrieval.replay import RetrievalReplayPlugin
 from clflow.retrieval.uses import augmented_run, blend, build_bank, experience_votes, few_shot
-from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
-from clflow.tracking import flatten, stage_run
+from clflow.tracking.runs import flatten, stage_run
 
 log = logging.getLogger("clflow.retrieval")
 REPLAYS = {

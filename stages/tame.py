@@ -16,16 +16,16 @@ import polars as pl
 from clflow.config import load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult
-from clflow.io import StagedOuts, atomic_path, write_json
 from clflow.lingo.targets import read_targets
 from clflow.metrics import mean_std, shift_points
+from clflow.ops.entry import stage_args
+from clflow.ops.io import StagedOuts, atomic_path, write_json
 from clflow.parallel import run_parallel
 from clflow.plots import accuracy_heatmap, loss_with_boundaries
-from clflow.stage import stage_args
 from clflow.streams import Stream, load_stream
 from clflow.tame import TameLearner, evaluate
 from clflow.tame.training import scored, train_seed
-from clflow.tracking import log_curves, stage_run
+from clflow.tracking.runs import log_curves, stage_run
 
 log = logging.getLogger("clflow.tame")
 

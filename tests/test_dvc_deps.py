@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from clflow.codedeps import source_closure
+from clflow.ops.codedeps import source_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -169,7 +169,7 @@ def test_changed_param_reruns_only_downstream(built_project, tmp_path):
 def test_mlflow_holds_the_runs_with_tags(built_project):
     import mlflow
 
-    from clflow.tracking import use_store
+    from clflow.tracking.store import use_store
 
     uri = f"sqlite:///{built_project / 'mlflow.db'}"
     use_store(uri)
@@ -210,7 +210,7 @@ def test_prefect_flow_runs_stages_through_dvc(built_project):
     runs = client.search_runs([client.get_experiment_by_name("clflow").experiment_id])
     parent = next(r for r in runs if r.data.tags["clflow.stage"] == "pipeline")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    from clflow.dvcrun import stage_names
+    from clflow.ops.dvcrun import stage_names
 
     assert {r.data.tags["clflow.stage"] for r in children} == set(stage_names(project))
     assert len({r.data.tags["clflow.pipeline_run"] for r in children + [parent]}) == 1
@@ -219,7 +219,7 @@ def test_prefect_flow_runs_stages_through_dvc(built_project):
 def test_use_store_leaves_the_environment_alone(monkeypatch, tmp_path):
     import mlflow
 
-    from clflow.tracking import tracking_uri, use_store
+    from clflow.tracking.store import tracking_uri, use_store
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     use_store(f"sqlite:///{tmp_path / 'a.db'}")
@@ -231,7 +231,7 @@ def test_use_store_leaves_the_environment_alone(monkeypatch, tmp_path):
 
 
 def test_flow_surfaces_the_stage_error(tmp_path, prefect_api):
-    from clflow.dvcrun import StageFailed
+    from clflow.ops.dvcrun import StageFailed
 
     missing = tmp_path / "no-such-stream"
     project = make_project(
@@ -308,7 +308,7 @@ def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
 
     from clflow.streams import load_stream
     from clflow.tame.persist import load_tame
-    from clflow.tracking import use_store
+    from clflow.tracking.store import use_store
 
     use_store(f"sqlite:///{built_project / 'mlflow.db'}")
     client = mlflow.MlflowClient()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_project, file_hashes, free_port, run, update_params
 
-from clflow.dvcrun import own_errors
+from clflow.ops.dvcrun import own_errors
 
 pytestmark = pytest.mark.slow
 WATCHED = ("data/stream", "data/experiences", "dvc.lock", "models/tame", "metrics", "plots")
@@ -29,7 +29,7 @@ def project(tmp_path_factory, built_project) -> Path:
 
 
 def champion(project: Path) -> tuple[str, int]:
-    from clflow.registry import Registry
+    from clflow.tracking.registry import Registry
 
     reg = Registry("clflow-tame", f"sqlite:///{project / 'mlflow.db'}")
     return str(reg.version("champion").version), len(reg.table())
@@ -138,7 +138,7 @@ KILL_POINTS = ("seed_0.pt", "commit metrics/tame.json", "commit done")
 
 def test_a_stage_killed_at_any_write_or_rename_keeps_the_previous_outs(project):
     from clflow.checkpoint import load_checkpoint
-    from clflow.io import StagedOuts
+    from clflow.ops.io import StagedOuts
 
     outs = ("models/tame", "metrics/tame.json", "plots/tame")
     # a cheaper selector (10 epochs, not 100): every run retrains, and is killed after it
@@ -214,7 +214,7 @@ def in_project(project: Path):
 
 
 def test_a_stage_past_its_timeout_is_stopped_and_the_project_freed(project):
-    from clflow.locks import project_lock
+    from clflow.ops.locks import project_lock
 
     before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 102")
     try:
@@ -274,7 +274,7 @@ def test_sigterm_stops_a_flow_its_stage_and_its_temporary_prefect_api(project, t
 
 
 def test_concurrent_runs_wait_for_the_project_lock_or_stop_clearly(project):
-    from clflow.locks import project_lock
+    from clflow.ops.locks import project_lock
 
     cmd = [sys.executable, "flows/pipeline.py", "--stage", "prepare", "--lock-timeout"]
     with Unchanged(project):
@@ -312,7 +312,7 @@ def test_a_held_dvc_lock_is_retried_by_the_flow(project, prefect_api):
     import zc.lockfile
     from conftest import load_flow
 
-    from clflow.dvcrun import StageFailed, repro_stage
+    from clflow.ops.dvcrun import StageFailed, repro_stage
 
     lock = zc.lockfile.LockFile(
         str(project / ".dvc" / "tmp" / "lock")

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from clflow.errors import ClflowError, StreamError, cli_errors
-from clflow.stage import count, finite, positive_int
+from clflow.ops.entry import count, finite, positive_int
 
 
 def load_queries(path: Path, limit: int) -> pl.DataFrame:
@@ -68,7 +68,7 @@ def retrieve(args: argparse.Namespace) -> None:
 
 
 def registry(args: argparse.Namespace) -> None:
-    from clflow.registry import Registry
+    from clflow.tracking.registry import Registry
 
     reg = Registry(args.model, store_uri(args))
     if args.action == "promote":
@@ -98,8 +98,8 @@ def registry(args: argparse.Namespace) -> None:
 
 def store_uri(args: argparse.Namespace) -> str:
     """--uri, else MLFLOW_TRACKING_URI, else the project's mlflow.db; checked to answer."""
-    from clflow.services import check_tracking_uri
-    from clflow.tracking import tracking_uri
+    from clflow.ops.services import check_tracking_uri
+    from clflow.tracking.store import tracking_uri
 
     uri = args.uri or tracking_uri(Path(args.project))
     check_tracking_uri(uri)  # a server that is down: one line in bounded time
@@ -110,7 +110,7 @@ def lineage(args: argparse.Namespace) -> None:
     import json
     import os
 
-    from clflow.lineage import Lineage, data_digest
+    from clflow.tracking.lineage import Lineage, data_digest
 
     # it reads one small lineage.json per run: no download bars
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -158,7 +158,7 @@ def report(args: argparse.Namespace) -> None:
 
 def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
     """The DVC out (or accepted-experience folder) of `project` that holds `path`, if any."""
-    from clflow.dvcrun import stage_outs
+    from clflow.ops.dvcrun import stage_outs
 
     if not (project / "dvc.yaml").exists():
         return None
@@ -172,7 +172,7 @@ def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
 
 
 def new_experience(args: argparse.Namespace) -> None:
-    from clflow.io import write_parquet
+    from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
     from clflow.streams.incoming import example_experience
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from clflow.io import atomic_path  # noqa: E402
+from clflow.ops.io import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from clflow.errors import ClflowError
-from clflow.io import atomic_path
+from clflow.ops.io import atomic_path
 from clflow.streams import Split, Stream
 
 FORMAT = "clflow-predictions/1"

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def registry(project):
-    from clflow.registry import Registry
+    from clflow.tracking.registry import Registry
 
     return Registry("clflow-tame", f"sqlite:///{project / 'mlflow.db'}")
 
@@ -45,7 +45,7 @@ def test_the_update_is_compared_with_a_retrain_from_scratch(updated_project):
     the workspace keeps the incremental model; both costs reach the artifact and MLflow."""
     import mlflow
 
-    from clflow.dvcrun import experiment_metrics
+    from clflow.ops.dvcrun import experiment_metrics
 
     project, result, _ = updated_project
     found = result["compare_retrain"]
@@ -117,7 +117,7 @@ def test_a_failed_update_is_finished_by_the_next_run(tmp_path, built_project):
     trains it."""
     from conftest import copy_project
 
-    from clflow.dvcrun import StageFailed
+    from clflow.ops.dvcrun import StageFailed
     from clflow.streams.incoming import pending
 
     project = copy_project(built_project, tmp_path / "p")  # 5 experiences, trained

@@ -91,7 +91,7 @@ def test_a_typo_in_an_override_stops_before_running(tmp_path, prefect_api):
 
 
 def test_a_second_run_waits_for_the_project_lock_then_stops_clearly(tmp_path, prefect_api):
-    from clflow.locks import LockTimeout, project_lock
+    from clflow.ops.locks import LockTimeout, project_lock
 
     project = make_project(tmp_path / "p")
     with project_lock(project, timeout=0):  # another run holds the project
@@ -105,8 +105,8 @@ def test_a_second_run_waits_for_the_project_lock_then_stops_clearly(tmp_path, pr
 def test_user_errors_are_not_retried_but_crashes_are():
     from prefect.states import Failed
 
-    from clflow.dvcrun import StageFailed
-    from clflow.orchestration import _retryable
+    from clflow.ops.dvcrun import StageFailed
+    from clflow.ops.tasks import _retryable
 
     user = StageFailed("stage 'prepare' failed:\nerror: x: field 'y': bad", retryable=False)
     crash = StageFailed("stage 'tame' failed: Killed", retryable=True)

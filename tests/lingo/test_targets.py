@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from clflow.errors import ClflowError
-from clflow.io import write_parquet
 from clflow.lingo.targets import (
     encode_names,
     load_encoder,
@@ -10,6 +9,7 @@ from clflow.lingo.targets import (
     read_targets,
     targets_frame,
 )
+from clflow.ops.io import write_parquet
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATE = "the handwritten digit {name}"

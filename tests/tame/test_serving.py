@@ -32,7 +32,7 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
     import mlflow.pyfunc
 
     from clflow.streams import load_stream
-    from clflow.tracking import use_store
+    from clflow.tracking.store import use_store
 
     project, _, _ = updated_project
     uri = f"sqlite:///{project / 'mlflow.db'}"

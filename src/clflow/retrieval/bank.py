@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import ClflowError
-from clflow.io import atomic_dir
+from clflow.ops.io import atomic_dir
 from clflow.progress import Progress
 
 FORMAT = "clflow-demobank/1"

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import StreamError
-from clflow.io import write_json, write_parquet
+from clflow.ops.io import write_json, write_parquet
 from clflow.progress import Progress
 from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.schema import (

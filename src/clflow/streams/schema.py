@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import StreamError
-from clflow.io import atomic_path, write_parquet
+from clflow.ops.io import atomic_path, write_parquet
 from clflow.streams.normalize import Normalizer
 
 REQUIRED = {"x", "y", "experience"}

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from clflow.checkpoint import rows_hash
-from clflow.codedeps import source_closure
 from clflow.evaluation import RunResult
+from clflow.ops.codedeps import source_closure
 from clflow.streams import Stream
 
 log = logging.getLogger("clflow.tame")

@@ -116,7 +116,7 @@ def experience_scores(model, stream) -> list[float]:
 
 def requirements() -> list[str]:
     """Pinned packages that loading this model imports (clflow itself travels as code)."""
-    from clflow.codedeps import module_level_imports, pinned_requirements, source_closure
+    from clflow.ops.codedeps import module_level_imports, pinned_requirements, source_closure
 
     return pinned_requirements(module_level_imports(source_closure(Path(__file__))))
 

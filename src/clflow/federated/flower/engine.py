@@ -29,7 +29,7 @@ from clflow.errors import ClflowError
 from clflow.federated.flower.job import FAULTS, Job, client_file, read_result, write_job
 from clflow.federated.protocol import MergeReport, PrototypeServer, make_encoder
 from clflow.federated.simulate import local_accuracies, merge_in_process, round_record
-from clflow.services import wait_for_port
+from clflow.ops.services import wait_for_port
 from clflow.streams import Stream
 
 log = logging.getLogger("clflow.federated")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parent.parent  # src/
+SRC = Path(__file__).resolve().parents[2]  # src/
 ROOT = SRC.parent  # the project (for flows/)
 
 

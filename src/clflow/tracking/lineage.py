@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from clflow.errors import ClflowError
-from clflow.registry import TAG_DECISION, TAG_PROMOTED_AT, TAG_REASON
-from clflow.tracking import (
+from clflow.tracking.provenance import (
     LINEAGE_FILE,
     TAG_FLOW_RUN,
     TAG_FLOW_URL,
     TAG_LOCK,
     TAG_STREAM,
     dvc_out_hash,
-    run_url,
 )
+from clflow.tracking.registry import TAG_DECISION, TAG_PROMOTED_AT, TAG_REASON
+from clflow.tracking.store import run_url
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 RUN_ID = re.compile(r"[0-9a-f]{32}$")

@@ -8,7 +8,7 @@ import multiprocessing as mp
 
 import pytest
 
-from clflow.registry import CHALLENGER, CHAMPION, Registry, RegistryError, decide
+from clflow.tracking.registry import CHALLENGER, CHAMPION, Registry, RegistryError, decide
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clflow.errors import ClflowError
-from clflow.locks import file_lock
+from clflow.ops.locks import file_lock
 
 log = logging.getLogger("clflow.registry")
 CHAMPION, CHALLENGER = "champion", "challenger"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from clflow.orchestration import matrix_table, mlflow_link, override_args, run_markdown
+from clflow.ops.artifacts import matrix_table, mlflow_link, run_markdown
+from clflow.ops.tasks import override_args
 
 
 def test_override_args_pass_strings_as_given_and_dump_other_values_as_yaml():

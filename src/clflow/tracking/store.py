@@ -1,0 +1,64 @@
+"""Where MLflow stores runs: the project's store, its experiment, a run's page in the UI.
+
+Default store: `sqlite:///mlflow.db` at the project root with artifacts in `mlruns/`;
+`MLFLOW_TRACKING_URI` wins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+URI_ENV = "MLFLOW_TRACKING_URI"
+# the MLflow UI opens an experiment of this kind as model training (not GenAI traces)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """The user's MLFLOW_TRACKING_URI, else `sqlite:///<root>/mlflow.db`."""
+    root = (root or Path.cwd()).resolve()
+    return os.environ.get(URI_ENV) or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def use_store(uri: str) -> None:
+    """Point MLflow's fluent API at `uri` without touching the environment.
+
+    mlflow.set_tracking_uri() also writes MLFLOW_TRACKING_URI into os.environ, so in
+    a long-lived process (a Prefect worker, a test session) the next project would
+    log into this one's store. Put the environment back as it was.
+    """
+    import mlflow
+
+    before = os.environ.get(URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop(URI_ENV, None)
+    else:
+        os.environ[URI_ENV] = before
+
+
+def run_url(experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (CLFLOW_MLFLOW_UI, default http://127.0.0.1:5000)."""
+    ui = os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if run_id else ui
+
+
+def setup(experiment: str, root: Path | None = None) -> str:
+    """Point MLflow at the project store and make sure the experiment exists; return its id."""
+    import mlflow
+
+    from clflow.ops.services import check_tracking_uri
+
+    root = (root or Path.cwd()).resolve()
+    uri = tracking_uri(root)
+    check_tracking_uri(uri)  # a server that is down: one line naming it, in bounded time
+    use_store(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return mlflow.create_experiment(
+            experiment, artifact_location=(root / "mlruns").as_uri(), tags=EXPERIMENT_KIND
+        )
+    for key, value in EXPERIMENT_KIND.items():  # experiments made before clflow set the kind
+        if found.tags.get(key) != value:
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
