@@ -178,8 +178,9 @@ def flower_table(clients: list[int], n_rounds: int) -> None:
     extrapolated from the growth between the smallest and the largest count."""
     import tempfile
 
+    from clflow.federated.faults import client_name
     from clflow.federated.flower.engine import run_job
-    from clflow.federated.flower.job import Job, client_name, read_result
+    from clflow.federated.flower.job import Job, read_result
 
     rows = []
     for n in clients:

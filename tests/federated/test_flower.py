@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT, copy_project, run, update_params
 
 from clflow.config import StreamConfig
+from clflow.federated.faults import client_name
 from clflow.federated.flower.engine import federated_on_flower, flower_venv
-from clflow.federated.flower.job import client_name
 from clflow.federated.simulate import central_server
 from clflow.streams import build_stream
 

@@ -1,8 +1,11 @@
 import dataclasses
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from clflow.config import StreamConfig
 from clflow.federated import Encoder, PrototypeServer, client_update
@@ -136,3 +139,15 @@ def test_encoders_are_fixed_and_hashed(stream):
     a, b = Encoder("random", 64, seed=0), Encoder("random", 64, seed=0)
     assert a.hash == b.hash != Encoder("random", 64, seed=1).hash != Encoder("raw", 64).hash
     assert np.array_equal(a(stream.test.X[:3]), b(stream.test.X[:3]))
+
+
+def test_the_in_process_path_imports_no_flower_adapter():
+    """The Prefect flow and its rounds run without `clflow.federated.flower` (Flower's adapter)."""
+    code = (
+        "import sys; sys.path.insert(0, '.'); import flows.federated, clflow.federated.simulate; "
+        "print(sorted(m for m in sys.modules if 'flower' in m or m.startswith('flwr')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clflow.federated.flower.job import Fault, client_name, corrupt
+from clflow.federated.faults import Fault, client_name, corrupt
 from clflow.federated.protocol import Encoder, MergeReport, PrototypeServer, client_update
 from clflow.streams import Stream
 

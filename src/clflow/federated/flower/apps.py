@@ -13,7 +13,8 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from clflow.federated.flower.job import client_name, client_rows, corrupt, read_job, write_result
+from clflow.federated.faults import client_name, corrupt
+from clflow.federated.flower.job import client_rows, read_job, write_result
 from clflow.federated.flower.strategy import PrototypeStrategy, encode_update
 from clflow.federated.protocol import PrototypeServer, client_update, make_encoder
 

@@ -26,7 +26,8 @@ import numpy as np
 import psutil
 
 from clflow.errors import ClflowError
-from clflow.federated.flower.job import FAULTS, Job, client_file, read_result, write_job
+from clflow.federated.faults import FAULTS
+from clflow.federated.flower.job import Job, client_file, read_result, write_job
 from clflow.federated.protocol import MergeReport, PrototypeServer, make_encoder
 from clflow.federated.simulate import local_accuracies, merge_in_process, round_record
 from clflow.ops.services import wait_for_port

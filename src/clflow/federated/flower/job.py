@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 
-from clflow.federated.protocol import ClientUpdate, PrototypeServer
-
-Fault = Literal[
-    "", "nan", "dimension", "negative-count", "encoder", "replay", "crash"
-]  # "": honest
-FAULTS: tuple[str, ...] = get_args(Fault)[1:]
+from clflow.federated.faults import client_name
+from clflow.federated.protocol import PrototypeServer
 
 
 @dataclass(frozen=True)
@@ -39,11 +34,6 @@ class Job:
     metric: str
     nodes: int
     timeout: float = 600.0
-
-
-def client_name(partition: int) -> str:
-    """The same names as the in-process path (`simulate.partition`)."""
-    return f"client-{partition:03d}"
 
 
 def write_job(job_dir: Path, job: Job, rounds: list[dict[str, tuple[np.ndarray, np.ndarray]]]):
@@ -72,25 +62,6 @@ def client_rows(path: str | Path, round_: int, n_features: int) -> tuple[np.ndar
         if f"X_{round_}" not in data.files:
             return np.zeros((0, n_features)), np.zeros(0, dtype=np.int64)
         return data[f"X_{round_}"], data[f"y_{round_}"]
-
-
-def corrupt(u: ClientUpdate, fault: Fault, previous: ClientUpdate | None) -> ClientUpdate:
-    """A malicious or broken client's version of an honest update (fault injection for tests and
-    the bench): the server must reject it and go on. `replay` resends the previous round's
-    update, id and all."""
-    if fault == "" or not len(u.classes):
-        return u
-    if fault == "nan":
-        return replace(u, sums=np.full_like(u.sums, np.nan))
-    if fault == "dimension":
-        return replace(u, sums=np.zeros((len(u.classes), u.sums.shape[1] + 1)))
-    if fault == "negative-count":
-        return replace(u, counts=-u.counts)
-    if fault == "encoder":
-        return replace(u, encoder_hash="0" * 16)
-    if fault == "replay":
-        return previous if previous is not None and len(previous.classes) else u
-    raise ValueError(f"unknown fault {fault!r} (one of {', '.join(FAULTS)})")
 
 
 def write_result(job_dir: Path, server: PrototypeServer, snapshots: list, rounds: list[dict]):
