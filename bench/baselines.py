@@ -21,7 +21,7 @@ import numpy as np
 
 from clflow.config import BaselinesConfig, StreamConfig, TrainConfig
 from clflow.evaluation import run_methods
-from clflow.learners import learner_for_method
+from clflow.methods import learner_for_method
 from clflow.streams import build_stream
 
 STREAMS = {

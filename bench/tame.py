@@ -30,7 +30,7 @@ import numpy as np
 
 from clflow.config import StreamConfig, TameConfig, TrainConfig
 from clflow.evaluation import run_methods, run_stream
-from clflow.learners import learner_for_method
+from clflow.methods import learner_for_method
 from clflow.parallel import run_parallel
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame.evaluate import tame_scores

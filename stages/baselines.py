@@ -16,7 +16,8 @@ import polars as pl
 from clflow.config import BaselinesConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import RunResult, run_methods
-from clflow.learners import ContinualLearner, learner_for_method, memory_report
+from clflow.learners import ContinualLearner, memory_report
+from clflow.methods import learner_for_method
 from clflow.metrics import mean_std
 from clflow.ops.entry import stage_args
 from clflow.ops.io import StagedOuts, atomic_path, write_json

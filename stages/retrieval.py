@@ -16,7 +16,8 @@ import numpy as np
 from clflow.config import RetrievalConfig, TrainConfig, load_params
 from clflow.errors import cli_errors
 from clflow.evaluation import result_from_proba, run_methods, run_stream
-from clflow.learners import learner_for_method, learner_from_config
+from clflow.learners import learner_from_config
+from clflow.methods import learner_for_method
 from clflow.metrics import mean_std
 from clflow.ops.entry import stage_args
 from clflow.ops.io import StagedOuts, write_json

@@ -85,7 +85,7 @@ def split_digits_runs():
     """Every memory-bounded method on Split-Digits at memory 200 (seed 0), with finetune."""
     from clflow.config import StreamConfig, TrainConfig
     from clflow.evaluation import run_stream
-    from clflow.learners import learner_for_method
+    from clflow.methods import learner_for_method
     from clflow.streams import build_stream
 
     stream = build_stream(StreamConfig(source="digits", experiences=5))

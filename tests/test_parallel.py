@@ -9,7 +9,7 @@ from clflow import parallel
 from clflow.config import StreamConfig, TrainConfig
 from clflow.errors import ClflowError
 from clflow.evaluation import run_methods
-from clflow.learners import learner_for_method
+from clflow.methods import learner_for_method
 from clflow.parallel import run_parallel
 from clflow.streams import build_stream
 

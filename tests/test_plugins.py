@@ -117,7 +117,7 @@ def test_standard_replay_beats_online_replay_on_split_digits():
     """Measured by the issue against Avalanche 0.6.0: standard replay 0.84 ± 0.03 at memory 200."""
     from clflow.config import StreamConfig, TrainConfig
     from clflow.evaluation import run_stream
-    from clflow.learners import learner_for_method
+    from clflow.methods import learner_for_method
     from clflow.streams import build_stream
 
     stream = build_stream(StreamConfig(source="digits", experiences=5))

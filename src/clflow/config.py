@@ -1,7 +1,7 @@
 """Typed `params.yaml`: one pydantic model per section, unknown keys rejected.
 
 A typo stops every stage with one line naming the key and the nearest valid one.
-Every number is finite and within documented bounds (README, "Parameters"), so a
+Every number is finite and within documented bounds (docs/concepts/parameters.md), so a
 careless value cannot run for days or train to chance with exit 0; the file itself
 is capped (size, YAML aliases) before anything reads it into memory.
 """
@@ -16,27 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clflow.errors import ConfigError
-
-SOURCES = (
-    "digits",
-    "permuted_digits",
-    "rotated_digits",
-    "mnist1d",
-    "permuted_mnist1d",
-    "mnist",
-    "fashion_mnist",
-    "cifar10",
-    "parquet",
-)
-DOMAIN_SOURCES = (
-    "permuted_digits",
-    "rotated_digits",
-    "permuted_mnist1d",
-)  # every class in every task
-FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
-# read from where their Debian package installs them when stream.path is "" (clflow.streams.loaders)
-PACKAGED_SOURCES = ("fashion_mnist",)
-
+from clflow.streams.sources import FILE_SOURCES, PACKAGED_SOURCES, SOURCES
 
 MAX_BYTES = 1 << 20  # params.yaml is a page of settings, not data
 MAX_ALIASES = 100  # YAML aliases (`*name`): a few are handy, thousands are a "billion laughs"

@@ -59,3 +59,45 @@ def test_a_state_that_does_not_fit_is_one_line(stream, tmp_path):
         restore({"state": small.get_state()}, "ck.pt", small).predict(stream.test.X[:5]),
         small.predict(stream.test.X[:5]),
     )
+
+
+@pytest.mark.slow
+def test_editing_a_parameter_description_keeps_the_fingerprint(tmp_path):
+    """`clflow.config` is not model code: a reworded description must not retrain TAME, while
+    an edit to the learner must."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "from clflow.config import StreamConfig; from clflow.streams import build_stream; "
+        "from clflow.tame.incremental import fingerprint; "
+        "print(fingerprint({}, build_stream(StreamConfig(source='digits', limit=300))))"
+    )
+
+    def fingerprint_with(edit: str | None) -> str:
+        src = tmp_path / "src"
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+        if edit == "description":
+            config = src / "clflow" / "config.py"
+            text = config.read_text()
+            assert 'description="class groups' in text
+            config.write_text(text.replace('description="class groups', 'description="groups'))
+        elif edit == "learner":
+            learner = src / "clflow" / "tame" / "learner.py"
+            learner.write_text(learner.read_text() + "\n# an edit\n")
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={"PYTHONPATH": str(src), "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    before = fingerprint_with(None)
+    assert fingerprint_with("description") == before
+    assert fingerprint_with("learner") != before

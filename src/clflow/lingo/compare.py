@@ -7,8 +7,8 @@ import numpy as np
 
 from clflow.config import LingoConfig, TrainConfig
 from clflow.evaluation import RunResult, run_methods
-from clflow.learners import learner_for_method
 from clflow.lingo.targets import random_targets
+from clflow.methods import learner_for_method
 from clflow.streams import Stream
 
 

@@ -7,6 +7,7 @@ a stage imports must rerun it), and to fingerprint the code behind a checkpoint.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2]  # src/
@@ -27,11 +28,24 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, except under `if TYPE_CHECKING:` (imports for type checkers never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                todo.extend(child.orelse)
+            else:
+                todo.append(child)
+
+
 def _imported_names(path: Path) -> set[str]:
-    """Module names imported by a file: import statements anywhere, and
-    importlib.import_module("...")."""
+    """Module names imported by a file when it runs: import statements anywhere (not under
+    `if TYPE_CHECKING:`), and importlib.import_module("...")."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

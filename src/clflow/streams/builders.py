@@ -6,10 +6,10 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clflow.config import DOMAIN_SOURCES, StreamConfig
 from clflow.errors import ConfigError
 from clflow.streams.loaders import (
     RawData,
@@ -20,6 +20,10 @@ from clflow.streams.loaders import (
 )
 from clflow.streams.normalize import NormalizeKind, fit_normalizer
 from clflow.streams.schema import Split, Stream, load_stream
+from clflow.streams.sources import DOMAIN_SOURCES
+
+if TYPE_CHECKING:  # a type only: streams do not import clflow.config (see clflow.ops.codedeps)
+    from clflow.config import StreamConfig
 
 
 def raw_data(cfg: StreamConfig) -> RawData:

@@ -1,0 +1,21 @@
+"""The stream sources `stream.source` names, by kind (the standard library only)."""
+
+SOURCES = (
+    "digits",
+    "permuted_digits",
+    "rotated_digits",
+    "mnist1d",
+    "permuted_mnist1d",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "parquet",
+)
+DOMAIN_SOURCES = (
+    "permuted_digits",
+    "rotated_digits",
+    "permuted_mnist1d",
+)  # every class in every task
+FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
+# read from where their Debian package installs them when stream.path is "" (clflow.streams.loaders)
+PACKAGED_SOURCES = ("fashion_mnist",)
