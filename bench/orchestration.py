@@ -70,7 +70,7 @@ def main() -> None:
 
     from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
-    from clflow.streams.incoming import example_experience
+    from clflow.streams.demo import example_experience
     from flows.continual import continual_update
     from flows.pipeline import pipeline
 

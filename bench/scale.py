@@ -134,7 +134,8 @@ def update_with_new_experience(project: Path, rows: int) -> tuple[float, float]:
     """(update seconds, intake seconds) for one new experience of `rows` rows: the intake alone
     on a copy, then the whole continual-update flow on the project."""
     from clflow.streams import load_stream
-    from clflow.streams.incoming import example_experience, intake
+    from clflow.streams.demo import example_experience
+    from clflow.streams.intake import intake
 
     stream = load_stream(project / "data" / "stream")
     new = example_experience(stream, permute=True, seed=7, limit=rows)

@@ -31,7 +31,7 @@ from clflow.ops.locks import project_lock
 from clflow.ops.tasks import run_stage
 from clflow.reporting import read_metrics
 from clflow.streams import load_stream
-from clflow.streams.incoming import Intake, intake, pending, set_pending
+from clflow.streams.intake import Intake, intake, pending, set_pending
 from clflow.tracking.runs import pipeline_run
 
 UPDATE_STAGES = ["prepare", "embed_classes", "tame", "register"]

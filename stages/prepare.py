@@ -18,7 +18,7 @@ from clflow.ops.entry import stage_args
 from clflow.ops.io import atomic_dir
 from clflow.streams import Stream, build_stream, write_stream
 from clflow.streams.duplicates import apply_policy
-from clflow.streams.incoming import append_experiences
+from clflow.streams.experience import append_experiences
 from clflow.tracking.runs import stage_run
 
 log = logging.getLogger("clflow.prepare")

@@ -195,7 +195,7 @@ def file_hashes(root: Path, *rel: str) -> dict[str, str]:
 def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int = 400) -> Path:
     from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
-    from clflow.streams.incoming import example_experience
+    from clflow.streams.demo import example_experience
 
     path = project / "data" / "incoming" / name
     write_parquet(

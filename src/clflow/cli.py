@@ -174,7 +174,7 @@ def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
 def new_experience(args: argparse.Namespace) -> None:
     from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
-    from clflow.streams.incoming import example_experience
+    from clflow.streams.demo import example_experience
 
     out = Path(args.out)
     held = tracked_out(out)

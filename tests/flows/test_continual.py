@@ -118,7 +118,7 @@ def test_a_failed_update_is_finished_by_the_next_run(tmp_path, built_project):
     from conftest import copy_project
 
     from clflow.ops.dvcrun import StageFailed
-    from clflow.streams.incoming import pending
+    from clflow.streams.intake import pending
 
     project = copy_project(built_project, tmp_path / "p")  # 5 experiences, trained
     stages = ["prepare", "embed_classes", "tame"]

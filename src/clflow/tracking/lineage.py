@@ -220,7 +220,7 @@ class Lineage:
 def data_digest(data: str, project: Path) -> str:
     """The digest to look for: a file's SHA-256, a DVC-tracked folder's md5 from dvc.lock, or
     the given hex prefix itself."""
-    from clflow.streams.incoming import file_digest
+    from clflow.streams.experience import file_digest
 
     path = Path(data)
     if path.is_file():

@@ -64,7 +64,7 @@ def dvc_out_hash(out: str, root: Path | None = None) -> str | None:
 def experience_files(root: Path | None = None) -> list[dict[str, str]]:
     """The accepted experience files (arrival order) with their SHA-256, and the incoming file
     each came from (name and SHA-256, as the intake recorded them)."""
-    from clflow.streams.incoming import accepted_files, accepted_sources, file_digest
+    from clflow.streams.experience import accepted_files, accepted_sources, file_digest
 
     directory = (root or Path.cwd()) / EXPERIENCES_DIR
     sources = accepted_sources(directory)

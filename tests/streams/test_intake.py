@@ -9,13 +9,9 @@ import pytest
 
 from clflow.errors import StreamError
 from clflow.streams import Split, Stream
-from clflow.streams.incoming import (
-    accepted_files,
-    append_experiences,
-    example_experience,
-    intake,
-    read_experience,
-)
+from clflow.streams.demo import example_experience
+from clflow.streams.experience import accepted_files, append_experiences, read_experience
+from clflow.streams.intake import intake
 
 
 def tiny_stream(n_features: int = 4, n_classes: int = 3) -> Stream:

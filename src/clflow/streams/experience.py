@@ -1,0 +1,212 @@
+"""Accepted experiences: validate an incoming file against the stream, and own the files of
+`data/experiences/` (this module owns their format).
+
+An incoming file is a parquet file with the stream contract's `x` and `y` columns,
+an optional `task` (a recurring task reuses its id) and an optional `split`
+("train" / "test"; without it a seeded share of `stream.test_size` rows is held out).
+Accepted files are normalised into `data/experiences/` (a dependency of `prepare`),
+so `prepare` rebuilds the same base stream and appends them in order: the stream
+is DVC-versioned with every accepted experience and reproducible from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from clflow.errors import StreamError
+from clflow.ops.io import write_json, write_parquet
+from clflow.streams.schema import (
+    Split,
+    Stream,
+    check_duplicates,
+    check_labels,
+    int_column,
+    read_features,
+    read_frame,
+)
+
+SPLITS = ("train", "test")
+
+
+MAX_SCALE = 1000.0  # features beyond this many times the stream's largest |x| are refused
+
+
+SOURCES_FILE = (
+    "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
+)
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One validated new experience: train and test rows, and its task id (None = a new task)."""
+
+    train_X: np.ndarray
+    train_y: np.ndarray
+    test_X: np.ndarray
+    test_y: np.ndarray
+    task: int | None
+
+
+def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np.ndarray:
+    """True for test rows: the file's `split` column, else a seeded random share."""
+    if "split" in df.columns:
+        split = df["split"].cast(pl.String)
+        bad = split.filter(~split.is_in(SPLITS) | split.is_null())
+        if len(bad):
+            raise StreamError(
+                f"value {bad[0]!r} is not one of {list(SPLITS)}", file=path, field="split"
+            )
+        return (split == "test").to_numpy()
+    n = df.height
+    n_test = int(round(n * test_size))
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[:n_test]] = True
+    return mask
+
+
+def read_experience(
+    path: str | Path,
+    n_features: int,
+    n_classes: int,
+    *,
+    test_size: float = 0.3,
+    seed: int = 0,
+    n_tasks: int | None = None,
+    max_abs: float | None = None,
+) -> Experience:
+    """Read and validate one incoming experience file against the stream it joins.
+
+    `n_tasks`: a `task` column must name one of the stream's tasks (a recurring one);
+    `max_abs`: the stream's largest |feature|, which new features may exceed MAX_SCALE-fold.
+    """
+    path = Path(path)
+    df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty")
+    X = read_features(df, path)
+    if X.shape[1] != n_features:
+        raise StreamError(
+            f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x"
+        )
+    if max_abs is not None and np.abs(X).max() > MAX_SCALE * max(max_abs, 1.0):
+        row = int(np.abs(X).max(axis=1).argmax())
+        raise StreamError(
+            f"value {float(np.abs(X).max()):.3g} at row {row} is over {MAX_SCALE:g} times the "
+            f"stream's largest |x| ({max_abs:.3g}): wrong units?",
+            file=path,
+            field="x",
+        )
+    y = int_column(df, "y", path).astype(np.int64)
+    check_labels(y, n_classes, path)
+    task = None
+    if "task" in df.columns:
+        tasks = np.unique(int_column(df, "task", path))
+        if len(tasks) != 1 or tasks[0] < 0:
+            raise StreamError(
+                f"one experience has one task id >= 0, got {tasks.tolist()[:5]}",
+                file=path,
+                field="task",
+            )
+        task = int(tasks[0])
+        if n_tasks is not None and task >= n_tasks:
+            raise StreamError(
+                f"task {task} is not one of the stream's tasks (0..{n_tasks - 1}); leave the "
+                "column out for a new task",
+                file=path,
+                field="task",
+            )
+    check_duplicates(df, path)
+    test = _split_mask(df, path, test_size, seed)
+    if test.all() or not test.any():
+        raise StreamError("needs both train and test rows", file=path, field="split")
+    return Experience(X[~test], y[~test], X[test], y[test], task)
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as fh:  # in chunks: never the whole file in memory
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def write_experience(exp: Experience, directory: str | Path, index: int, name: str) -> Path:
+    """Write an accepted experience as `<index>-<name>.parquet`, atomically; return its path."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+    out = Path(directory) / f"{index:04d}-{stem}.parquet"
+    n_tr, n_te = len(exp.train_y), len(exp.test_y)
+    df = pl.DataFrame(
+        {
+            "x": pl.Series("x", np.concatenate([exp.train_X, exp.test_X])).cast(
+                pl.List(pl.Float32)
+            ),
+            "y": pl.Series("y", np.concatenate([exp.train_y, exp.test_y]), dtype=pl.Int64),
+            "split": ["train"] * n_tr + ["test"] * n_te,
+            "task": pl.Series(
+                "task", [-1 if exp.task is None else exp.task] * (n_tr + n_te), dtype=pl.Int32
+            ),
+        }
+    )
+    write_parquet(out, df)
+    return out
+
+
+def accepted_files(directory: str | Path) -> list[Path]:
+    """Accepted experiences in arrival order (their index prefix)."""
+    directory = Path(directory)
+    return sorted(directory.glob("[0-9][0-9][0-9][0-9]-*.parquet")) if directory.is_dir() else []
+
+
+def _append(split: Split, X: np.ndarray, y: np.ndarray, experience: int, task: int) -> Split:
+    n = len(y)
+    return Split(
+        np.concatenate([split.X, X]),
+        np.concatenate([split.y, y]),
+        np.concatenate([split.experience, np.full(n, experience, np.int32)]),
+        np.concatenate([split.task, np.full(n, task, np.int32)]),
+    )
+
+
+def append_experiences(stream: Stream, directory: str | Path) -> Stream:
+    """The stream with every accepted experience in `directory` appended, in order."""
+    for path in accepted_files(directory):
+        df = pl.read_parquet(path)
+        test_rows = (df["split"] == "test").to_numpy()
+        X, y = read_features(df, path), df["y"].to_numpy().astype(np.int64)
+        task = int(df["task"][0])
+        exp = Experience(
+            X[~test_rows], y[~test_rows], X[test_rows], y[test_rows], None if task < 0 else task
+        )
+        stream = with_experience(stream, exp)
+    return stream
+
+
+def with_experience(stream: Stream, exp: Experience) -> Stream:
+    """`stream` with `exp` appended as its next experience; a new task gets the next unused id."""
+    task = n_task_ids(stream) if exp.task is None else exp.task
+    e = int(stream.train.experience.max()) + 1
+    return replace(
+        stream,
+        train=_append(stream.train, exp.train_X, exp.train_y, e, task),
+        test=_append(stream.test, exp.test_X, exp.test_y, e, task),
+    )
+
+
+def n_task_ids(stream: Stream) -> int:
+    """One more than the largest task id in the stream."""
+    return int(max(stream.train.task.max(), stream.test.task.max())) + 1
+
+
+def accepted_sources(experiences: Path) -> dict[str, dict]:
+    """{accepted file name: {source, sha256}} as the intake recorded them."""
+    path = experiences / SOURCES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_source(experiences: Path, accepted: str, source: str, digest: str) -> None:
+    write_json(
+        experiences / SOURCES_FILE,
+        {**accepted_sources(experiences), accepted: {"source": source, "sha256": digest}},
+    )
