@@ -5,7 +5,7 @@
     python bench/federated.py --flower --clients 10 30     # Flower on loopback (.venv-flower)
 
 Each simulated client holds 2 of 100 classes with 20-80 rows of 64 features (uneven).
-Client updates run as mapped Prefect tasks (flows/federated.py's client task) on the
+Client updates run as mapped Prefect tasks (clflow.federated.flow's client task) on the
 thread pool or on a local Dask cluster through prefect-dask; then the server merges.
 "Merge" is the time from all updates in hand to merged prototypes (target: 100
 clients < 5 s). Peak memory of the merge is measured with tracemalloc.
@@ -28,13 +28,9 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, unmapped
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import cloudpickle  # noqa: E402
-
-import flows.federated as fed  # noqa: E402
+import clflow.federated.flow as fed
 from clflow.federated import Encoder, PrototypeServer  # noqa: E402
 
-cloudpickle.register_pickle_by_value(fed)
 N_CLASSES, DIM = 100, 64
 
 

@@ -17,6 +17,9 @@ arrived. Nothing runs when no file arrived and none is pending. Run: `python flo
 
 from __future__ import annotations
 
+import clflow.ops.quiet  # noqa: F401  (first: Prefect reads its settings when imported)
+
+# isort: split
 import json
 import sys
 from pathlib import Path
@@ -24,9 +27,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from clflow.config import load_params
-from clflow.errors import cli_errors
 from clflow.ops.artifacts import publish
-from clflow.ops.flowcli import flow_parser, flow_settings, start_flow_cli
+from clflow.ops.flowcli import flow_main, flow_parser, flow_settings, start_flow_cli
 from clflow.ops.locks import project_lock
 from clflow.ops.tasks import run_stage
 from clflow.reporting import read_metrics
@@ -170,7 +172,7 @@ def retrain_markdown(found: dict) -> str:
     )
 
 
-@cli_errors
+@flow_main
 def main(argv: list[str] | None = None) -> None:
     args = start_flow_cli(flow_parser(__doc__), argv)
     print(

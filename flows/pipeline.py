@@ -9,6 +9,9 @@ time (a project lock). Run: `python flows/pipeline.py --help`.
 
 from __future__ import annotations
 
+import clflow.ops.quiet  # noqa: F401  (first: Prefect reads its settings when imported)
+
+# isort: split
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from clflow.config import check_overrides
-from clflow.errors import ConfigError, cli_errors
+from clflow.errors import ConfigError
 from clflow.ops.artifacts import publish
 from clflow.ops.dvcrun import experiment_metrics, up_to_date
-from clflow.ops.flowcli import flow_parser, flow_settings, start_flow_cli
+from clflow.ops.flowcli import flow_main, flow_parser, flow_settings, start_flow_cli
 from clflow.ops.locks import project_lock
 from clflow.ops.tasks import run_experiment, run_stage
 from clflow.reporting import read_metrics, summary_table
@@ -79,7 +82,7 @@ def run_pipeline(
     return done, read_metrics(root / "metrics")
 
 
-@cli_errors
+@flow_main
 def main(argv: list[str] | None = None) -> None:
     parser = flow_parser(__doc__)
     parser.add_argument("--stage", action="append", help="run only these stages (repeatable)")

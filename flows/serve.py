@@ -8,6 +8,9 @@ deployments. Stop with Ctrl-C.
 
 from __future__ import annotations
 
+import clflow.ops.quiet  # noqa: F401  (first: Prefect reads its settings when imported)
+
+# isort: split
 import argparse
 import os
 import sys

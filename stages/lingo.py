@@ -7,69 +7,55 @@ the only difference. Random targets separate "frozen targets" from "language".
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import numpy as np
-import polars as pl
-
-from clflow.config import load_params
 from clflow.errors import cli_errors
-from clflow.evaluation import RunResult
-from clflow.lingo.compare import compare
-from clflow.lingo.targets import read_targets
-from clflow.metrics import mean_std
-from clflow.ops.entry import stage_args
-from clflow.ops.io import StagedOuts, atomic_path, write_json
-from clflow.plots import accuracy_curves, seen_accuracy
-from clflow.streams import load_stream
-from clflow.tracking.runs import flatten, stage_run
+from clflow.ops.entry import StageCommand
 
 log = logging.getLogger("clflow.lingo")
-
-
-def write_plots(results: dict[str, dict[str, list[RunResult]]], plots: Path) -> None:
-    plots.mkdir(parents=True, exist_ok=True)
-    table = {}
-    for method, heads in results.items():
-        curves = {}
-        for head, runs in heads.items():
-            seen = np.array([seen_accuracy(r.R) for r in runs])
-            curves[head] = (seen.mean(0), seen.std(0))
-            table[f"{method}_{head}"] = np.round(seen.mean(0), 4)
-        accuracy_curves(
-            curves, f"{method}: accuracy after each experience, per head", plots / f"{method}.png"
-        )
-    with atomic_path(plots / "accuracy.csv") as tmp:
-        pl.DataFrame({"experience": np.arange(len(next(iter(table.values())))), **table}).write_csv(
-            tmp
-        )
+STAGE = StageCommand(
+    "lingo",
+    __doc__,
+    "`train`, `baselines.memory`, `lingo.heads`, `lingo.methods`",
+    {
+        "stream": "data/stream",
+        "targets": "data/class_targets.parquet",
+        "metrics": "metrics/lingo.json",
+        "plots": "plots/lingo",
+    },
+    outs=("metrics", "plots"),
+)
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(
-        __doc__,
-        "`train`, `baselines.memory`, `lingo.heads`, `lingo.methods`",
-        argv,
-        stream="data/stream",
-        targets="data/class_targets.parquet",
-        metrics="metrics/lingo.json",
-        plots="plots/lingo",
-    )
-    with StagedOuts(args.metrics, args.plots) as outs:  # all change, or none
-        params = load_params(args.params)
-        stream = load_stream(args.stream)
-        language = read_targets(args.targets, stream.classes)
-        sections = {"train": params.train.model_dump(), "lingo": params.lingo.model_dump()}
-        # the MLflow run is live while the learners train: it shows their `progress`
-        with stage_run("lingo", sections, params.tracking.experiment):
+    with STAGE.run(argv) as st:
+        # the library loads once the command line is read: `--help` needs no torch
+        import mlflow
+
+        from clflow.lingo.compare import compare
+        from clflow.lingo.targets import read_targets
+        from clflow.metrics import mean_std
+        from clflow.ops.io import write_json
+        from clflow.plots import seen_accuracy_plots
+        from clflow.tracking.runs import flatten
+
+        params, stream = st.params, st.stream
+        language = read_targets(st.args.targets, stream.classes)
+        with st.tracked("train", "lingo"):  # live while the learners train: their progress
             results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
             metrics = {
                 m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
                 for m, heads in results.items()
             }
-            write_plots(results, Path(outs[args.plots]))
-            write_json(outs[args.metrics], metrics)
+            seen_accuracy_plots(
+                {
+                    m: {h: [r.R for r in runs] for h, runs in heads.items()}
+                    for m, heads in results.items()
+                },
+                "{}: accuracy after each experience, per head",
+                st.outs["plots"],
+            )
+            write_json(st.outs["metrics"], metrics)
             for m, heads in metrics.items():
                 for h, v in heads.items():
                     log.info(
@@ -80,10 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                         v["avg_accuracy_std"],
                         v["forgetting"],
                     )
-            import mlflow
-
             mlflow.log_metrics(flatten(metrics))
-            mlflow.log_artifacts(outs[args.plots], "plots")
+            mlflow.log_artifacts(st.outs["plots"], "plots")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,17 @@ def test_closure_follows_lazy_and_importlib_imports(tmp_path):
     closure = {
         p.relative_to(ROOT).as_posix() for p in source_closure(ROOT / "stages" / "federated.py")
     }
-    assert "flows/federated.py" in closure  # importlib.import_module("flows.federated")
+    assert "src/clflow/federated/flow.py" in closure  # imported inside main()
     assert "src/clflow/federated/protocol.py" in closure  # imported by the flow
     assert "src/clflow/__init__.py" in closure  # a parent package runs first
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import importlib\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import clflow.config\n"
+        "importlib.import_module('clflow.metrics')\n"
+    )
+    found = {p.relative_to(ROOT).as_posix() for p in source_closure(script) if p != script}
+    assert "src/clflow/metrics.py" in found  # importlib.import_module("...")
+    assert "src/clflow/config.py" not in found  # a type checker's import never runs
     register = {p.name for p in source_closure(ROOT / "stages" / "register.py")}
     assert {"pyfunc.py", "registry.py"} <= register  # imported inside main()

@@ -104,3 +104,15 @@ def test_a_cnn_without_a_stream_shape_is_one_line_naming_it(tmp_path):
     )
     run([sys.executable, str(ROOT / "stages" / "prepare.py"), "--out", "shaped"], tmp_path)
     assert json.loads((tmp_path / "shaped" / "meta.json").read_text())["shape"] == [1, 64]
+
+
+def test_a_stage_help_loads_no_heavy_library():
+    """`--help` answers before torch, MLflow, polars or matplotlib load (each takes a second)."""
+    scripts = [str(p) for p in sorted((ROOT / "stages").glob("*.py"))]
+    code = HELP_HARNESS + (
+        "heavy = ('torch', 'mlflow', 'polars', 'matplotlib', 'faiss', 'prefect', 'pydantic')\n"
+        "print('@@ loaded', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = run([sys.executable, "-c", code, *scripts], ROOT).stdout
+    assert out.count("exit 0") == len(scripts), out
+    assert out.splitlines()[-1] == "@@ loaded []"

@@ -6,8 +6,13 @@ import `clflow.config`: a parameter's description is not part of a model's code.
 
 from __future__ import annotations
 
-from clflow.config import BaselinesConfig
-from clflow.learners import ContinualLearner, GDumbLearner, learner_from_config
+from collections.abc import Sequence
+
+import numpy as np
+
+from clflow.config import BaselinesConfig, TrainConfig
+from clflow.evaluation import RunResult, run_methods, run_stream
+from clflow.learners import ContinualLearner, GDumbLearner, learner_from_config, memory_report
 from clflow.plugins import (
     AsymmetricReplayPlugin,
     DarkReplayPlugin,
@@ -64,3 +69,34 @@ def learner_for_method(
         )
     plugins = method_plugins(method, memory, seed, options)
     return learner_from_config(stream, train, seed, plugins, **head)
+
+
+def run_baselines(
+    stream: Stream, train: TrainConfig, cfg: BaselinesConfig
+) -> dict[str, list[tuple[ContinualLearner, RunResult]]]:
+    """Every method of `cfg.methods` on every seed: (trained learner, result) per method, in
+    seed order; `joint` sees every experience so far at once, the others one at a time."""
+    makers = {
+        method: lambda seed, method=method: learner_for_method(
+            method, stream, train, seed, cfg.memory, cfg
+        )
+        for method in cfg.methods
+    }
+    return run_methods(
+        makers, stream, train, cumulative=["joint"], desc="baselines", keep_proba=True
+    )
+
+
+def memory_used(learners: Sequence[ContinualLearner]) -> dict[str, int]:
+    """The most rows and bytes any seed's learner holds from the stream (its memory)."""
+    reports = [memory_report(learner) for learner in learners]
+    return {k: max(r[k] for r in reports) for k in reports[0]}
+
+
+def finetune_accuracy(stream: Stream, train: TrainConfig) -> float:
+    """The finetune baseline through the whole stream (first seed): accuracy on every test row at
+    the end."""
+    seed = train.seeds[0]
+    learner = learner_from_config(stream, train, seed)
+    run_stream(learner, stream, batch_size=train.batch_size, epochs=train.epochs, seed=seed)
+    return float(np.mean(learner.predict(stream.test.X) == stream.test.y))

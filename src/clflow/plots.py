@@ -3,8 +3,9 @@ atomically)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -85,3 +86,45 @@ def loss_with_boundaries(
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     _save(fig, path)
+
+
+def seen_curve(matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over seeds of the accuracy on the experiences seen so far."""
+    seen = np.array([seen_accuracy(R) for R in matrices])
+    return seen.mean(0), seen.std(0)
+
+
+def write_table(path: str | Path, columns: Mapping[str, Any]) -> None:
+    """A CSV of equal-length columns, written atomically (what DVC plots read)."""
+    import polars as pl
+
+    with atomic_path(path) as tmp:
+        pl.DataFrame(dict(columns)).write_csv(tmp)
+
+
+def seen_accuracy_plots(
+    figures: Mapping[str, Mapping[str, Sequence[np.ndarray]]], title: str, plots: Path
+) -> None:
+    """Accuracy on the experiences seen so far, mean ± std over seeds: `figures` maps a PNG's
+    name to its curves (label -> each seed's accuracy matrix); `title` may hold `{}` for the
+    name. Every curve's mean also goes to `plots/accuracy.csv` (a DVC plot), as `<label>` or,
+    with several figures, `<name>_<label>`."""
+    plots.mkdir(parents=True, exist_ok=True)
+    table: dict[str, np.ndarray] = {}
+    for name, labels in figures.items():
+        curves = {label: seen_curve(matrices) for label, matrices in labels.items()}
+        accuracy_curves(curves, title.format(name), plots / f"{name}.png")
+        for label, (mean, _) in curves.items():
+            table[label if len(figures) == 1 else f"{name}_{label}"] = np.round(mean, 4)
+    steps = len(next(iter(table.values())))
+    write_table(plots / "accuracy.csv", {"experience": np.arange(steps), **table})
+
+
+def method_plots(matrices: Mapping[str, Sequence[np.ndarray]], plots: Path) -> None:
+    """Each method's accuracy matrix (mean over seeds) as a heatmap, and every method's accuracy
+    on seen experiences in one figure (`accuracy.png`, `accuracy.csv`)."""
+    plots.mkdir(parents=True, exist_ok=True)
+    for method, Rs in matrices.items():
+        title = f"{method}: accuracy matrix (mean of {len(Rs)} seeds)"
+        accuracy_heatmap(np.mean(Rs, axis=0), title, plots / f"matrix_{method}.png")
+    seen_accuracy_plots({"accuracy": matrices}, "Accuracy on seen experiences", plots)

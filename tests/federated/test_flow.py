@@ -3,11 +3,8 @@ prefect-dask."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
-from conftest import ROOT
 
 from clflow.config import StreamConfig
 from clflow.streams import build_stream
@@ -16,12 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_dask_gives_the_same_prototypes_as_the_thread_pool(prefect_api):
-    import cloudpickle
+    import clflow.federated.flow as fed
 
-    sys.path.insert(0, str(ROOT))
-    import flows.federated as fed
-
-    cloudpickle.register_pickle_by_value(fed)
     stream = build_stream(StreamConfig(source="digits", experiences=3, seed=0))
     runs = {}
     for runner, group in (

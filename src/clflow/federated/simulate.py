@@ -130,3 +130,10 @@ def merge_in_process(
             previous[(c, r)] = honest
         reports.append(server.merge(updates))
     return server, reports
+
+
+def novel_accuracy(stream: Stream, rows: np.ndarray, novel: np.ndarray, encoder: Encoder) -> float:
+    """Nearest prototype (cosine) of the novel classes' train `rows`, scored on their test rows:
+    what an encoder is for, classes it never saw."""
+    server = central_server(stream, rows, encoder, encoder.hash, "cosine")
+    return accuracy_on_seen(server, stream, encoder, novel)

@@ -90,3 +90,14 @@ def read_targets(path: str | Path, classes: list[str]) -> np.ndarray:
             field="name",
         )
     return np.stack(df["target"].to_list()).astype(np.float32)
+
+
+def target_stats(targets: np.ndarray) -> dict[str, float]:
+    """How far apart the class targets are: count, dimension, mean pairwise cosine."""
+    n = len(targets)
+    cos = targets @ targets.T
+    return {
+        "n_classes": n,
+        "dim": targets.shape[1],
+        "mean_pairwise_cosine": float(cos[np.triu_indices(n, 1)].mean()) if n > 1 else 1.0,
+    }

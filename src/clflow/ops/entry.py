@@ -1,4 +1,9 @@
-"""What every entry point shares: its command line (argument types too) and its logging."""
+"""What every entry point shares: its command line (argument types too), its logging, and the
+skeleton of a DVC stage (`StageCommand`).
+
+Nothing heavy is imported at the top: a stage's `--help` answers before torch, polars or
+MLflow load.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,18 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import clflow.ops.quiet  # noqa: F401  (before MLflow loads: telemetry off)
+
+if TYPE_CHECKING:
+    from clflow.config import Params
+    from clflow.streams import Stream
 
 
 def stage_args(
@@ -59,3 +76,60 @@ def seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
     return value
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """A DVC stage's command line and skeleton: `--params` and one `--<name>` option per path
+    (`paths`: name -> default); `outs` names the paths that change together or not at all."""
+
+    name: str
+    doc: str | None
+    reads: str
+    paths: Mapping[str, str]
+    outs: tuple[str, ...] = ()
+
+    def parse(self, argv: list[str] | None) -> argparse.Namespace:
+        return stage_args(self.doc, self.reads, argv, **self.paths)
+
+    @contextmanager
+    def run(self, argv: list[str] | None) -> Iterator[StageRun]:
+        """Read the command line (`--help` ends here), stage the outs and read the params.
+
+        The outs are written under temporary names and renamed into place only when the block
+        ends without an error: a failing or killed stage leaves the previous outs as they were.
+        """
+        args = self.parse(argv)
+        from clflow.config import load_params
+        from clflow.ops.io import StagedOuts
+
+        with StagedOuts(*(getattr(args, o) for o in self.outs)) as staged:
+            outs = {o: staged[getattr(args, o)] for o in self.outs}
+            yield StageRun(self.name, args, load_params(args.params), outs)
+
+
+@dataclass
+class StageRun:
+    """One run of a stage: its arguments, params, where to write each out (`outs`, staged), the
+    stream it reads (`--stream`, loaded on first use) and its MLflow run (`tracked`)."""
+
+    name: str
+    args: argparse.Namespace
+    params: Params
+    outs: dict[str, Path] = field(default_factory=dict)
+
+    @cached_property
+    def stream(self) -> Stream:
+        from clflow.streams import load_stream
+
+        return load_stream(self.args.stream)
+
+    @contextmanager
+    def tracked(self, *sections: str, **extra: Any) -> Iterator[Any]:
+        """The stage's MLflow run, with the named params sections (and `extra` values) logged;
+        opened before long work, it shows the work's progress while it runs."""
+        from clflow.tracking.runs import stage_run
+
+        logged = {s: getattr(self.params, s).model_dump() for s in sections}
+        with stage_run(self.name, {**logged, **extra}, self.params.tracking.experiment) as run:
+            yield run

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from clflow.errors import ClflowError
+from clflow.errors import ClflowError, cli_errors
+from clflow.ops.quiet import STARTUP_TIMEOUT
+
+F = TypeVar("F", bound=Callable[..., object])
+EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 
 
 def flow_settings(
@@ -77,6 +85,26 @@ class _UserErrorsWithoutTraceback(logging.Filter):
         if isinstance(exc, ClflowError):
             record.exc_info, record.exc_text = None, None
         return True
+
+
+def flow_main(func: F) -> F:
+    """`cli_errors` for a flow script's `main()`; Prefect's temporary API server that does not
+    start in time is one line too, naming the setting to raise (not Prefect's 60-line trace)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError as err:
+            if EPHEMERAL_TIMEOUT not in str(err):
+                raise
+            waited = os.environ.get(STARTUP_TIMEOUT, "20")
+            raise ClflowError(
+                f"Prefect's temporary API server did not start within {waited} s: raise "
+                f"{STARTUP_TIMEOUT}, or run `prefect server start` and set PREFECT_API_URL"
+            ) from None
+
+    return cli_errors(wrapper)  # type: ignore[return-value]
 
 
 for _name in ("prefect.flow_runs", "prefect.task_runs"):

@@ -49,6 +49,17 @@ class Stream:
     def n_features(self) -> int:
         return int(self.train.X.shape[1])
 
+    def describe(self) -> dict[str, int]:
+        """Row counts and shapes worth logging."""
+        return {
+            "n_train": len(self.train),
+            "n_test": len(self.test),
+            "n_features": self.n_features,
+            "n_classes": len(self.classes),
+            "n_experiences": self.n_experiences,
+            "n_tasks": int(len(np.unique(self.train.task))),
+        }
+
 
 def default_class_names(n: int) -> list[str]:
     return [f"class {i}" for i in range(n)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
+from clflow.evaluation import RunResult
 from clflow.metrics import detection_scores, shift_points
 from clflow.streams import Stream
 from clflow.tame.learner import TameLearner
@@ -58,3 +60,25 @@ def tame_scores(
         }
     )
     return scores
+
+
+def write_plots(learner: TameLearner, result: RunResult, stream: Stream, plots: Path) -> None:
+    """The loss per batch with true and detected shifts, and the accuracy matrix (PNG and CSV)."""
+    from clflow.plots import accuracy_heatmap, loss_with_boundaries, write_table
+
+    plots.mkdir(parents=True, exist_ok=True)
+    loss = np.asarray(learner.log_.loss)
+    true = shift_points(batch_tasks(stream, result.batch_experience))
+    title = "TAME: loss, true (dashed) and detected (red) shifts"
+    loss_with_boundaries(loss, true, learner.detections_, title, plots / "loss.png")
+    accuracy_heatmap(np.nan_to_num(result.R), "TAME accuracy matrix", plots / "matrix.png")
+    R = result.R  # R[i][j]: rows trained through i, columns tested on j
+    write_table(
+        plots / "matrix.csv",
+        {
+            "trained_through": np.arange(len(R)),
+            **{f"experience_{j}": R[:, j] for j in range(R.shape[1])},
+        },
+    )
+    batches = np.arange(len(loss))
+    write_table(plots / "loss.csv", {"batch": batches, "loss": loss, "expert": learner.log_.expert})

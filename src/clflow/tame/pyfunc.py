@@ -139,3 +139,9 @@ def log_tame_model(
         registered_model_name=registered_model_name,
         pip_requirements=requirements(),
     )
+
+
+def scorer(stream):
+    """model_uri -> accuracy of that registered model on each experience of the stream's test
+    rows (the registry gate's evidence)."""
+    return lambda uri: experience_scores(mlflow.pyfunc.load_model(uri), stream)

@@ -81,3 +81,34 @@ def scored(
     learner, result, start = trained
     scores = evaluate.tame_scores(learner, stream, result.batch_experience, cfg.match_tolerance)
     return learner, result, start, {**result.metrics(), **scores}
+
+
+def train_seeds(
+    stream: Stream,
+    train: TrainConfig,
+    cfg: TameConfig,
+    checkpoints: Path,
+    save_to: Path,
+    targets: np.ndarray | None = None,
+) -> list[tuple[TameLearner, RunResult, int, dict[str, float]]]:
+    """`scored(train_seed(...))` for every seed of `train.seeds`, in parallel processes when CPUs
+    are free: each continues from `checkpoints/seed_<s>.pt` and saves to `save_to/seed_<s>.pt`."""
+    from clflow.parallel import run_parallel
+
+    jobs = [
+        lambda seed=seed: scored(
+            train_seed(
+                stream,
+                train,
+                cfg,
+                seed,
+                checkpoints / f"seed_{seed}.pt",
+                save_to / f"seed_{seed}.pt",
+                targets,
+            ),
+            stream,
+            cfg,
+        )
+        for seed in train.seeds
+    ]
+    return run_parallel(jobs, "tame", unit="seeds")

@@ -265,3 +265,17 @@ class Registry:
                 }
             )
         return sorted(rows, key=lambda r: -int(r["version"]))
+
+
+def version_description(evidence: dict, decision: str, reason: str, run: str, flow_run: str) -> str:
+    """The registry version's description: challenger vs champion per experience, the decision,
+    and links to the MLflow run and the Prefect flow run that made it."""
+    champ = evidence.get("champion")
+    lines = ["| experience | challenger | champion |", "|---|---|---|"]
+    for j, acc in enumerate(evidence["challenger"]):
+        lines.append(f"| {j} | {acc:.4f} | {f'{champ[j]:.4f}' if champ else '-'} |")
+    avg = sum(evidence["challenger"]) / len(evidence["challenger"])
+    champ_avg = f"{sum(champ) / len(champ):.4f}" if champ else "-"
+    lines += [f"| **mean** | **{avg:.4f}** | **{champ_avg}** |", ""]
+    lines += [f"**{decision}**: {reason}", "", f"MLflow run: {run}"]
+    return "\n".join(lines + ([f"Prefect flow run: {flow_run}"] if flow_run else []))

@@ -2,15 +2,19 @@
 
 The default task runner is a thread pool; `--runner dask` (params `federated.runner: dask`) runs the
 clients on a Dask cluster through prefect-dask: a local `distributed` cluster, or `--address` of an
-existing scheduler. The DVC stage `federated` (stages/federated.py) runs this flow.
+existing scheduler. The DVC stage `federated` (stages/federated.py) runs this flow through
+`run_rounds`, which also runs the rounds on Flower (`federated.engine: flower`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from clflow.config import FederatedConfig
 from clflow.federated import ClientUpdate, Encoder, PrototypeServer, client_update, make_encoder
 from clflow.federated.simulate import local_accuracies, partition, round_record
 from clflow.progress import Progress
@@ -113,4 +117,25 @@ def task_runner(runner: str, address: str = ""):
             "processes": True,
             "dashboard_address": None,
         }
+    )
+
+
+def run_rounds(stream: Stream, cfg: FederatedConfig, encoder_path: str, flower_dir: Path) -> dict:
+    """The rounds on the configured engine: history, merged server, local accuracies, encoder."""
+    if cfg.engine == "flower":
+        from clflow.federated.flower.engine import federated_on_flower
+
+        rounds = partition(stream, cfg.clients, cfg.overlap, cfg.seed)
+        spec = (cfg.encoder, cfg.seed, encoder_path)
+        return federated_on_flower(stream, rounds, cfg.clients, spec, cfg.metric, flower_dir)
+    run = federated.with_options(task_runner=task_runner(cfg.runner, cfg.address))
+    return run(
+        stream,
+        n_clients=cfg.clients,
+        overlap=cfg.overlap,
+        encoder_kind=cfg.encoder,
+        metric=cfg.metric,
+        seed=cfg.seed,
+        group_size=cfg.group_size,
+        encoder_path=encoder_path,
     )
