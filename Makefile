@@ -21,7 +21,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint bench bench-data clean help ui serve update
+.PHONY: install run test test-fast lint docs bench bench-data clean help ui serve update
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
@@ -85,6 +85,9 @@ serve: install .dvc/config  ## serve the deployments of prefect.yaml against the
 
 lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, bugbear)
 	$(BIN)/ruff check src stages flows tests bench
+
+docs: install  ## regenerate docs/concepts/parameters.md from src/clflow/config.py
+	$(BIN)/python -m clflow.ops.paramsdoc docs/concepts/parameters.md
 
 test: install lint  ## lint, then run the test suite
 	$(BIN)/python -m pytest tests --durations=30

@@ -36,8 +36,12 @@ class Section(BaseModel):
 class StreamConfig(Section):
     """How `prepare` builds the stream (see DESIGN.md, stream contract)."""
 
-    source: Literal[SOURCES] = "digits"  # type: ignore[valid-type]
-    path: str = ""
+    source: Literal[SOURCES] = Field(  # type: ignore[valid-type]
+        "digits", description="the data set, or `parquet` for a stream directory of your own"
+    )
+    path: str = Field(
+        "", description="local directory of the file-based sources (mnist, cifar10, parquet)"
+    )
     experiences: int = Field(
         5, ge=1, le=1000, description="class groups (class-incremental) or distinct domains"
     )
@@ -46,8 +50,8 @@ class StreamConfig(Section):
         max_length=10_000,
         description="task id of each experience in order; recurring ids reuse a task",
     )
-    seed: Seed = 0
-    test_size: float = Field(0.3, gt=0.0, lt=1.0)
+    seed: Seed = Field(0, description="class order, permutations and splits")
+    test_size: float = Field(0.3, gt=0.0, lt=1.0, description="share of rows held out for testing")
     rotation_step: float = Field(
         30.0, ge=-360, le=360, description="degrees between consecutive rotated_digits tasks"
     )
@@ -90,13 +94,21 @@ class StreamConfig(Section):
 class TrainConfig(Section):
     """Backbone and optimiser shared by every learner."""
 
-    backbone: Literal["mlp", "cnn"] = "mlp"
-    hidden: int = Field(256, ge=1, le=65_536)
-    lr: float = Field(1e-3, gt=0, le=10)
-    batch_size: int = Field(32, ge=1, le=65_536)
+    backbone: Literal["mlp", "cnn"] = Field(
+        "mlp",
+        description="network of every learner: two hidden layers, or convolutions (needs a shape)",
+    )
+    hidden: int = Field(256, ge=1, le=65_536, description="units per hidden layer")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam's learning rate")
+    batch_size: int = Field(32, ge=1, le=65_536, description="rows per training step")
     epochs: int = Field(5, ge=1, le=1000, description="passes over each experience")
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=100)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        max_length=100,
+        description="one run per seed; metrics are their mean and std",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
 
     @model_validator(mode="after")
     def _distinct_seeds(self) -> TrainConfig:
@@ -113,15 +125,10 @@ BaselineMethod = Literal[
 class BaselinesConfig(Section):
     """The methods TAME is compared with (src/clflow/learners.py, plugins.py)."""
 
-    methods: list[BaselineMethod] = [
-        "finetune",
-        "replay",
-        "replay_online",
-        "er_ace",
-        "derpp",
-        "gdumb",
-        "joint",
-    ]
+    methods: list[BaselineMethod] = Field(
+        ["finetune", "replay", "replay_online", "er_ace", "derpp", "gdumb", "joint"],
+        description="methods run, each on every seed (docs/methods/baselines.md)",
+    )
     memory: int = Field(
         200,
         ge=1,
@@ -167,7 +174,9 @@ class TameConfig(Section):
     buffer_size: int = Field(
         100, ge=1, le=1_000_000, description="reservoir samples per expert (selector training data)"
     )
-    max_experts: int = Field(10, ge=1, le=1000)
+    max_experts: int = Field(
+        10, ge=1, le=1000, description="at most this many experts; past it the closest is reused"
+    )
     min_expert_batches: int = Field(
         5, ge=0, le=1_000_000, description="experts with fewer batches are spurious: removed"
     )
@@ -205,15 +214,22 @@ class TameConfig(Section):
         "that routes held-out buffer rows best, chosen again as experts are added), the "
         "experts' backbone, or mlp / cnn",
     )
-    selector_hidden: int = Field(512, ge=1, le=65_536)
-    selector_epochs: int = Field(100, ge=1, le=100_000)
+    selector_hidden: int = Field(
+        512, ge=1, le=65_536, description="units of the selector's hidden layer"
+    )
+    selector_epochs: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="passes over the buffers each time the selector is refitted",
+    )
     selector_steps: int = Field(
         1, ge=1, le=100, description="router continual: selector steps per batch an expert learns"
     )
     match_tolerance: int = Field(
         5, ge=0, le=100_000, description="batches after a true boundary a detection may fall"
     )
-    detect: bool = True
+    detect: bool = Field(True, description="detect shifts; false trains one expert (an ablation)")
     head: Literal["linear", "lingo"] = Field(
         "linear", description="experts' head: one-hot or language targets"
     )
@@ -230,14 +246,21 @@ class RetrievalConfig(Section):
     embedding: Literal["raw", "model"] = Field(
         "raw", description="raw features or the learner's penultimate layer"
     )
-    metric: Literal["ip", "l2"] = "ip"
-    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
-    k: int = Field(5, ge=1, le=1000)
+    metric: Literal["ip", "l2"] = Field(
+        "ip", description="inner product on L2-normalised vectors (cosine), or L2 distance"
+    )
+    index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
+        "auto", description="FAISS index; auto: exact Flat up to 50,000 vectors, then IVF"
+    )
+    k: int = Field(5, ge=1, le=1000, description="demonstrations that vote")
     weight: float = Field(
         0.5, ge=0.0, le=1.0, description="share of the k-NN vote in the blended prediction"
     )
     shots: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
-        default_factory=lambda: [1, 5], min_length=1, max_length=20
+        default_factory=lambda: [1, 5],
+        min_length=1,
+        max_length=20,
+        description="few-shot: demonstrations per held-out class",
     )
 
 
@@ -250,14 +273,19 @@ class LingoConfig(Section):
     encoder_path: str = Field(
         "", description="local sentence-transformers directory; empty = shipped MiniLM"
     )
-    heads: list[Literal["linear", "random", "language"]] = ["linear", "random", "language"]
-    methods: list[Literal["finetune", "replay"]] = ["finetune", "replay"]
+    heads: list[Literal["linear", "random", "language"]] = Field(
+        ["linear", "random", "language"],
+        description="heads compared: one-hot, frozen random targets, frozen language targets",
+    )
+    methods: list[Literal["finetune", "replay"]] = Field(
+        ["finetune", "replay"], description="learners each head is tried with"
+    )
 
 
 class FederatedConfig(Section):
     """Federated prototype merging over the stream's experiences as rounds."""
 
-    clients: int = Field(10, ge=1, le=1_000_000)
+    clients: int = Field(10, ge=1, le=1_000_000, description="federated clients")
     overlap: int = Field(
         1, ge=1, le=1_000_000, description="clients that share each class (disjoint rows)"
     )
@@ -273,30 +301,40 @@ class FederatedConfig(Section):
         "classifier",
         description="a classifier's last hidden layer, or episodic prototypical-network training",
     )
-    encoder_dim: int = Field(64, ge=1, le=65_536)
-    encoder_epochs: int = Field(30, ge=1, le=100_000)
-    metric: Literal["cosine", "l2"] = "cosine"
+    encoder_dim: int = Field(
+        64, ge=1, le=65_536, description="the trained encoder's embedding size"
+    )
+    encoder_epochs: int = Field(
+        30, ge=1, le=100_000, description="passes when training the encoder"
+    )
+    metric: Literal["cosine", "l2"] = Field(
+        "cosine", description="nearest merged prototype by cosine or L2"
+    )
     engine: Literal["prefect", "flower"] = Field(
         "prefect",
         description="prefect: clients as Prefect tasks (quick simulation); flower: a SuperLink "
         "and one SuperNode per client on loopback (.venv-flower)",
     )
-    runner: Literal["thread", "dask"] = "thread"
+    runner: Literal["thread", "dask"] = Field(
+        "thread", description="task runner of the Prefect engine: thread pool or Dask"
+    )
     address: str = Field(
         "", description="Dask scheduler address; empty = a local distributed cluster"
     )
     group_size: int = Field(1, ge=1, le=1_000_000, description="clients per Prefect task")
-    seed: Seed = 0
+    seed: Seed = Field(0, description="which clients get which rows; the random encoder")
 
 
 class TrackingConfig(Section):
-    experiment: Name = "clflow"
+    """MLflow tracking: where every stage run is logged."""
+
+    experiment: Name = Field("clflow", description="the MLflow experiment of every run")
 
 
 class RegisterConfig(Section):
     """Model registry: every TAME model becomes a version; the better one becomes `champion`."""
 
-    model_name: Name = "clflow-tame"
+    model_name: Name = Field("clflow-tame", description="the registered model every version joins")
     seed: Seed | None = Field(
         None, description="which train seed's model to register; null = the first"
     )
