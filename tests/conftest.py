@@ -32,8 +32,9 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 # Stages run as `python stages/...`: make that this interpreter.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
-# Small but real: one seed, two epochs.
-FAST_PARAMS = {"train": {"seeds": [0], "epochs": 2}}
+# Small but real: one seed, two epochs. TAME's selector is the MLP: `auto` trains a CNN candidate
+# each time experts are added (+6 s a TAME run on digits); tests/tame/test_learner.py tests `auto`.
+FAST_PARAMS = {"train": {"seeds": [0], "epochs": 2}, "tame": {"selector_backbone": "mlp"}}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
