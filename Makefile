@@ -69,6 +69,7 @@ update: install .dvc/config  ## continual update: take in data/incoming/, update
 # PREFECT_UI_API_URL say where it is); one MLflow worker and no job runner (4 uvicorn workers and
 # 7 huey consumers by default, for GenAI jobs clflow does not use) keep `make ui` light.
 ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
+	@$(BIN)/python -m clflow.ops.services PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT)
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"
 	@trap 'kill 0' INT TERM EXIT; \
@@ -77,7 +78,8 @@ ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
 	--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) & \
-	wait
+	wait -n; status=$$?; \
+	echo "error: make ui: a server stopped (exit $$status); stopping the other" >&2; exit 1
 
 serve: install .dvc/config  ## serve the deployments of prefect.yaml against the `make ui` server
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \

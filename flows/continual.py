@@ -71,12 +71,12 @@ def continual_update(
     with project_lock(root, lock_timeout):
         if not (root / "data" / "stream").exists():  # first run: the stream files must match
             run_stage("prepare", str(root), {}, timeouts["prepare"])
+        owed = pending(root)  # checked before intake moves any file
         report = intake_files(root)
         for name, reason in report.rejected.items():
             logger.warning("rejected %s: %s", name, reason)
         if report.waiting:
             logger.info("left for the next run (modified just now): %s", ", ".join(report.waiting))
-        owed = pending(root)
         if owed:
             logger.info("finishing an earlier update: %s", ", ".join(owed))
         done, env, retrain = {}, {}, {}

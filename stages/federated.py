@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         from clflow.ops.io import write_json
 
         cfg, stream = st.params.federated, st.stream
-        out = run_rounds(stream, cfg, st.args.encoder, Path(st.args.flower_dir))
+        out = run_rounds(stream, cfg, st.args.encoder, Path(st.args.flower_dir), st.args.params)
         server, last = out["server"], out["history"][-1]
         # the classes no encoder saw in training (those after the base experiences)
         novel = np.unique(stream.test.y[stream.test.experience >= cfg.base_experiences])

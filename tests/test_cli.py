@@ -200,3 +200,33 @@ def test_an_unreachable_tracking_server_is_one_line_in_bounded_time(tmp_path):
     assert proc.returncode == 2 and time.monotonic() - start < 60
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "did not answer within 2 s" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2, 3]", "expected a JSON object, got a list"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_report_on_a_file_that_is_not_metrics_is_one_line(tmp_path, capsys, content, words):
+    from clflow.cli import main
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "tame.json").write_text('{"avg_accuracy": 0.9}')
+    (tmp_path / "metrics" / "bad.json").write_bytes(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--metrics", str(tmp_path / "metrics")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1
+    assert "bad.json" in err[0] and words in err[0]
+
+
+@pytest.mark.parametrize("width", ["100000000", "0", "39"])
+def test_report_width_is_bounded(tmp_path, capsys, width):
+    from clflow.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--width", width])
+    assert exit_.value.code == 2 and "must be 40 to 1000 columns" in capsys.readouterr().err

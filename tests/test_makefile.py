@@ -109,3 +109,32 @@ def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path, built_pro
         )
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_make_ui_with_a_port_in_use_stops_with_one_line(tmp_path, built_project):
+    import socket
+
+    project = copy_project(built_project, tmp_path / "project")
+    (project / "pyproject.toml").write_text("")
+    os.utime(project / "pyproject.toml", (0, 0))
+    mlflow_port = free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        proc = subprocess.run(
+            [
+                "make", "-s", "-f", str(ROOT / "Makefile"), "ui", f"VENV={ROOT / '.venv'}",
+                f"PREFECT_PORT={busy}", f"MLFLOW_PORT={mlflow_port}",
+            ],
+            cwd=project, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: 127.0.0.1: port PREFECT_PORT={busy} is in use: stop what listens there, or "
+        "pick another port (make ui PREFECT_PORT=... MLFLOW_PORT=...)"
+    ], proc.stderr
+    with socket.socket() as probe:  # no server was left on the other port
+        probe.bind(("127.0.0.1", mlflow_port))

@@ -238,6 +238,8 @@ def test_flow_arguments_are_checked_before_anything_runs(project, tmp_path):
         [sys.executable, "flows/continual.py", "--project", str(nowhere)], project, check=False
     )
     assert "not a directory" in one_error_line(proc) and not nowhere.exists()
+    negative = run([sys.executable, "flows/pipeline.py", "--lock-timeout", "-1"], project, False)
+    assert negative.returncode == 2 and "must be 0 seconds or more" in negative.stderr
 
 
 def test_sigterm_stops_a_flow_its_stage_and_its_temporary_prefect_api(project, tmp_path):

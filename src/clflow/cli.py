@@ -139,6 +139,14 @@ def lineage(args: argparse.Namespace) -> None:
         print("\n" * (i > 0) + "\n".join(f"{k:<12} {v}" for k, v in chain.rows()))
 
 
+def width(text: str) -> int:
+    """argparse type: a terminal width, 40 to 1000 columns."""
+    value = int(text)
+    if not 40 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 40 to 1000 columns, got {value}")
+    return value
+
+
 def report(args: argparse.Namespace) -> None:
     from clflow.reporting import read_metrics
     from clflow.reporting import report as render
@@ -264,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     rp = sub.add_parser("report", help="the metrics that matter, one stage per block")
     rp.add_argument("--metrics", default="metrics", help="metrics directory (default metrics)")
     rp.add_argument("--stage", action="append", help="only this stage (repeatable)")
-    rp.add_argument("--width", type=positive_int, default=100, help="columns (default 100)")
+    rp.add_argument("--width", type=width, default=100, help="columns, 40 to 1000 (default 100)")
     rp.set_defaults(func=report)
     n = sub.add_parser(
         "new-experience", help="write a demo experience file (a shifted copy of the stream's rows)"

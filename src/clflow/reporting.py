@@ -5,12 +5,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from clflow.errors import ClflowError
+
 KEYS = ("avg_accuracy", "forgetting", "bwt", "fwt")
 
 
+MAX_METRICS_BYTES = 64 << 20  # a stage's metrics are a page of numbers
+
+
 def read_metrics(metrics_dir: str | Path) -> dict[str, dict]:
-    """{stage: metrics} for every metrics/<stage>.json."""
-    return {p.stem: json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))}
+    """{stage: metrics} for every metrics/<stage>.json; a file that is not a JSON object of
+    metrics is one line naming it."""
+    found = {}
+    for path in sorted(Path(metrics_dir).glob("*.json")):
+        if not path.is_file() or path.stat().st_size > MAX_METRICS_BYTES:
+            raise ClflowError("not a metrics file (a regular file up to 64 MiB)", file=path)
+        try:
+            body = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ClflowError(f"not JSON ({err})", file=path) from None
+        if not isinstance(body, dict):
+            raise ClflowError(f"expected a JSON object, got a {type(body).__name__}", file=path)
+        found[path.stem] = body
+    return found
 
 
 def _walk(body: dict, path: str) -> list[tuple[str, dict]]:

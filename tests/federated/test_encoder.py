@@ -97,3 +97,65 @@ def test_a_client_needs_numpy_alone():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def tiny_encoder() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "mean": np.zeros(4),
+        "std": np.ones(4),
+        "final_relu": np.array(True),
+        "W0": rng.normal(size=(4, 3)),
+        "b0": np.zeros(3),
+        "W1": rng.normal(size=(3, 2)),
+        "b1": np.zeros(2),
+    }
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"W1": np.ones((5, 2))}, "W1"),  # does not chain from a width of 3
+        ({"b0": np.zeros(7)}, "W0"),
+        ({"W0": np.full((4, 3), np.nan)}, "W0"),
+        ({"std": np.ones(9)}, "std"),
+        ({"mean": None}, "mean"),
+    ],
+)
+def test_an_encoder_file_of_the_wrong_shape_is_one_line(tmp_path, change, field):
+    arrays = {**tiny_encoder(), **change}
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    path = tmp_path / "encoder.npz"
+    save_encoder(path, arrays)
+    with pytest.raises(ClflowError) as err:
+        load_encoder(path)
+    assert err.value.field == field and str(path) in err.value.line()
+    assert "dvc repro encoder" in err.value.line()
+
+
+def test_an_encoder_for_another_feature_count_is_one_line(tmp_path):
+    from clflow.federated import make_encoder
+
+    path = tmp_path / "encoder.npz"
+    save_encoder(path, tiny_encoder())
+    assert make_encoder("trained", 4, 0, str(path)).dim == 2
+    with pytest.raises(ClflowError, match="trained for 4 features, the stream has 64"):
+        make_encoder("trained", 64, 0, str(path))
+
+
+@pytest.mark.slow
+def test_the_stage_with_an_unreadable_encoder_prints_one_line_and_no_traceback(
+    built_project, tmp_path
+):
+    import sys
+
+    from conftest import copy_project, run, update_params
+
+    project = copy_project(built_project, tmp_path / "p")
+    update_params(project, {"federated": {"encoder": "trained"}})
+    (project / "models/encoder/encoder.npz").write_bytes(b"PK\x03\x04 cut short")
+    before = (project / "models/federated/prototypes.parquet").read_bytes()
+    proc = run([sys.executable, "stages/federated.py"], project, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "encoder.npz" in proc.stderr.splitlines()[-1]
+    assert (project / "models/federated/prototypes.parquet").read_bytes() == before

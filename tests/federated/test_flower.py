@@ -138,3 +138,22 @@ def test_without_flowers_environment_the_stage_stops_with_one_line(built_project
     failed = run([sys.executable, "stages/federated.py"], project, check=False, env=missing)
     assert failed.returncode != 0 and "make install" in failed.stderr.strip().splitlines()[-1]
     assert (project / "models/federated/prototypes.parquet").read_bytes() == before
+
+
+def test_more_clients_than_the_machine_runs_are_refused_before_anything_starts(tmp_path):
+    from clflow.config import FederatedConfig
+    from clflow.errors import ConfigError
+    from clflow.federated.flow import run_rounds
+    from clflow.federated.flower.engine import check_clients, max_supernodes
+
+    limit = max_supernodes()
+    assert 1 <= limit <= 16 * (os.cpu_count() or 1)
+    check_clients(limit)  # as many as it runs: accepted
+    stream = build_stream(StreamConfig(source="digits", limit=300))
+    cfg = FederatedConfig(engine="flower", clients=1000)
+    with pytest.raises(ConfigError) as err:
+        run_rounds(stream, cfg, "models/encoder/encoder.npz", tmp_path / "flower", "params.yaml")
+    line = err.value.line()
+    assert line.startswith("params.yaml: field 'federated.clients': 1000 clients")
+    assert f"at most {limit}" in line and "federated.engine: prefect" in line
+    assert not (tmp_path / "flower").exists()  # no SuperLink, no SuperNode, no job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,3 +84,70 @@ def test_an_out_the_stage_no_longer_writes_is_removed(tmp_path):
         outs[tmp_path / "plots"].mkdir()
         (outs[tmp_path / "plots"] / "fresh.png").write_text("y")
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["fresh.png"]
+
+
+def outs_with_files(root: Path) -> list[Path]:
+    """The three outs of STAGE, each holding something."""
+    paths = [root / o for o in OUTS]
+    paths[0].mkdir(parents=True)
+    (paths[0] / "seed_0.pt").write_text("model")
+    paths[1].write_text("{}")
+    paths[2].mkdir()
+    (paths[2] / "a.csv").write_text("plot")
+    return paths
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        b'{"existed": [false, false, false]}',  # hand-made: no outs named
+        b"\x00\xff garbage",
+        b"[1, 2, 3]",
+        b'{"outs": ["other", "../metrics.json", "../plots"], "existed": [false, false, false]}',
+        b'{"outs": null, "existed": "no"}',
+    ],
+)
+def test_a_journal_that_is_not_this_commits_is_moved_aside_and_not_acted_on(
+    tmp_path, journal, caplog
+):
+    outs = outs_with_files(tmp_path)
+    before = file_hashes(tmp_path, *OUTS)
+    (tmp_path / "models" / ".m.commit.json").write_bytes(journal)
+    StagedOuts(*outs)
+    assert file_hashes(tmp_path, *OUTS) == before
+    assert not (tmp_path / "models" / ".m.commit.json").exists()
+    assert (tmp_path / "models" / ".m.commit.json.rejected").read_bytes() == journal
+    assert "not acted on" in caplog.text
+
+
+def test_a_junk_set_aside_copy_never_replaces_an_out(tmp_path):
+    outs = outs_with_files(tmp_path)
+    before = file_hashes(tmp_path, *OUTS)
+    junk = tmp_path / "models" / ".m.prev"
+    junk.mkdir()
+    (junk / "seed_0.pt").write_text("junk")
+    names = ["m", "../metrics.json", "../plots"]  # as a commit names them: from the journal
+    journal = {"outs": names, "existed": [False, False, False]}
+    (tmp_path / "models" / ".m.commit.json").write_text(json.dumps(journal))
+    StagedOuts(*outs)
+    assert file_hashes(tmp_path, *OUTS) == before and not junk.exists()
+
+
+@pytest.mark.slow
+def test_a_forged_journal_beside_a_real_stage_loses_nothing(built_project, tmp_path):
+    """The tame stage, stopped at once by a bad params file, with a hand-made journal beside its
+    outs: every out stays."""
+    from conftest import ROOT, copy_project, run
+
+    project = copy_project(built_project, tmp_path / "p")
+    tame = ("models/tame", "metrics/tame.json", "plots/tame")
+    before = file_hashes(project, *tame)
+    (project / "models" / ".tame.commit.json").write_text('{"existed": [false, false, false]}')
+    (project / "bad.yaml").write_text("train: {lrr: 1}\n")
+    proc = run(
+        [sys.executable, str(ROOT / "stages" / "tame.py"), "--params", "bad.yaml"],
+        project,
+        check=False,
+    )
+    assert proc.returncode == 2 and "lrr" in proc.stderr.splitlines()[-1]
+    assert file_hashes(project, *tame) == before

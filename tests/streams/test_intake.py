@@ -219,3 +219,124 @@ def test_a_rejected_path_that_is_a_file_stops_intake_before_anything_moves(tmp_p
     with pytest.raises(StreamError, match="rejected: must be a directory"):
         intake(incoming, experiences, tiny_stream(), settle=0)
     assert good.exists() and not experiences.exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "42",
+        '{"a": 1}',
+        '["data/experiences/0000-never-existed.parquet"]',
+        '["../../etc/passwd"]',
+        "directory",
+    ],
+)
+def test_a_pending_record_that_set_pending_did_not_write_is_one_line(tmp_path, content):
+    from clflow.streams.intake import PENDING, pending, set_pending
+
+    experiences = tmp_path / "data" / "experiences"
+    experiences.mkdir(parents=True)
+    good = experiences / "0000-new.parquet"
+    good.write_bytes(b"rows")
+    set_pending(tmp_path, [str(good)])
+    assert pending(tmp_path) == [str(good)]  # what set_pending writes is read back
+    path = tmp_path / PENDING
+    if content == "directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_text(content)
+    with pytest.raises(StreamError) as err:
+        pending(tmp_path)
+    assert err.value.file == str(path) and "\n" not in err.value.line()
+
+
+def last_written(path, seconds_ago: float):
+    import os
+    import time
+
+    os.utime(path, (time.time() - seconds_ago,) * 2)
+    return path
+
+
+def test_a_parquet_bomb_is_refused_from_its_footer_before_a_row_is_decoded(tmp_path, monkeypatch):
+    """A few hundred kB of compressed zeros that decode to over a million rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clflow.streams import experience
+
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    rows = 100_000
+    chunk = pa.table(
+        {
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(rows * 4, np.float32)), 4),
+            "y": pa.array(np.zeros(rows, np.int64)),
+        }
+    )
+    bomb = incoming / "bomb.parquet"
+    with pq.ParquetWriter(bomb, chunk.schema, compression="zstd") as writer:
+        for _ in range(experience.MAX_ROWS // rows + 1):
+            writer.write_table(chunk)
+    assert bomb.stat().st_size < 2_000_000  # small on disk
+    write(incoming, frame(20), "good.parquet")
+    decoded = []
+    monkeypatch.setattr(pl, "read_parquet", lambda *a, **k: decoded.append(a) or frame(20))
+    report = intake(incoming, experiences, tiny_stream(), settle=0)
+    assert "over the 1,000,000-row limit" in report.rejected["bomb.parquet"]
+    assert len(decoded) == 1  # the good file only: the bomb was never decoded
+    assert (incoming / "rejected" / "bomb.parquet").exists()
+    assert [p.name for p in accepted_files(experiences)] == ["0000-good.parquet"]
+
+
+def test_an_incomplete_file_waits_for_its_writer_and_then_gets_in(tmp_path):
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    whole = write(tmp_path, frame(20), "whole.parquet").read_bytes()
+    part = incoming / "new.parquet"
+    part.write_bytes(whole[: len(whole) // 2])
+    last_written(part, 10)  # the writer paused past the 2 s settle time
+    report = intake(incoming, experiences, tiny_stream(), settle=0)
+    assert report.waiting == ["new.parquet"] and not report.rejected and not report.accepted
+    assert part.read_bytes() == whole[: len(whole) // 2]  # untouched
+    part.write_bytes(whole)  # the writer finished
+    report = intake(incoming, experiences, tiny_stream(), settle=0)
+    assert [p.name for p in accepted_files(experiences)] == ["0000-new.parquet"]
+    # a file that never gets its footer is refused once its writer has been gone long enough
+    (incoming / "cut.parquet").write_bytes(whole[:100])
+    last_written(incoming / "cut.parquet", 3600)
+    report = intake(incoming, experiences, tiny_stream(), settle=0, incomplete_wait=60)
+    assert "not a complete parquet file" in report.rejected["cut.parquet"]
+
+
+def test_the_recorded_digest_is_of_the_bytes_taken_in(tmp_path, monkeypatch):
+    """The file is rewritten in place just after intake opens it: the rows taken in and the
+    SHA-256 recorded for them come from the same bytes."""
+    import builtins
+    import hashlib
+    import json
+    import os
+
+    incoming, experiences = tmp_path / "incoming", tmp_path / "experiences"
+    incoming.mkdir()
+    first = frame(20)
+    path = write(incoming, first, "new.parquet")
+    content = path.read_bytes()
+    second = write(tmp_path, first.with_columns(pl.col("x").list.eval(pl.element() * 2)), "v2")
+    real_open = builtins.open
+
+    def open_then_rewrite(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        if str(file) == str(path) and second.exists():
+            os.replace(second, path)  # a writer replaces the file under intake
+        return handle
+
+    monkeypatch.setattr(builtins, "open", open_then_rewrite)
+    intake(incoming, experiences, tiny_stream(), settle=0)
+    monkeypatch.setattr(builtins, "open", real_open)
+    sources = json.loads((experiences / "sources.json").read_text())
+    assert sources["0000-new.parquet"]["sha256"] == hashlib.sha256(content).hexdigest()
+    taken = pl.read_parquet(experiences / "0000-new.parquet")["x"].to_list()
+    assert sorted(map(tuple, taken)) == sorted(map(tuple, first["x"].to_list()))

@@ -88,9 +88,8 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
         log.close()
     for bad, (status, body) in answers.items():
         assert status == 400, (bad, body)
-        assert (
-            "row 1, feature 5:" in body["message"] and "not a finite number" in body["message"]
-        ), (bad, body)
+        assert "row 1, feature 5:" in body["message"], (bad, body)
+        assert "not a finite number" in body["message"], (bad, body)
     assert short[0] == 400 and "64" in short[1]["message"]
     assert empty[0] == 400
     assert (

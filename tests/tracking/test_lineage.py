@@ -120,3 +120,17 @@ def test_a_reference_that_names_nothing_is_one_line(built_project, clflow, args,
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], err
+
+
+def test_a_run_of_another_experiment_is_not_a_chain_of_question_marks(built_project, clflow):
+    import mlflow
+
+    from clflow.tracking.store import use_store
+
+    use_store(f"sqlite:///{built_project / 'mlflow.db'}")
+    mlflow.set_experiment("someone-elses")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("loss", 1.0)
+    status, out, err = clflow(built_project, "lineage", run.info.run_id)
+    assert status == 2 and not out
+    assert "not a clflow run (experiment 'someone-elses'" in err.strip().splitlines()[-1]

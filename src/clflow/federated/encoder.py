@@ -118,4 +118,32 @@ def load_encoder(path: str | Path) -> tuple[dict[str, np.ndarray], str]:
         ) from None
     if str(arrays.pop("format", "")) != FORMAT:
         raise ClflowError(f"not a {FORMAT} file", file=path, field="format")
+    problem = shape_problem(arrays)
+    if problem:
+        raise ClflowError(
+            f"{problem}; run `dvc repro encoder`", file=path, field=problem.split()[0]
+        )
     return arrays, file_id(path)
+
+
+def shape_problem(arrays: dict[str, np.ndarray]) -> str:
+    """Why the arrays are not an encoder `embed` can run ("" when they are): the input scaling,
+    then layers W0, b0, W1, ... whose sizes chain."""
+    for key in ("mean", "std", "final_relu", "W0", "b0"):
+        if key not in arrays:
+            return f"{key} is missing"
+    d = arrays["mean"].shape
+    if len(d) != 1 or arrays["std"].shape != d:
+        return f"std {arrays['std'].shape} does not match mean {d}"
+    width = d[0]
+    n = sum(k.startswith("W") for k in arrays)
+    for i in range(n):
+        W, b = arrays.get(f"W{i}"), arrays.get(f"b{i}")
+        if W is None or b is None:
+            return f"W{i} {'is missing' if W is None else 'has no bias b' + str(i)}"
+        if W.ndim != 2 or W.shape[0] != width or b.shape != (W.shape[1],):
+            return f"W{i} {W.shape} and b{i} {b.shape} do not follow a layer of width {width}"
+        if not (np.issubdtype(W.dtype, np.number) and np.isfinite(W).all()):
+            return f"W{i} holds values that are not finite numbers"
+        width = W.shape[1]
+    return ""

@@ -78,6 +78,15 @@ def make_encoder(kind: str, n_features: int, seed: int, path: str) -> Encoder:
     from clflow.federated.encoder import load_encoder
 
     weights, weights_id = load_encoder(path)
+    if len(weights["mean"]) != n_features:
+        from clflow.errors import ClflowError
+
+        raise ClflowError(
+            f"trained for {len(weights['mean'])} features, the stream has {n_features}; run "
+            "`dvc repro encoder`",
+            file=path,
+            field="mean",
+        )
     return Encoder("trained", n_features, weights=weights, weights_id=weights_id)
 
 

@@ -97,6 +97,34 @@ def error_lines(output: str, n: int = 15) -> str:
     )
 
 
+MEMORY_ENV = "CLFLOW_DVC_MEMORY_BYTES"
+
+
+def memory_limit() -> int:
+    """Bytes of data (heap and private writable mappings) DVC and each stage process may use:
+    CLFLOW_DVC_MEMORY_BYTES (0: no limit), else three quarters of the machine's memory. A
+    runaway, such as a YAML alias bomb that DVC expands, fails with MemoryError instead of
+    taking the machine down."""
+    if os.environ.get(MEMORY_ENV):
+        return int(os.environ[MEMORY_ENV])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
+
+
+def limit_memory(pid: int) -> None:
+    """Cap a started process's data size (its children inherit the cap). RLIMIT_DATA, not
+    RLIMIT_AS: address space a GPU runtime only reserves does not count. Set from here, not in
+    the child (`preexec_fn` is unsafe in the threads Prefect runs tasks in)."""
+    import resource
+
+    limit = memory_limit()
+    if limit <= 0:
+        return
+    try:
+        resource.prlimit(pid, resource.RLIMIT_DATA, (limit, limit))
+    except (OSError, ValueError):  # the process is gone already, or the limit is not allowed
+        pass
+
+
 def dvc(
     args: list[str],
     project: str | Path,
@@ -122,6 +150,7 @@ def dvc(
         env=dvc_env(env),
         start_new_session=True,
     )
+    limit_memory(proc.pid)
     try:
         if on_line is None:
             out, err = proc.communicate(timeout=timeout)

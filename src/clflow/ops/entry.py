@@ -70,6 +70,14 @@ def finite(text: str) -> float:
     return value
 
 
+def wait_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0 (0: do not wait)."""
+    value = finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, got {text}")
+    return value
+
+
 def seconds(text: str) -> float:
     """argparse type: a finite number of seconds > 0."""
     value = finite(text)

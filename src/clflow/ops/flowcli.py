@@ -40,7 +40,7 @@ def flow_settings(
 
 def flow_parser(doc: str | None) -> argparse.ArgumentParser:
     """The options of every flow entry point: --project, --lock-timeout, --stage-timeout."""
-    from clflow.ops.entry import seconds
+    from clflow.ops.entry import seconds, wait_seconds
 
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -48,7 +48,7 @@ def flow_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--project", default=".", help="clflow project directory (holds dvc.yaml)")
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=wait_seconds,
         default=600.0,
         help="seconds to wait while another run holds the project (default 600)",
     )

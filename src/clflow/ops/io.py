@@ -7,6 +7,7 @@ stage's outs change all together (StagedOuts).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 import polars as pl
 
 _points = 0  # kill points passed in this process (test hook)
+log = logging.getLogger("clflow.io")
 
 
 @contextmanager
@@ -125,7 +127,7 @@ class StagedOuts:
 
     def commit(self) -> None:
         existed = [out.exists() for out in self.outs]
-        write_json(self.journal, {"outs": [str(o) for o in self.outs], "existed": existed})
+        write_json(self.journal, {"outs": self._names(), "existed": existed})
         # from here until the journal goes, a kill is undone by the next start (rollback)
         for out in self.outs:
             kill_point(f"commit {out}")
@@ -139,8 +141,19 @@ class StagedOuts:
             _remove(_hidden(out, "prev"))
 
     def rollback(self) -> None:
-        """Undo a commit that was killed half-way (a journal is left): the previous outs return."""
-        if not self.journal.exists():
+        """Undo a commit that was killed half-way (a journal is left): the previous outs return.
+
+        Only a journal this commit would have written is acted on: one that names exactly these
+        outs, with a set-aside copy only where an out existed. Anything else (garbage, another
+        stage's, hand-made) is moved aside with a warning and nothing is renamed or deleted.
+        """
+        if not self.journal.exists() and not self.journal.is_symlink():
+            return
+        existed, problem = self._read_journal()
+        if problem:
+            aside = _unique(self.journal.with_name(f"{self.journal.name}.rejected"))
+            os.replace(self.journal, aside)
+            log.warning("%s: %s: moved to %s, not acted on", self.journal, problem, aside.name)
             return
         for out in self.outs:
             prev = _hidden(out, "prev")
@@ -148,14 +161,54 @@ class StagedOuts:
                 _remove(out)
                 os.replace(prev, out)
         # an out that did not exist before the commit goes again
-        for out, existed in zip(self.outs, json.loads(self.journal.read_text())["existed"]):
-            if not existed:
+        for out, was in zip(self.outs, existed):
+            if not was:
                 _remove(out)
         self.journal.unlink()
+
+    def _names(self) -> list[str]:
+        """The outs as the journal names them: relative to its folder, so a project that was
+        moved or copied still recognises its own journal."""
+        base = self.journal.parent.absolute()
+        return [os.path.relpath(out.absolute(), base) for out in self.outs]
+
+    def _read_journal(self) -> tuple[list[bool], str]:
+        """The journal's `existed` flags, or why it is not this commit's journal."""
+        if self.journal.is_symlink() or not self.journal.is_file():
+            return [], "not a regular file"
+        if self.journal.stat().st_size > 1 << 20:
+            return [], "over 1 MiB: not a journal"
+        try:
+            data = json.loads(self.journal.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            return [], f"not JSON ({err})"
+        names = self._names()
+        if not isinstance(data, dict) or set(data) != {"outs", "existed"}:
+            return [], "not a journal: expected the keys outs and existed"
+        if data["outs"] != names:
+            return [], f"names outs {data['outs']!r:.200}, this stage's are {names}"
+        existed = data["existed"]
+        if not (isinstance(existed, list) and len(existed) == len(names)):
+            return [], "existed must list one flag per out"
+        if not all(isinstance(e, bool) for e in existed):
+            return [], "existed must hold true or false"
+        for out, was in zip(self.outs, existed):
+            if not was and _hidden(out, "prev").exists():  # a commit sets aside only what existed
+                return [], f"a set-aside copy of {out} that the journal says did not exist"
+        return existed, ""
 
 
 def _hidden(path: Path, what: str) -> Path:
     return path.with_name(f".{path.name}.{what}")
+
+
+def _unique(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2`, ... : the first name not taken."""
+    n, found = 0, path
+    while found.exists() or found.is_symlink():
+        n += 1
+        found = path.with_name(f"{path.name}.{n}")
+    return found
 
 
 def _remove(path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -97,3 +98,37 @@ def check_prefect_api(url: str | None = None, timeout: float | None = None) -> s
             "the Prefect API",
         )
     return url
+
+
+def taken_ports(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
+    """`NAME=PORT` for each port something already listens on (a bind would fail)."""
+    import socket
+
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                taken.append(f"{name}={port}")
+    return taken
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m clflow.ops.services NAME=PORT ...`: exit 1 with one line if a port is taken
+    (`make ui` checks its two ports before it starts a server)."""
+    args = sys.argv[1:] if argv is None else argv
+    ports = {name: int(port) for name, _, port in (a.partition("=") for a in args)}
+    taken = taken_ports(ports)
+    if taken:
+        print(
+            f"error: 127.0.0.1: port {', '.join(taken)} is in use: stop what listens there, or "
+            "pick another port (make ui PREFECT_PORT=... MLFLOW_PORT=...)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

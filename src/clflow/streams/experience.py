@@ -41,6 +41,58 @@ MAX_SCALE = 1000.0  # features beyond this many times the stream's largest |x| a
 SOURCES_FILE = (
     "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
 )
+# An incoming file is judged by its parquet footer before a row is decoded: a few kB of
+# compressed zeros can decode to gigabytes (measured: 226 kB -> 24 million rows, 5.8 GB).
+MAX_ROWS = 1_000_000  # rows in one experience (Fashion-MNIST, the largest stream, has 70,000)
+MAX_DECODED_BYTES = 2 << 30  # uncompressed size of one experience's columns
+MAGIC = b"PAR1"  # a parquet file starts and ends with it: a file without both is incomplete
+
+
+class IncompleteFile(StreamError):
+    """A parquet file without its footer: still being written, or cut short."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An incoming file's bytes, read once from one descriptor, and their SHA-256."""
+
+    path: Path
+    data: bytes
+    sha256: str
+
+
+def read_incoming(path: str | Path, max_bytes: int) -> Incoming:
+    """The file's bytes (one open, one read: what is hashed is what is parsed), checked to be a
+    complete parquet file within MAX_ROWS and MAX_DECODED_BYTES, from its metadata alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise StreamError(f"over the {max_bytes} byte limit for one experience", file=path)
+    if len(data) < 12 or data[:4] != MAGIC or data[-4:] != MAGIC:
+        raise IncompleteFile("not a complete parquet file (no footer yet)", file=path)
+    try:
+        meta = pq.read_metadata(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as err:
+        why = f"unreadable parquet footer ({type(err).__name__})"
+        raise IncompleteFile(why, file=path) from None
+    decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if meta.num_rows > MAX_ROWS:
+        raise StreamError(
+            f"{meta.num_rows:,} rows, over the {MAX_ROWS:,}-row limit for one experience: "
+            "split it into several files",
+            file=path,
+        )
+    if decoded > MAX_DECODED_BYTES:
+        raise StreamError(
+            f"{decoded:,} bytes once decompressed, over the {MAX_DECODED_BYTES:,} byte limit "
+            "for one experience: split it into several files",
+            file=path,
+        )
+    return Incoming(path, data, hashlib.sha256(data).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -72,7 +124,7 @@ def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np
 
 
 def read_experience(
-    path: str | Path,
+    path: str | Path | Incoming,
     n_features: int,
     n_classes: int,
     *,
@@ -86,8 +138,9 @@ def read_experience(
     `n_tasks`: a `task` column must name one of the stream's tasks (a recurring one);
     `max_abs`: the stream's largest |feature|, which new features may exceed MAX_SCALE-fold.
     """
-    path = Path(path)
-    df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty")
+    data = path.data if isinstance(path, Incoming) else None
+    path = path.path if isinstance(path, Incoming) else Path(path)
+    df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty", data=data)
     X = read_features(df, path)
     if X.shape[1] != n_features:
         raise StreamError(

@@ -26,11 +26,12 @@ from clflow.ops.io import write_json
 from clflow.progress import Progress
 from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.experience import (
+    IncompleteFile,
     accepted_files,
     accepted_sources,
-    file_digest,
     n_task_ids,
     read_experience,
+    read_incoming,
     record_source,
     with_experience,
     write_experience,
@@ -43,15 +44,44 @@ MAX_BYTES = 2 << 30  # an incoming file larger than 2 GiB is refused unread
 
 
 SETTLE_SECONDS = 2.0  # a file modified more recently may still be being written
+# a parquet file without its footer waits this long for its writer, then is refused
+INCOMPLETE_WAIT = 600.0
 
 
 PENDING = Path(".clflow") / "pending-update.json"  # accepted files whose update has not finished
+EXPERIENCES = Path("data") / "experiences"
+MAX_PENDING_BYTES = 16 << 20  # a list of file names, not data
 
 
 def pending(project: str | Path) -> list[str]:
-    """Accepted experience files that no update has trained and registered yet."""
-    path = Path(project) / PENDING
-    return list(json.loads(path.read_text())) if path.exists() else []
+    """Accepted experience files that no update has trained and registered yet.
+
+    The record must be what `set_pending` writes: a JSON list of accepted files of
+    `data/experiences/` that exist. Anything else stops the update with one line, since
+    guessing would train on the wrong data or drop data an update still owes.
+    """
+    root = Path(project).resolve()
+    path = root / PENDING
+    if not path.exists() and not path.is_symlink():
+        return []
+    fix = "delete it to finish no earlier update, or restore it"
+    if path.is_symlink() or not path.is_file():
+        raise StreamError(f"not a regular file: {fix}", file=path)
+    if path.stat().st_size > MAX_PENDING_BYTES:
+        raise StreamError(f"over {MAX_PENDING_BYTES} bytes: not a pending list; {fix}", file=path)
+    try:
+        names = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StreamError(f"not JSON ({err}); {fix}", file=path) from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise StreamError(f"expected a list of file names; {fix}", file=path)
+    accepted = {str(f.resolve()) for f in accepted_files(root / EXPERIENCES)}
+    for name in names:
+        if str((root / name).resolve()) not in accepted:
+            raise StreamError(
+                f"{name!r:.200} is not an accepted file of {EXPERIENCES}; {fix}", file=path
+            )
+    return names
 
 
 def set_pending(project: str | Path, files: list[str]) -> None:
@@ -113,6 +143,7 @@ def intake(
     seed: int = 0,
     duplicates: Policy = "keep",
     settle: float = SETTLE_SECONDS,
+    incomplete_wait: float = INCOMPLETE_WAIT,
 ) -> Intake:
     """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move
     aside.
@@ -142,11 +173,21 @@ def intake(
                     continue
                 if state == "refused":
                     raise StreamError(why, file=path)
-                digest = file_digest(path)
+                try:
+                    incoming_file = read_incoming(path, MAX_BYTES)
+                except IncompleteFile as err:  # its writer may not be done: wait, then refuse
+                    if now - path.stat().st_mtime < incomplete_wait:
+                        waiting.append(path.name)
+                        progress.update(1)
+                        continue
+                    raise StreamError(
+                        f"{err.message} for {INCOMPLETE_WAIT:.0f} s", file=path
+                    ) from None
+                digest = incoming_file.sha256
                 if digest in seen:
                     raise StreamError("the same file was already accepted", file=path)
                 exp = read_experience(
-                    path,
+                    incoming_file,
                     stream.n_features,
                     len(stream.classes),
                     test_size=test_size,

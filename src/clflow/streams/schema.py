@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -129,14 +130,17 @@ def int_column(df: pl.DataFrame, name: str, path: Path) -> np.ndarray:
 
 
 def read_frame(
-    path: Path, required: set[str], empty: str = "no rows: the stream is empty"
+    path: Path,
+    required: set[str],
+    empty: str = "no rows: the stream is empty",
+    data: bytes | None = None,
 ) -> pl.DataFrame:
     """A parquet file with the `required` columns and at least one row, or a one-line
-    StreamError."""
-    if not path.exists():
+    StreamError. `data`: the file's bytes, already read (`path` then only names it)."""
+    if data is None and not path.exists():
         raise StreamError("file not found", file=path)
     try:
-        df = pl.read_parquet(path)
+        df = pl.read_parquet(io.BytesIO(data) if data is not None else path)
     except Exception as exc:  # polars raises several types for a corrupt file
         raise StreamError(
             f"not a readable parquet file ({type(exc).__name__})", file=path

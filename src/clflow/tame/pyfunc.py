@@ -45,6 +45,26 @@ def _rows(model_input) -> list | np.ndarray:
     return model_input
 
 
+NUMBERS = (int, float, np.integer, np.floating)
+
+
+def _check_types(rows) -> None:
+    """Refuse what numpy would quietly turn into a number: booleans (true is 1.0) and text
+    ("1", "inf"), and anything nested deeper than rows of values. null stays: it is missing."""
+    if isinstance(rows, np.ndarray) and rows.dtype.kind in "iuf":
+        return
+    for i, row in enumerate(rows):
+        values = row if isinstance(row, (list, tuple, np.ndarray)) else [row]
+        for j, v in enumerate(values):
+            if v is None or (isinstance(v, NUMBERS) and not isinstance(v, (bool, np.bool_))):
+                continue
+            if isinstance(v, (bool, np.bool_)):
+                raise InputError(f"row {i}, feature {j}: {bool(v)!r} is a boolean, not a number")
+            if isinstance(v, (str, bytes)):
+                raise InputError(f"row {i}, feature {j}: {v!r:.40} is text, not a finite number")
+            raise InputError(f"row {i}, feature {j}: a {type(v).__name__}, not a number")
+
+
 def features(model_input, n_features: int) -> np.ndarray:
     """Rows as a float32 matrix (an array, a frame of numeric columns, or a frame with an `x` list
     column),
@@ -52,6 +72,7 @@ def features(model_input, n_features: int) -> np.ndarray:
     rows = _rows(model_input)
     if rows is None or len(rows) == 0:
         raise InputError("empty input: send at least one row")
+    _check_types(rows)
     try:
         X = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError):  # ragged rows, None, text: find the first culprit

@@ -147,10 +147,19 @@ class Lineage:
                 )
                 return [self._version_chain(mv)]
             if RUN_ID.match(ref):
-                return self._run_chains([self.client.get_run(ref)])
+                run = self.client.get_run(ref)
         except MlflowException as exc:
             reason = exc.message.splitlines()[0] if exc.message else type(exc).__name__
             raise LineageError(f"not found ({reason})", file=self.uri, field=ref) from None
+        if RUN_ID.match(ref):
+            if "clflow.stage" not in run.data.tags:  # nothing clflow recorded: no chain to show
+                experiment = self.client.get_experiment(run.info.experiment_id).name
+                raise LineageError(
+                    f"not a clflow run (experiment {experiment!r}: no clflow.stage tag)",
+                    file=self.uri,
+                    field=ref,
+                )
+            return self._run_chains([run])
         if FLOW_RUN_ID.match(ref):
             runs = self.client.search_runs(
                 [e.experiment_id for e in self.client.search_experiments()],

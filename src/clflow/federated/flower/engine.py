@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from clflow.errors import ClflowError
+from clflow.errors import ClflowError, ConfigError
 from clflow.federated.faults import FAULTS
 from clflow.federated.flower.job import Job, client_file, read_result, write_job
 from clflow.federated.protocol import MergeReport, PrototypeServer, make_encoder
@@ -250,6 +250,34 @@ def run_job(job_dir: Path, job: Job, rounds: list, faults: dict[int, str] | None
     return run
 
 
+# Measured with Flower 1.42 on 2 cores: a SuperNode and its ClientApp processes take ~135 MB;
+# 30 clients ran, 100 overloaded the SuperLink (it stopped answering `flwr ls`).
+SUPERNODE_BYTES = 150 << 20
+SUPERNODES_PER_CPU = 16
+
+
+def max_supernodes() -> int:
+    """How many SuperNodes this machine runs: 16 per CPU it may use, in half its memory."""
+    from clflow.parallel import cpu_budget
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(SUPERNODES_PER_CPU * cpu_budget(), memory // 2 // SUPERNODE_BYTES))
+
+
+def check_clients(n_clients: int, params: str | Path | None = None) -> None:
+    """Refuse, before anything starts, more clients than this machine can run as SuperNodes."""
+    limit = max_supernodes()
+    if n_clients > limit:
+        raise ConfigError(
+            f"{n_clients} clients need {n_clients} Flower SuperNodes (~150 MB each); this "
+            f"machine runs at most {limit} (16 per CPU, in half its memory). For more clients "
+            "use federated.engine: prefect (with federated.runner: dask), or Flower's "
+            "Simulation Engine on a larger machine",
+            file=params,
+            field="federated.clients",
+        )
+
+
 def federated_on_flower(
     stream: Stream,
     rounds: list[dict[str, np.ndarray]],
@@ -262,6 +290,7 @@ def federated_on_flower(
     """The federated rounds on Flower: one SuperNode per client holding its rows of `rounds`
     (`simulate.partition`), encoder (kind, seed, path). Returns what the Prefect flow returns,
     plus `flower` (run time, per-round seconds, bytes, rejections, server memory)."""
+    check_clients(n_clients)
     kind, seed, path = encoder_spec
     encoder = make_encoder(kind, stream.n_features, seed, path)
     tr = stream.train
