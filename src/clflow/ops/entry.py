@@ -11,7 +11,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,22 +46,6 @@ def stage_args(
     return args
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def finite(text: str) -> float:
     """argparse type: a finite number."""
     value = float(text)
@@ -70,20 +54,23 @@ def finite(text: str) -> float:
     return value
 
 
-def wait_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds >= 0 (0: do not wait)."""
-    value = finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, got {text}")
-    return value
+def _bounded(convert: Callable[[str], Any], low: float, strict: bool, what: str):
+    """An argparse type: `convert`, then at least `low` (more than it when `strict`)."""
+
+    def check(text: str) -> Any:
+        value = convert(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    check.__doc__ = f"argparse type: {what}."
+    return check
 
 
-def seconds(text: str) -> float:
-    """argparse type: a finite number of seconds > 0."""
-    value = finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
+positive_int = _bounded(int, 1, False, "at least 1")
+count = _bounded(int, 0, False, "0 or more")
+wait_seconds = _bounded(finite, 0, False, "0 seconds or more")  # 0: do not wait
+seconds = _bounded(finite, 0, True, "more than 0 seconds")
 
 
 @dataclass(frozen=True)
