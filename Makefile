@@ -21,13 +21,13 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint docs bench bench-data clean help ui serve update
+.PHONY: install run test test-fast lint docs bench bench-data clean help ui serve serve-model update
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,10 @@ ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
 serve: install .dvc/config  ## serve the deployments of prefect.yaml against the `make ui` server
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	CLFLOW_MLFLOW_UI=$${CLFLOW_MLFLOW_UI:-http://127.0.0.1:$(MLFLOW_PORT)} $(BIN)/python flows/serve.py
+
+MODEL_PORT ?= 5001
+serve-model: install  ## serve the registry's champion on 127.0.0.1:$(MODEL_PORT) (clflow serve)
+	$(BIN)/clflow serve models:/clflow-tame@champion --port $(MODEL_PORT)
 
 lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, bugbear)
 	$(BIN)/ruff check src stages flows tests bench

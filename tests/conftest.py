@@ -233,3 +233,19 @@ def updated_project(tmp_path_factory, built_project):
     delivered(bad)
     result = load_flow(dest, "continual", "continual_update")(project=str(dest))
     return dest, result, before
+
+
+def post_json(url: str, body: str) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) of a JSON POST, error statuses included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

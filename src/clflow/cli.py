@@ -106,6 +106,15 @@ def store_uri(args: argparse.Namespace) -> str:
     return uri
 
 
+def serve(args: argparse.Namespace) -> None:
+    from clflow.ops.serving import serve as run
+    from clflow.tracking.store import use_store
+
+    use_store(store_uri(args))  # the registry the model URI names
+    print(f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations", flush=True)
+    run(args.model_uri, args.host, args.port)
+
+
 def lineage(args: argparse.Namespace) -> None:
     import json
     import os
@@ -269,6 +278,20 @@ def main(argv: list[str] | None = None) -> None:
     li.add_argument("--json", action="store_true", help="machine-readable output")
     store_options(li)
     li.set_defaults(func=lineage)
+    sv = sub.add_parser(
+        "serve", help="serve a registered model (MLflow's scoring server, requests checked as sent)"
+    )
+    sv.add_argument(
+        "model_uri", nargs="?", default="models:/clflow-tame@champion",
+        help="default models:/clflow-tame@champion",
+    )  # fmt: skip
+    sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    sv.add_argument("--port", type=positive_int, default=5001, help="default 5001")
+    sv.add_argument(
+        "--project", default=".", help="project whose mlflow.db holds the registry (default .)"
+    )
+    sv.add_argument("--uri", help="registry URI (default MLFLOW_TRACKING_URI or the project's)")
+    sv.set_defaults(func=serve)
     rp = sub.add_parser("report", help="the metrics that matter, one stage per block")
     rp.add_argument("--metrics", default="metrics", help="metrics directory (default metrics)")
     rp.add_argument("--stage", action="append", help="only this stage (repeatable)")

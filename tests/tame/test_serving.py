@@ -9,23 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port, stop, wait_http
+from conftest import free_port, post_json, stop, wait_http
 
 pytestmark = pytest.mark.slow
-
-
-def post(url: str, body: str) -> tuple[int, dict]:
-    """(HTTP status, JSON answer) of a POST, error statuses included."""
-    import urllib.error
-
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
@@ -71,18 +57,18 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
     url = f"http://127.0.0.1:{port}/invocations"
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
-        served = post(url, json.dumps({"inputs": X.tolist()}))[1]["predictions"]
+        served = post_json(url, json.dumps({"inputs": X.tolist()}))[1]["predictions"]
         # bad rows get HTTP 400 with a line naming the row and the feature; the server keeps serving
         row = X[0].tolist()
         row[5] = "BAD"
         body = json.dumps({"inputs": [X[0].tolist(), row]})
         answers = {
-            bad: post(url, body.replace('"BAD"', bad))
+            bad: post_json(url, body.replace('"BAD"', bad))
             for bad in ("NaN", "null", '"inf"', "Infinity")
         }
-        short = post(url, json.dumps({"inputs": [X[0][:10].tolist()]}))
-        empty = post(url, json.dumps({"inputs": []}))
-        again = post(url, json.dumps({"inputs": X[:3].tolist()}))
+        short = post_json(url, json.dumps({"inputs": [X[0][:10].tolist()]}))
+        empty = post_json(url, json.dumps({"inputs": []}))
+        again = post_json(url, json.dumps({"inputs": X[:3].tolist()}))
     finally:
         stop(proc)
         log.close()

@@ -1,0 +1,122 @@
+"""`clflow serve`: a registered model behind MLflow's own scoring server, with the request checked
+as sent.
+
+MLflow's server (its `/ping`, `/health`, `/version`, `/invocations`, input schema and HTTP 400 on
+bad rows) is reused as is; only `/invocations` gets a first look at the raw JSON. MLflow turns
+the JSON into the signature's float32 before the model runs, so `true` and `"1"` would arrive as
+1.0, and its JSON parser fails (HTTP 500) on very deep nesting. Here a request is refused with
+HTTP 400 and one line naming the row and the feature before that happens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_REQUEST_BYTES = 64 << 20  # a batch of rows to score, not a data set
+MAX_DEPTH = 32  # {"inputs": [[...]]} is 3 levels deep
+ROW_KEYS = ("inputs", "instances")
+
+
+def _depth(data: bytes) -> int:
+    """The deepest nesting of `[` and `{` outside strings (no parsing, no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _value_problem(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return f"{where}: {json.dumps(value)} is a boolean, not a number"
+    if isinstance(value, str):
+        return f"{where}: {json.dumps(value)[:40]} is text, not a number"
+    if isinstance(value, (list, dict)):
+        return f"{where}: a {'list' if isinstance(value, list) else 'JSON object'}, not a number"
+    return ""
+
+
+def _rows(body: dict) -> list | None:
+    """The rows of a request in one of MLflow's formats, or None when it has none we read."""
+    for key in ROW_KEYS:
+        if key in body:
+            return body[key] if isinstance(body[key], list) else None
+    split = body.get("dataframe_split")
+    if isinstance(split, dict) and isinstance(split.get("data"), list):
+        return split["data"]
+    records = body.get("dataframe_records")
+    if isinstance(records, list):
+        return [list(r.values()) if isinstance(r, dict) else r for r in records]
+    return None
+
+
+def request_problem(data: bytes) -> str:
+    """Why a JSON request cannot be scored as sent ("" when it can): too large, nested too deep,
+    or a value that is not a number (null stays: the model names it as missing)."""
+    if len(data) > MAX_REQUEST_BYTES:
+        return f"request of {len(data):,} bytes, over the {MAX_REQUEST_BYTES:,} byte limit"
+    if _depth(data) > MAX_DEPTH:
+        return f"JSON nested more than {MAX_DEPTH} levels deep: send rows of numbers"
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"not JSON ({err})"
+    rows = _rows(body) if isinstance(body, dict) else None
+    for i, row in enumerate(rows or []):
+        values = row if isinstance(row, list) else [row]
+        for j, value in enumerate(values):
+            problem = "" if value is None else _value_problem(value, f"row {i}, feature {j}")
+            if problem:
+                return problem
+    return ""
+
+
+def app(model_uri: str):
+    """MLflow's scoring app for `model_uri`, with `/invocations` checking the raw request first."""
+    import asyncio
+
+    from fastapi.responses import Response
+    from mlflow.pyfunc import scoring_server
+    from starlette.routing import Route
+
+    model = scoring_server.load_model_with_mlflow_config(model_uri)
+    served = scoring_server.init(model)
+    schema = model.metadata.get_input_schema()
+
+    async def invocations(request) -> Response:  # a Starlette Route: no annotation to resolve
+        data = await request.body()
+        content_type = request.headers.get("content-type") or ""
+        problem = request_problem(data) if content_type.startswith("application/json") else ""
+        if problem:
+            body = {"error_code": "BAD_REQUEST", "message": problem}
+            return Response(json.dumps(body), status_code=400, media_type="application/json")
+        result = await asyncio.to_thread(
+            scoring_server.invocations, data, content_type, model, schema
+        )
+        return Response(result.response, status_code=result.status, media_type=result.mimetype)
+
+    checked = scoring_server._async_catch_mlflow_exception(invocations)  # MLflow's 400s, as its own
+    # the first route that matches wins: this one, ahead of MLflow's own /invocations
+    served.router.routes.insert(0, Route("/invocations", checked, methods=["POST"]))
+    return served
+
+
+def serve(model_uri: str, host: str, port: int) -> None:
+    """Serve until stopped (Ctrl-C)."""
+    import uvicorn
+
+    uvicorn.run(app(model_uri), host=host, port=port, log_level="warning")
