@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from clflow.errors import ClflowError
+from clflow.ops.io import read_json
 
 KEYS = ("avg_accuracy", "forgetting", "bwt", "fwt")
 
@@ -18,12 +18,7 @@ def read_metrics(metrics_dir: str | Path) -> dict[str, dict]:
     metrics is one line naming it."""
     found = {}
     for path in sorted(Path(metrics_dir).glob("*.json")):
-        if not path.is_file() or path.stat().st_size > MAX_METRICS_BYTES:
-            raise ClflowError("not a metrics file (a regular file up to 64 MiB)", file=path)
-        try:
-            body = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ClflowError(f"not JSON ({err})", file=path) from None
+        body = read_json(path, MAX_METRICS_BYTES, symlinks=True)
         if not isinstance(body, dict):
             raise ClflowError(f"expected a JSON object, got a {type(body).__name__}", file=path)
         found[path.stem] = body

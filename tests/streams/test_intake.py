@@ -308,7 +308,7 @@ def test_an_incomplete_file_waits_for_its_writer_and_then_gets_in(tmp_path):
     (incoming / "cut.parquet").write_bytes(whole[:100])
     last_written(incoming / "cut.parquet", 3600)
     report = intake(incoming, experiences, tiny_stream(), settle=0, incomplete_wait=60)
-    assert "not a complete parquet file" in report.rejected["cut.parquet"]
+    assert "not a complete parquet file (no footer yet) for 60 s" in report.rejected["cut.parquet"]
 
 
 def test_the_recorded_digest_is_of_the_bytes_taken_in(tmp_path, monkeypatch):

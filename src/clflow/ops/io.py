@@ -20,6 +20,8 @@ from typing import Any
 
 import polars as pl
 
+from clflow.errors import ClflowError
+
 _points = 0  # kill points passed in this process (test hook)
 log = logging.getLogger("clflow.io")
 
@@ -69,6 +71,27 @@ def write_parquet(path: str | os.PathLike, df: pl.DataFrame) -> None:
     """Write a polars frame to parquet, atomically."""
     with atomic_path(path) as tmp:
         df.write_parquet(tmp)
+
+
+def read_json(
+    path: Path,
+    max_bytes: int,
+    hint: str = "",
+    error: type[ClflowError] = ClflowError,
+    symlinks: bool = False,
+) -> Any:
+    """A small JSON file's content, or one `error` line naming it (with `hint`, what to do):
+    not a regular file (a symlink counts only with `symlinks`), over `max_bytes`, or not UTF-8
+    JSON. The size is checked before anything is read."""
+    tail = f"; {hint}" if hint else ""
+    if (path.is_symlink() and not symlinks) or not path.is_file():
+        raise error(f"not a regular file{tail}", file=path)
+    if path.stat().st_size > max_bytes:
+        raise error(f"over {max_bytes:,} bytes{tail}", file=path)
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"not JSON ({err}){tail}", file=path) from None
 
 
 def kill_point(label: str) -> None:
@@ -151,7 +174,7 @@ class StagedOuts:
             return
         existed, problem = self._read_journal()
         if problem:
-            aside = _unique(self.journal.with_name(f"{self.journal.name}.rejected"))
+            aside = free_name(self.journal.with_name(f"{self.journal.name}.rejected"))
             os.replace(self.journal, aside)
             log.warning("%s: %s: moved to %s, not acted on", self.journal, problem, aside.name)
             return
@@ -174,14 +197,10 @@ class StagedOuts:
 
     def _read_journal(self) -> tuple[list[bool], str]:
         """The journal's `existed` flags, or why it is not this commit's journal."""
-        if self.journal.is_symlink() or not self.journal.is_file():
-            return [], "not a regular file"
-        if self.journal.stat().st_size > 1 << 20:
-            return [], "over 1 MiB: not a journal"
         try:
-            data = json.loads(self.journal.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            return [], f"not JSON ({err})"
+            data = read_json(self.journal, 1 << 20)
+        except ClflowError as err:
+            return [], err.message
         names = self._names()
         if not isinstance(data, dict) or set(data) != {"outs", "existed"}:
             return [], "not a journal: expected the keys outs and existed"
@@ -202,12 +221,13 @@ def _hidden(path: Path, what: str) -> Path:
     return path.with_name(f".{path.name}.{what}")
 
 
-def _unique(path: Path) -> Path:
-    """`path`, or `path.1`, `path.2`, ... : the first name not taken."""
+def free_name(path: Path) -> Path:
+    """`path`, or `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...: the first name not taken (a
+    dangling symlink takes its name too). Keeps what an earlier move left there."""
     n, found = 0, path
     while found.exists() or found.is_symlink():
         n += 1
-        found = path.with_name(f"{path.name}.{n}")
+        found = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return found
 
 

@@ -33,11 +33,7 @@ from clflow.streams.schema import (
 )
 
 SPLITS = ("train", "test")
-
-
 MAX_SCALE = 1000.0  # features beyond this many times the stream's largest |x| are refused
-
-
 SOURCES_FILE = (
     "sources.json"  # accepted file -> its source name and SHA-256 (duplicates are rejected)
 )

@@ -12,7 +12,6 @@ file appended, so a file that `prepare` would refuse never gets in.
 
 from __future__ import annotations
 
-import json
 import stat
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from clflow.errors import StreamError
-from clflow.ops.io import write_json
+from clflow.ops.io import free_name, read_json, write_json
 from clflow.progress import Progress
 from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.experience import (
@@ -36,18 +35,12 @@ from clflow.streams.experience import (
     with_experience,
     write_experience,
 )
-from clflow.streams.schema import (
-    Stream,
-)
+from clflow.streams.schema import Stream
 
 MAX_BYTES = 2 << 30  # an incoming file larger than 2 GiB is refused unread
-
-
 SETTLE_SECONDS = 2.0  # a file modified more recently may still be being written
 # a parquet file without its footer waits this long for its writer, then is refused
 INCOMPLETE_WAIT = 600.0
-
-
 PENDING = Path(".clflow") / "pending-update.json"  # accepted files whose update has not finished
 EXPERIENCES = Path("data") / "experiences"
 MAX_PENDING_BYTES = 16 << 20  # a list of file names, not data
@@ -65,14 +58,7 @@ def pending(project: str | Path) -> list[str]:
     if not path.exists() and not path.is_symlink():
         return []
     fix = "delete it to finish no earlier update, or restore it"
-    if path.is_symlink() or not path.is_file():
-        raise StreamError(f"not a regular file: {fix}", file=path)
-    if path.stat().st_size > MAX_PENDING_BYTES:
-        raise StreamError(f"over {MAX_PENDING_BYTES} bytes: not a pending list; {fix}", file=path)
-    try:
-        names = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StreamError(f"not JSON ({err}); {fix}", file=path) from None
+    names = read_json(path, MAX_PENDING_BYTES, fix, error=StreamError)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise StreamError(f"expected a list of file names; {fix}", file=path)
     accepted = {str(f.resolve()) for f in accepted_files(root / EXPERIENCES)}
@@ -108,9 +94,7 @@ class Intake:
 def _reject(path: Path, rejected_dir: Path, reason: str) -> None:
     """Move a bad entry aside (a rename, whatever it is) with its reason beside it."""
     rejected_dir.mkdir(parents=True, exist_ok=True)
-    target, n = rejected_dir / path.name, 1
-    while target.exists() or target.is_symlink():  # keep earlier rejects of the same name
-        target, n = rejected_dir / f"{path.stem}-{n}{path.suffix}", n + 1
+    target = free_name(rejected_dir / path.name)  # keep earlier rejects of the same name
     (target.parent / f"{target.name}.reason.txt").write_text(reason + "\n")
     path.replace(target)
 
@@ -167,22 +151,20 @@ def intake(
         for path in files:
             try:
                 state, why = _entry_state(path, now, settle)
+                if state == "refused":
+                    raise StreamError(why, file=path)
+                if state == "ready":
+                    try:
+                        incoming_file = read_incoming(path, MAX_BYTES)
+                    except IncompleteFile as err:  # its writer may not be done: wait, then refuse
+                        if now - path.stat().st_mtime >= incomplete_wait:
+                            waited = f"{err.message} for {incomplete_wait:.0f} s"
+                            raise StreamError(waited, file=path) from None
+                        state = "waiting"
                 if state == "waiting":
                     waiting.append(path.name)
                     progress.update(1)
                     continue
-                if state == "refused":
-                    raise StreamError(why, file=path)
-                try:
-                    incoming_file = read_incoming(path, MAX_BYTES)
-                except IncompleteFile as err:  # its writer may not be done: wait, then refuse
-                    if now - path.stat().st_mtime < incomplete_wait:
-                        waiting.append(path.name)
-                        progress.update(1)
-                        continue
-                    raise StreamError(
-                        f"{err.message} for {INCOMPLETE_WAIT:.0f} s", file=path
-                    ) from None
                 digest = incoming_file.sha256
                 if digest in seen:
                     raise StreamError("the same file was already accepted", file=path)
