@@ -21,7 +21,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint docs bench bench-data clean help ui serve serve-model update
+.PHONY: install run test test-fast lint docs bench bench-data bench-drift-peers clean help ui serve serve-model update drift-watch
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
@@ -86,8 +86,11 @@ serve: install .dvc/config  ## serve the deployments of prefect.yaml against the
 	CLFLOW_MLFLOW_UI=$${CLFLOW_MLFLOW_UI:-http://127.0.0.1:$(MLFLOW_PORT)} $(BIN)/python flows/serve.py
 
 MODEL_PORT ?= 5001
-serve-model: install  ## serve the registry's champion on 127.0.0.1:$(MODEL_PORT) (clflow serve)
+serve-model: install  ## serve the champion on 127.0.0.1:$(MODEL_PORT), recording to data/served/
 	$(BIN)/clflow serve models:/clflow-tame@champion --port $(MODEL_PORT)
+
+drift-watch: install  ## score the newest window of served traffic once (the drift-watch flow)
+	$(BIN)/python flows/drift_watch.py
 
 lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, bugbear)
 	$(BIN)/ruff check src stages flows tests bench
@@ -101,7 +104,19 @@ test: install lint  ## lint, then run the test suite
 test-fast: install  ## the tests not marked slow (no pipeline runs, no servers): the edit loop
 	$(BIN)/python -m pytest tests -m "not slow" -q
 
-bench: install bench-data  ## run the benchmarks (prints tables; installs the `bench` extra: river)
+# alibi-detect, bench/drift.py's named peer: its numpy < 2 pin conflicts with clflow's numpy 2,
+# so it gets a venv of its own (as Flower does); bench/peers/alibi_drift.py runs there.
+DRIFT_VENV := .venv-drift
+DRIFT_STAMP := $(DRIFT_VENV)/.installed
+
+$(DRIFT_STAMP): bench/peers/drift-requirements.txt
+	$(PYTHON) -m venv $(DRIFT_VENV)
+	$(DRIFT_VENV)/bin/pip install -q -r bench/peers/drift-requirements.txt
+	@touch $@
+
+bench-drift-peers: $(DRIFT_STAMP)  ## .venv-drift: alibi-detect for bench/drift.py
+
+bench: install bench-data bench-drift-peers  ## run the benchmarks (prints tables; installs the `bench` extra: river)
 	$(BIN)/pip install -q -e '.[bench,$(FAISS_EXTRA)]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 

@@ -34,6 +34,7 @@ from clflow.ops.tasks import run_stage
 from clflow.reporting import read_metrics
 from clflow.streams import load_stream
 from clflow.streams.intake import Intake, intake, pending, set_pending
+from clflow.streams.intake import wait_for_files as wait_for_incoming
 from clflow.tracking.runs import pipeline_run
 
 UPDATE_STAGES = ["prepare", "embed_classes", "tame", "register"]
@@ -60,14 +61,22 @@ def continual_update(
     stages: list[str] | None = None,
     lock_timeout: float = 600.0,
     stage_timeout: float | None = None,
+    wait_for_files: float = 0.0,
 ) -> dict:
-    """Take in new experience files, update TAME incrementally and register the new model."""
+    """Take in new experience files, update TAME incrementally and register the new model.
+
+    `wait_for_files`: seconds to wait for a file when none is in `data/incoming/`, as a run
+    started by a `clflow.drift.detected` event does (its labels come after the event)."""
     logger = get_run_logger()
     root = Path(project).resolve()
     stages, timeouts = flow_settings(root, stages or UPDATE_STAGES, stage_timeout)
     params = load_params(root / "params.yaml")
     if params.update.compare_retrain:
         check_retrain_possible(root)  # before anything is taken in or trained
+    if wait_for_files > 0 and not pending(root):  # before the lock: others may run meanwhile
+        logger.info("waiting up to %.0f s for a file in data/incoming/", wait_for_files)
+        arrived = wait_for_incoming(root / "data" / "incoming", wait_for_files)
+        logger.info("arrived: %s", ", ".join(arrived) or "nothing")
     with project_lock(root, lock_timeout):
         if not (root / "data" / "stream").exists():  # first run: the stream files must match
             run_stage("prepare", str(root), {}, timeouts["prepare"])
@@ -174,13 +183,23 @@ def retrain_markdown(found: dict) -> str:
 
 @flow_main
 def main(argv: list[str] | None = None) -> None:
-    args = start_flow_cli(flow_parser(__doc__), argv)
+    from clflow.ops.entry import wait_seconds
+
+    parser = flow_parser(__doc__)
+    parser.add_argument(
+        "--wait-for-files",
+        type=wait_seconds,
+        default=0.0,
+        help="seconds to wait for a file when data/incoming/ has none (default 0)",
+    )
+    args = start_flow_cli(parser, argv)
     print(
         json.dumps(
             continual_update(
                 project=args.project,
                 lock_timeout=args.lock_timeout,
                 stage_timeout=args.stage_timeout,
+                wait_for_files=args.wait_for_files,
             ),
             indent=2,
         )

@@ -47,10 +47,34 @@ def deployments(spec_path: Path) -> list:
                 interval=sched.get("interval"),
                 tags=d.get("tags"),
                 concurrency_limit=d.get("concurrency_limit"),
+                triggers=triggers(d, spec_path),
             )
         )
     if not out:
         raise ConfigError("no deployments", file=spec_path, field="deployments")
+    return out
+
+
+def triggers(deployment: dict, spec_path: Path) -> list:
+    """A deployment's `triggers:` as `prefect deploy` reads them (named after the deployment
+    when unnamed)."""
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter, ValidationError
+
+    adapter = TypeAdapter(DeploymentTriggerTypes)
+    out = []
+    for i, spec in enumerate(deployment.get("triggers") or [], start=1):
+        spec = {"name": f"{deployment['name']}__automation_{i}", **spec}
+        try:
+            out.append(adapter.validate_python(spec))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"][1:])  # [0] is the trigger type
+            raise ConfigError(
+                first["msg"],
+                file=spec_path,
+                field=f"deployments.{deployment['name']}.triggers[{i - 1}].{where}".rstrip("."),
+            ) from None
     return out
 
 

@@ -12,6 +12,9 @@ clflow report                         # the metrics that matter, one stage per b
 
 from __future__ import annotations
 
+import clflow.ops.quiet  # noqa: F401  (first: telemetry off before MLflow or Prefect load)
+
+# isort: split
 import argparse
 import sys
 from pathlib import Path
@@ -19,7 +22,8 @@ from pathlib import Path
 import polars as pl
 
 from clflow.errors import ClflowError, StreamError, cli_errors
-from clflow.ops.entry import count, finite, positive_int
+from clflow.monitor.served import parse_since
+from clflow.ops.entry import count, finite, positive, positive_int, probability, window_rows
 
 
 def load_queries(path: Path, limit: int) -> pl.DataFrame:
@@ -107,22 +111,55 @@ def store_uri(args: argparse.Namespace) -> str:
 
 
 def serve(args: argparse.Namespace) -> None:
+    from clflow.monitor.served import Rotation
     from clflow.ops.serving import serve as run
     from clflow.tracking.store import use_store
 
     use_store(store_uri(args))  # the registry the model URI names
-    print(f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations", flush=True)
-    run(args.model_uri, args.host, args.port)
+    record = None if args.no_record else Path(args.project) / args.record
+    rotation = Rotation(
+        int(args.segment_mb * 2**20), args.segment_seconds, int(args.max_mb * 2**20)
+    )
+    where = f", recording to {record}" if record else ""
+    print(
+        f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations{where}",
+        flush=True,
+    )
+    run(args.model_uri, args.host, args.port, record, rotation)
+
+
+def drift(args: argparse.Namespace) -> None:
+    import json
+
+    from clflow.monitor.check import check
+    from clflow.tracking.store import use_store
+
+    use_store(store_uri(args))  # the registry holding the served versions' references
+    found = check(Path(args.project) / args.served, args.window, args.since, args.alpha)
+    if args.json:
+        print(json.dumps(found.as_dict()))
+        return
+    report, p = found.report, found.report.p_values
+    span = found.as_dict()
+    rows = [
+        (
+            "drift",
+            "yes" if report.drift else "no",
+            f"p = {report.p_value:.3g} (alpha {args.alpha})",
+        ),
+        ("MMD²", f"{report.score:.4g}", f"p = {p['mmd2']:.3g}"),
+        ("routing shift", f"{report.routing_shift:.3f}", f"p = {p['routing_shift']:.3g}"),
+        ("new-task share", f"{report.new_task_share:.3f}", f"p = {p['new_task_share']:.3g}"),
+        ("window", f"{report.window} rows", f"{span['start']} .. {span['end']}"),
+        ("model", f"models:/{found.window.model}/{report.model_version}", ""),
+    ]
+    print("\n".join(f"{a:<15} {b:<22} {c}".rstrip() for a, b, c in rows))
 
 
 def lineage(args: argparse.Namespace) -> None:
     import json
-    import os
 
     from clflow.tracking.lineage import Lineage, data_digest
-
-    # it reads one small lineage.json per run: no download bars
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     if (args.ref is None) == (args.data is None):
         raise ClflowError("give a model/run reference or --data, not both", field="lineage")
@@ -217,11 +254,12 @@ def new_experience(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {df.height} rows")
 
 
-def store_options(parser: argparse.ArgumentParser) -> None:
+def store_options(parser: argparse.ArgumentParser, model: bool = True) -> None:
     """--model, --project and --uri: which registered model in which MLflow store."""
-    parser.add_argument(
-        "--model", default="clflow-tame", help="registered model name (default clflow-tame)"
-    )
+    if model:
+        parser.add_argument(
+            "--model", default="clflow-tame", help="registered model name (default clflow-tame)"
+        )
     parser.add_argument(
         "--project", default=".", help="project whose mlflow.db holds the registry (default .)"
     )
@@ -291,7 +329,37 @@ def main(argv: list[str] | None = None) -> None:
         "--project", default=".", help="project whose mlflow.db holds the registry (default .)"
     )
     sv.add_argument("--uri", help="registry URI (default MLFLOW_TRACKING_URI or the project's)")
+    sv.add_argument(
+        "--record", default="data/served", help="served-traffic log, in the project (default "
+        "data/served): parquet segments that `clflow drift` reads",
+    )  # fmt: skip
+    sv.add_argument("--no-record", action="store_true", help="serve without recording")
+    sv.add_argument("--segment-mb", type=positive, default=4.0, help="segment size (default 4)")
+    sv.add_argument(
+        "--segment-seconds", type=positive, default=60.0,
+        help="write a segment at least this often while traffic comes (default 60)",
+    )  # fmt: skip
+    sv.add_argument(
+        "--max-mb", type=positive, default=256.0,
+        help="keep at most this much of the log; the oldest segments go (default 256)",
+    )  # fmt: skip
     sv.set_defaults(func=serve)
+    dr = sub.add_parser(
+        "drift", help="is the served traffic drifting from what the model learnt? (no labels)",
+        description="Score the newest served rows against the reference of the model version "
+        "that answered them: a two-sample MMD test on the features, the routing shift and the "
+        "share of rows far from every expert's buffer. Exits 0 whether or not it finds drift.",
+    )  # fmt: skip
+    dr.add_argument("--served", default="data/served", help="log directory (default data/served)")
+    dr.add_argument("--window", type=window_rows, default=200, help="rows (default 200)")
+    dr.add_argument("--since", type=parse_since, help="only rows answered after this ISO time")
+    dr.add_argument(
+        "--alpha", type=probability, default=0.01,
+        help="false-alarm rate of one window (default 0.01)",
+    )  # fmt: skip
+    dr.add_argument("--json", action="store_true", help="one JSON line")
+    store_options(dr, model=False)  # the log names the model that answered
+    dr.set_defaults(func=drift)
     rp = sub.add_parser("report", help="the metrics that matter, one stage per block")
     rp.add_argument("--metrics", default="metrics", help="metrics directory (default metrics)")
     rp.add_argument("--stage", action="append", help="only this stage (repeatable)")

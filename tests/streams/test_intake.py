@@ -340,3 +340,26 @@ def test_the_recorded_digest_is_of_the_bytes_taken_in(tmp_path, monkeypatch):
     assert sources["0000-new.parquet"]["sha256"] == hashlib.sha256(content).hexdigest()
     taken = pl.read_parquet(experiences / "0000-new.parquet")["x"].to_list()
     assert sorted(map(tuple, taken)) == sorted(map(tuple, first["x"].to_list()))
+
+
+def test_waiting_for_files_returns_once_one_has_settled(tmp_path):
+    """What a drift-triggered update does before intake: wait for the labelled file."""
+    import os
+    import threading
+    import time
+
+    from clflow.streams.intake import wait_for_files
+
+    assert wait_for_files(tmp_path, 0.3, poll=0.05) == []  # the time ran out: nothing came
+    late = tmp_path / "labelled.parquet"
+    (tmp_path / "notes.txt").write_text("not an experience")
+
+    def deliver():
+        time.sleep(0.3)
+        late.write_bytes(b"x")
+        os.utime(late, (time.time() - 10,) * 2)  # written and closed a while ago
+
+    threading.Thread(target=deliver).start()
+    started = time.monotonic()
+    assert wait_for_files(tmp_path, 30, poll=0.05) == ["labelled.parquet"]
+    assert time.monotonic() - started < 10  # taken at once, not at the deadline

@@ -71,6 +71,16 @@ positive_int = _bounded(int, 1, False, "at least 1")
 count = _bounded(int, 0, False, "0 or more")
 wait_seconds = _bounded(finite, 0, False, "0 seconds or more")  # 0: do not wait
 seconds = _bounded(finite, 0, True, "more than 0 seconds")
+positive = _bounded(finite, 0, True, "more than 0")
+window_rows = _bounded(int, 10, False, "at least 10 rows")  # fewer: no test has power
+
+
+def probability(text: str) -> float:
+    """argparse type: a probability strictly between 0 and 1."""
+    value = finite(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,23 @@
 """`clflow serve`: a registered model behind MLflow's own scoring server, with the request checked
-as sent.
+as sent and every answered request recorded (clflow.monitor.served) for the drift step.
 
 MLflow's server (its `/ping`, `/health`, `/version`, `/invocations`, input schema and HTTP 400 on
 bad rows) is reused as is; only `/invocations` gets a first look at the raw JSON. MLflow turns
 the JSON into the signature's float32 before the model runs, so `true` and `"1"` would arrive as
 1.0, and its JSON parser fails (HTTP 500) on very deep nesting. Here a request is refused with
-HTTP 400 and one line naming the row and the feature before that happens.
+HTTP 400 and one line naming the row and the feature before that happens. Refused requests are
+not recorded: only what the model answered is traffic.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 MAX_REQUEST_BYTES = 64 << 20  # a batch of rows to score, not a data set
 MAX_DEPTH = 32  # {"inputs": [[...]]} is 3 levels deep
@@ -85,8 +91,52 @@ def request_problem(data: bytes) -> str:
     return ""
 
 
-def app(model_uri: str):
-    """MLflow's scoring app for `model_uri`, with `/invocations` checking the raw request first."""
+def registered_version(model_uri: str) -> tuple[str, str]:
+    """(name, version) of a `models:/NAME@ALIAS` or `models:/NAME/VERSION` URI, resolved once at
+    start: the served model stays that version even if the alias moves."""
+    from mlflow import MlflowClient
+
+    ref = model_uri.removeprefix("models:/")
+    if ref == model_uri:  # runs:/..., a path: not in the registry
+        return model_uri, ""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    name, _, version = ref.partition("/")
+    return name, version
+
+
+class RecordingModel:
+    """A loaded pyfunc model that hands every answered batch to a Recorder."""
+
+    def __init__(self, model, recorder):
+        self._model, self._recorder = model, recorder
+        self.metadata = model.metadata
+        self._skipped = False
+
+    def predict(self, data, params=None):
+        from clflow.tame.pyfunc import rows
+
+        out = self._model.predict(data, params=params)
+        if not isinstance(out, pd.DataFrame) or not {"label", "expert"} <= set(out.columns):
+            if not self._skipped:  # not a TAME model's answer: serve it, record nothing
+                logging.getLogger(__name__).warning("answers lack label/expert: not recorded")
+                self._skipped = True
+            return out
+        n = len(out)
+        X = np.asarray(rows(data), dtype=np.float32).reshape(n, -1)
+        # numpy columns: a pandas Series costs ~10 µs more each on the way into the recorder
+        confidence = out["confidence"].to_numpy() if "confidence" in out else np.full(n, np.nan)
+        self._recorder.record(X, out["label"].to_numpy(), out["expert"].to_numpy(), confidence)
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def app(model_uri: str, recorder_for=None):
+    """MLflow's scoring app for `model_uri`, with `/invocations` checking the raw request first;
+    `recorder_for(name, version)`, if given, makes the Recorder of what the model answers."""
     import asyncio
 
     from fastapi.responses import Response
@@ -96,6 +146,8 @@ def app(model_uri: str):
     model = scoring_server.load_model_with_mlflow_config(model_uri)
     served = scoring_server.init(model)
     schema = model.metadata.get_input_schema()
+    recorder = recorder_for(*registered_version(model_uri)) if recorder_for else None
+    scored = RecordingModel(model, recorder) if recorder else model
 
     async def invocations(request) -> Response:  # a Starlette Route: no annotation to resolve
         data = await request.body()
@@ -105,18 +157,45 @@ def app(model_uri: str):
             body = {"error_code": "BAD_REQUEST", "message": problem}
             return Response(json.dumps(body), status_code=400, media_type="application/json")
         result = await asyncio.to_thread(
-            scoring_server.invocations, data, content_type, model, schema
+            scoring_server.invocations, data, content_type, scored, schema
         )
         return Response(result.response, status_code=result.status, media_type=result.mimetype)
 
     checked = scoring_server._async_catch_mlflow_exception(invocations)  # MLflow's 400s, as its own
     # the first route that matches wins: this one, ahead of MLflow's own /invocations
     served.router.routes.insert(0, Route("/invocations", checked, methods=["POST"]))
+    if recorder is not None:
+        close_on_shutdown(served, recorder)
     return served
 
 
-def serve(model_uri: str, host: str, port: int) -> None:
-    """Serve until stopped (Ctrl-C)."""
+def close_on_shutdown(served, recorder) -> None:
+    """Write the recorder's last rows when the server shuts down. In the app's lifespan, since
+    uvicorn re-raises SIGTERM once it has stopped: code after `uvicorn.run` never runs then."""
+    import contextlib
+
+    inner = served.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with inner(app) as state:
+            try:
+                yield state
+            finally:
+                recorder.close()
+
+    served.router.lifespan_context = lifespan
+
+
+def serve(model_uri: str, host: str, port: int, record: Path | None, rotation=None) -> None:
+    """Serve until stopped (Ctrl-C, SIGTERM), recording answered rows under `record` (None: not
+    at all); the rows not yet written go to a last segment as the server shuts down."""
     import uvicorn
 
-    uvicorn.run(app(model_uri), host=host, port=port, log_level="warning")
+    from clflow.monitor.served import Recorder, Rotation
+
+    def recorder_for(name: str, version: str) -> Recorder:
+        return Recorder(record, name, version, rotation or Rotation())
+
+    served = app(model_uri, recorder_for if record is not None else None)
+    uvicorn.run(served, host=host, port=port, log_level="warning")

@@ -118,6 +118,24 @@ def _entry_state(path: Path, now: float, settle: float) -> tuple[EntryState, str
     return "ready", ""
 
 
+def wait_for_files(
+    incoming: str | Path, seconds: float, poll: float = 2.0, settle: float = SETTLE_SECONDS
+) -> list[str]:
+    """Wait up to `seconds` until `incoming` holds a `*.parquet` file that has settled; the names
+    of those there then (none when the time ran out)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = time.time()
+        found = [
+            p.name
+            for p in sorted(Path(incoming).glob("*.parquet"))
+            if p.is_file() and now - p.stat().st_mtime >= settle
+        ]
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+
+
 def intake(
     incoming: str | Path,
     experiences: str | Path,

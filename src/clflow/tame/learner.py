@@ -435,12 +435,20 @@ class TameLearner(ParamsMixin):
 
     def route(self, X: np.ndarray) -> np.ndarray:
         """Expert id chosen by the selector for each row."""
+        return self.route_confidence(X)[0]
+
+    def route_confidence(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expert id chosen by the selector for each row, and the selector's probability of it
+        (1 with a single expert): what serving records to watch the routing drift."""
         self._check()
         self._refresh_selector()
         if len(self.selector_ids_) <= 1:
             only = self.selector_ids_[0] if self.selector_ids_ else self.active_
-            return np.full(len(X), only)
-        return np.asarray(self.selector_ids_)[self.selector_.route(X)]
+            return np.full(len(X), only), np.ones(len(X), dtype=np.float32)
+        log_proba = self.selector_.log_proba(X)
+        slots = log_proba.argmax(1)
+        confidence = np.exp(log_proba[np.arange(len(X)), slots]).astype(np.float32)
+        return np.asarray(self.selector_ids_)[slots], confidence
 
     def predict_with(self, X: np.ndarray, expert_ids: np.ndarray) -> np.ndarray:
         """Predict each row with the given expert (selector or oracle routing)."""

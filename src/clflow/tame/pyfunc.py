@@ -33,7 +33,8 @@ def _bad_cell(row: object, i: int) -> str:
     return f"row {i}: not a flat list of numbers"
 
 
-def _rows(model_input) -> list | np.ndarray:
+def rows(model_input) -> list | np.ndarray:
+    """The rows of a model input, as the scoring server hands it over (not yet checked)."""
     if isinstance(model_input, pd.DataFrame):
         if "x" in model_input.columns:
             return list(model_input["x"].to_numpy())
@@ -67,16 +68,15 @@ def _check_types(rows) -> None:
 
 def features(model_input, n_features: int) -> np.ndarray:
     """Rows as a float32 matrix (an array, a frame of numeric columns, or a frame with an `x` list
-    column),
-    checked: at least one row, `n_features` values each, every value a finite number."""
-    rows = _rows(model_input)
-    if rows is None or len(rows) == 0:
+    column), checked: at least one row, `n_features` values each, every value a finite number."""
+    found = rows(model_input)
+    if found is None or len(found) == 0:
         raise InputError("empty input: send at least one row")
-    _check_types(rows)
+    _check_types(found)
     try:
-        X = np.asarray(rows, dtype=np.float64)
+        X = np.asarray(found, dtype=np.float64)
     except (TypeError, ValueError):  # ragged rows, None, text: find the first culprit
-        for i, row in enumerate(rows):
+        for i, row in enumerate(found):
             if np.ndim(row) != 1 or len(row) != n_features:
                 raise InputError(
                     f"row {i}: {np.size(row)} values, the model takes {n_features}"
@@ -101,7 +101,8 @@ def features(model_input, n_features: int) -> np.ndarray:
 
 
 class TameModel(mlflow.pyfunc.PythonModel):
-    """Predicts the label (and its class name and the routed expert) of each row of raw features."""
+    """Predicts the label (its class name, the routed expert and the selector's confidence) of
+    each row of raw features."""
 
     def load_context(self, context) -> None:
         self.learner, ckpt = load_tame(
@@ -117,10 +118,15 @@ class TameModel(mlflow.pyfunc.PythonModel):
             X = features(model_input, self.learner.n_features_in_)
         except InputError as err:  # the scoring server answers it with HTTP 400
             raise MlflowException(err.line(), error_code=INVALID_PARAMETER_VALUE) from None
-        experts = self.learner.route(X)
+        experts, confidence = self.learner.route_confidence(X)
         labels = self.learner.predict_with(X, experts)
         return pd.DataFrame(
-            {"label": labels, "class_name": [self.classes[i] for i in labels], "expert": experts}
+            {
+                "label": labels,
+                "class_name": [self.classes[i] for i in labels],
+                "expert": experts,
+                "confidence": confidence,  # the selector's probability of the routed expert
+            }
         )
 
 
