@@ -116,6 +116,7 @@ def serve(args: argparse.Namespace) -> None:
     from clflow.tracking.store import use_store
 
     use_store(store_uri(args))  # the registry the model URI names
+    args.model_uri = args.model_option or args.model_uri
     record = None if args.no_record else Path(args.project) / args.record
     rotation = Rotation(
         int(args.segment_mb * 2**20), args.segment_seconds, int(args.max_mb * 2**20)
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_uri", nargs="?", default="models:/clflow-tame@champion",
         help="default models:/clflow-tame@champion",
     )  # fmt: skip
+    sv.add_argument("--model", dest="model_option", help="the model URI, as an option")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
     sv.add_argument("--port", type=positive_int, default=5001, help="default 5001")
     sv.add_argument(

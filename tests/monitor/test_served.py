@@ -141,3 +141,11 @@ def test_an_empty_or_missing_log_is_an_empty_window(tmp_path):
     (tmp_path / "served").mkdir()
     with pytest.raises(EmptyWindow, match="an empty window"):
         read_window(tmp_path / "served", 10)
+    proc = subprocess.run(
+        [sys.executable, "-m", "clflow.cli", "drift", "--served", "served", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: served: no served rows: an empty window\n"
