@@ -38,6 +38,15 @@ def get_json(url: str) -> dict:
         return json.load(resp)
 
 
+# `make ui` in a project copy with this checkout's environments: its `install` prerequisites are
+# the checkout's .venv and .venv-flower (else make builds a Flower venv in the copy: ~15 s a test)
+MAKE_UI = [
+    "make", "-s", "-f", str(ROOT / "Makefile"), "ui", f"VENV={ROOT / '.venv'}",
+    f"FLOWER_VENV={ROOT / '.venv-flower'}",
+    f"FLOWER_APP={ROOT / 'src/clflow/federated/flower/app/pyproject.toml'}",
+]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path, built_project):
     """`make ui` in a copy of a built project: both UIs answer on the ports given, MLflow's
@@ -51,12 +60,7 @@ def test_make_ui_serves_both_uis_on_any_port_and_stays_light(tmp_path, built_pro
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     proc = subprocess.Popen(
         [
-            "make",
-            "-s",
-            "-f",
-            str(ROOT / "Makefile"),
-            "ui",
-            f"VENV={ROOT / '.venv'}",
+            *MAKE_UI,
             f"PREFECT_PORT={prefect_port}",
             f"MLFLOW_PORT={mlflow_port}",
         ],
@@ -125,8 +129,7 @@ def test_make_ui_with_a_port_in_use_stops_with_one_line(tmp_path, built_project)
         busy = squatter.getsockname()[1]
         proc = subprocess.run(
             [
-                "make", "-s", "-f", str(ROOT / "Makefile"), "ui", f"VENV={ROOT / '.venv'}",
-                f"PREFECT_PORT={busy}", f"MLFLOW_PORT={mlflow_port}",
+                *MAKE_UI, f"PREFECT_PORT={busy}", f"MLFLOW_PORT={mlflow_port}",
             ],
             cwd=project, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -319,7 +319,10 @@ def test_logged_tame_model_predicts_like_the_checkpoint(built_project):
     local, _ = load_tame(built_project / "models" / "tame" / "seed_0.pt")
     out = served.predict(X)
     assert np.array_equal(out["label"].to_numpy(), local.predict(X))
-    assert set(out.columns) == {"label", "class_name", "expert"}
+    assert set(out.columns) == {"label", "class_name", "expert", "confidence"}
+    experts, confidence = local.route_confidence(X)  # what serving records for drift
+    assert np.array_equal(out["expert"].to_numpy(), experts)
+    assert np.allclose(out["confidence"].to_numpy(), confidence) and (confidence <= 1).all()
     # the logged requirements name every package its code imports (a virtualenv or container can
     # serve it)
     from pathlib import Path

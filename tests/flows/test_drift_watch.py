@@ -49,15 +49,18 @@ def until(what, timeout: float, step: float = 1.0):
     return found
 
 
+def finished(env: dict, run_id: str) -> str | None:
+    state = api(env, f"/flow_runs/{run_id}")["state_type"]
+    return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+
+
 def watch(project: Path, env: dict) -> dict:
-    """One drift-watch run through its deployment, to Completed; its result (the flow's log
-    line)."""
-    out = run(
-        [str(BIN / "prefect"), "deployment", "run", "drift-watch/drift-watch", "--watch",
-         "--watch-timeout", "180"],
-        project, env=env,
-    )  # fmt: skip
-    assert "Completed" in out.stdout + out.stderr, out.stdout + out.stderr
+    """One drift-watch run through its deployment (created through the REST API, as the UI's Run
+    button does), to Completed; where the window it scored ended."""
+    (deployment,) = api(env, "/deployments/filter", {"deployments": {"name": {"any_": [
+        "drift-watch"]}}})  # fmt: skip
+    run_id = api(env, f"/deployments/{deployment['id']}/create_flow_run", {})["id"]
+    assert until(lambda: finished(env, run_id), 180, 0.5) == "COMPLETED"
     return json.loads((project / ".clflow" / "drift-watch.json").read_text())
 
 
@@ -163,11 +166,8 @@ def test_drift_on_served_traffic_starts_the_update(updated_project, prefect_serv
         labelled.write_parquet(project / "data" / "incoming" / "labelled.parquet")
         delivered(project / "data" / "incoming" / "labelled.parquet")
 
-        def finished():
-            state = api(env, f"/flow_runs/{triggered['id']}")["state_type"]
-            return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
-
-        assert until(finished, 420, 3) == "COMPLETED", (tmp_path / "flows.log").read_text()
+        state = until(lambda: finished(env, triggered["id"]), 420, 2)
+        assert state == "COMPLETED", (tmp_path / "flows.log").read_text()
     finally:
         for proc in (model, flows):
             stop(proc)
