@@ -24,8 +24,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from clflow.monitor.check import check
-from clflow.monitor.served import EmptyWindow, write_to_label
+from clflow.monitor.check import score_window
+from clflow.monitor.served import EmptyWindow, read_window, write_to_label
 from clflow.ops.flowcli import flow_main, start_flow_cli
 from clflow.ops.io import read_json, write_json
 from clflow.tracking.store import tracking_uri, use_store
@@ -67,17 +67,19 @@ def drift_watch(
     use_store(tracking_uri(root))  # the registry of the served versions
     since = last_end(root)
     try:
-        found = check(root / served, window, since, alpha)
+        rows = read_window(root / served, window, since)
     except EmptyWindow as err:
         logger.info("nothing to score: %s", err.line())
         return {"scored": False, "new_rows": 0}
-    if found.report.window < window:  # too few rows for a fair test: wait for more
-        logger.info("%d new served rows; waiting for %d", found.report.window, window)
-        return {"scored": False, "new_rows": found.report.window}
-    result = {"scored": True, **found.as_dict()}
+    if rows.rows.height < window:  # too few for a fair test: wait, before loading the model
+        logger.info("%d new served rows; waiting for %d", rows.rows.height, window)
+        return {"scored": False, "new_rows": rows.rows.height}
+    found = score_window(rows, alpha)
+    report = found.as_dict()
+    result = {"scored": True, **report}
     if found.report.drift:
         result["to_label"] = str(write_to_label(found.window, root / "data" / "to-label"))
-        result["event"] = emit_drift(found.as_dict())
+        result["event"] = emit_drift(report)
         logger.warning("drift: %s", json.dumps(result))
     else:
         logger.info("no drift: %s", json.dumps(result))

@@ -22,7 +22,6 @@ from pathlib import Path
 import polars as pl
 
 from clflow.errors import ClflowError, StreamError, cli_errors
-from clflow.monitor.served import parse_since
 from clflow.ops.entry import count, finite, positive, positive_int, probability, window_rows
 
 
@@ -184,6 +183,19 @@ def lineage(args: argparse.Namespace) -> None:
         return
     for i, chain in enumerate(chains):
         print("\n" * (i > 0) + "\n".join(f"{k:<12} {v}" for k, v in chain.rows()))
+
+
+def iso_time(text: str):
+    """argparse type: an ISO-8601 time (UTC unless it names a zone)."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 time such as 2026-12-06T10:00:00Z: {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def width(text: str) -> int:
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     dr.add_argument("--served", default="data/served", help="log directory (default data/served)")
     dr.add_argument("--window", type=window_rows, default=200, help="rows (default 200)")
-    dr.add_argument("--since", type=parse_since, help="only rows answered after this ISO time")
+    dr.add_argument("--since", type=iso_time, help="only rows answered after this ISO time")
     dr.add_argument(
         "--alpha", type=probability, default=0.01,
         help="false-alarm rate of one window (default 0.01)",

@@ -58,6 +58,22 @@ class Check:
         }
 
 
+def score_window(found: Window, alpha: float = 0.01) -> Check:
+    """Score a window of served rows against the reference of the version that answered it."""
+    learner = load_learner(found.model, found.version)
+    X = found.X
+    if X.shape[1] != learner.n_features_in_:
+        raise ServedLogError(
+            f"rows of {X.shape[1]} features; models:/{found.model}/{found.version} takes "
+            f"{learner.n_features_in_}",
+            file=found.segments[-1],
+            field="x",
+        )
+    detector = DriftDetector(alpha=alpha).fit(*tame_reference(learner))
+    report = detector.score(X, found.rows["expert"].to_numpy(), version=found.version)
+    return Check(report, found)
+
+
 def check(
     served: str | Path,
     window: int = 200,
@@ -65,15 +81,4 @@ def check(
     alpha: float = 0.01,
 ) -> Check:
     """Score the newest `window` served rows (after `since`) for drift."""
-    found = read_window(served, window, since)
-    learner = load_learner(found.model, found.version)
-    if found.X.shape[1] != learner.n_features_in_:
-        raise ServedLogError(
-            f"rows of {found.X.shape[1]} features; models:/{found.model}/{found.version} takes "
-            f"{learner.n_features_in_}",
-            file=found.segments[-1],
-            field="x",
-        )
-    detector = DriftDetector(alpha=alpha).fit(*tame_reference(learner))
-    report = detector.score(found.X, found.rows["expert"].to_numpy(), version=found.version)
-    return Check(report, found)
+    return score_window(read_window(served, window, since), alpha)

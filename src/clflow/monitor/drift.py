@@ -119,11 +119,11 @@ class DriftDetector:
         self.pool_kernel_ = self._kernel(self.pool_, self.pool_)
         self.pool_to_core_ = self._kernel(self.pool_, self.core_).mean(1)
         self.experts_ = np.unique(experts)
-        # routing needs no held-out half: every reference row's route is the reference
-        self.reference_slots_ = np.searchsorted(self.experts_, experts[order])
-        self.routing_ = np.bincount(self.reference_slots_, minlength=len(self.experts_)) / len(
-            order
-        )
+        # routing needs no held-out half: every reference row's route is the reference; the
+        # last slot counts rows routed to an expert the reference never saw (none here)
+        slots = np.searchsorted(self.experts_, experts[order])
+        self.routing_counts_ = np.bincount(slots, minlength=len(self.experts_) + 1)
+        self.routing_ = self.routing_counts_ / len(order)
         self.nulls_: dict[int, np.ndarray] = {}
         return self
 
@@ -135,9 +135,9 @@ class DriftDetector:
         found, _ = _search(self.index_, np.ascontiguousarray(X, dtype=np.float32), 1)
         return np.sqrt(np.maximum(found[:, 0], 0.0))
 
-    def _routing_shift(self, slots: np.ndarray) -> float:
-        share = np.bincount(slots, minlength=len(self.experts_) + 1) / len(slots)
-        return 0.5 * float(np.abs(share - np.append(self.routing_, 0.0)).sum())
+    def _routing_shift(self, counts: np.ndarray) -> float:
+        """Total variation between a window's routing counts and the reference's shares."""
+        return 0.5 * float(np.abs(counts / counts.sum() - self.routing_).sum())
 
     def mmd_null(self, n: int) -> np.ndarray:
         """MMD statistics of `n_null` windows of n pool rows drawn with replacement (pairs of one
@@ -163,14 +163,11 @@ class DriftDetector:
             - 2.0 * self._kernel(X, self.core_).mean()
         )
 
-    def _routing_p(self, slots: np.ndarray) -> float:
+    def _routing_p(self, counts: np.ndarray) -> float:
         """Chi-square test of homogeneity: the window's routing counts against the reference's."""
         from scipy.stats import chi2_contingency
 
-        k = len(self.experts_) + 1
-        table = np.stack(
-            [np.bincount(slots, minlength=k), np.bincount(self.reference_slots_, minlength=k)]
-        )
+        table = np.stack([counts, self.routing_counts_])
         table = table[:, table.sum(0) > 0]
         if table.shape[1] < 2:
             return 1.0
@@ -227,13 +224,14 @@ class DriftDetector:
         experts = np.asarray(experts, dtype=np.int64)
         known = np.isin(experts, self.experts_)  # else an expert the reference never routed to
         slots = np.where(known, np.searchsorted(self.experts_, experts), len(self.experts_))
+        counts = np.bincount(slots, minlength=len(self.experts_) + 1)
         distance = self.distances(X)
         far = distance > self.radius_
         mmd = self._mmd(X)
         p = np.array(
             [
                 (1.0 + (self.mmd_null(len(X)) >= mmd).sum()) / (1.0 + self.n_null),
-                self._routing_p(slots),
+                self._routing_p(counts),
                 self._scan_p(distance),
             ]
         )
@@ -242,7 +240,7 @@ class DriftDetector:
             score=mmd + self.core_term_,
             p_value=float(min(1.0, p.min() * len(STATISTICS))),
             new_task_share=float(far.mean()),
-            routing_shift=self._routing_shift(slots),
+            routing_shift=self._routing_shift(counts),
             window=len(X),
             model_version=version,
             p_values={name: float(v) for name, v in zip(STATISTICS, p, strict=True)},

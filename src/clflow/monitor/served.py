@@ -113,12 +113,13 @@ class Recorder:
         """Write the rows kept so far as one segment (None when there are none)."""
         with self._lock:
             batches, self._rows, self._bytes, self._oldest = self._rows, [], 0, None
+            self._seq += 1  # flush runs on the writer thread and on callers' threads
+            seq = self._seq
         if not batches:
             return None
         frame = segment_frame(batches, self.model, self.version)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self._seq += 1
-        path = self.directory / f"segment-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
+        path = self.directory / f"segment-{stamp}-{os.getpid()}-{seq:06d}.parquet"
         write_parquet(path, frame)
         prune(self.directory, self.rotation.max_bytes)
         return path
@@ -236,19 +237,6 @@ def read_window(directory: str | Path, window: int, since: datetime | None = Non
             field="x",
         )
     return Window(rows, str(model), str(version), list(reversed(used)))
-
-
-def parse_since(text: str) -> datetime:
-    """argparse type: an ISO-8601 time (UTC unless it names a zone)."""
-    import argparse
-
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO-8601 time such as 2026-12-06T10:00:00Z: {text!r}"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def write_to_label(window: Window, directory: str | Path) -> Path:

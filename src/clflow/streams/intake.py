@@ -129,7 +129,7 @@ def wait_for_files(
         found = [
             p.name
             for p in sorted(Path(incoming).glob("*.parquet"))
-            if p.is_file() and now - p.stat().st_mtime >= settle
+            if _entry_state(p, now, settle)[0] == "ready"
         ]
         if found or time.monotonic() >= deadline:
             return found
