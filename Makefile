@@ -21,7 +21,8 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test test-fast lint docs bench bench-data bench-drift-peers clean help ui serve serve-model update drift-watch
+.PHONY: install run test test-fast lint docs bench bench-data bench-drift-peers clean help ui serve serve-model update drift-watch \
+	team-up team-down team-status pull worker postgres
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
@@ -91,6 +92,46 @@ serve-model: install  ## serve the champion on 127.0.0.1:$(MODEL_PORT), recordin
 
 drift-watch: install  ## score the newest window of served traffic once (the drift-watch flow)
 	$(BIN)/python flows/drift_watch.py
+
+# Team mode: PostgreSQL 15 (Debian's postgresql-15) and `mlflow server` on it, on loopback, with
+# the data in TEAM_DIR (kept by team-down); a DVC remote (TEAM_REMOTE, default TEAM_DIR/dvc-remote;
+# s3://bucket/path with TEAM_ENDPOINT for an S3-compatible one). docs/how-to/team-setup.md
+TEAM_DIR ?= $(CURDIR)/.team
+TEAM_PG_PORT ?= 5433
+TEAM_MLFLOW_PORT ?= 5050
+TEAM_REMOTE ?=
+TEAM_ENDPOINT ?=
+TEAM_ARGS = --dir $(TEAM_DIR) --pg-port $(TEAM_PG_PORT) --mlflow-port $(TEAM_MLFLOW_PORT)
+
+team-up: install .dvc/config postgres  ## PostgreSQL + MLflow server, DVC remote; prints the exports
+	$(BIN)/clflow team up $(TEAM_ARGS) $(if $(TEAM_REMOTE),--remote $(TEAM_REMOTE)) \
+		$(if $(TEAM_ENDPOINT),--endpoint-url $(TEAM_ENDPOINT))
+
+team-down: install  ## stop the team's MLflow server and PostgreSQL (the data stays in TEAM_DIR)
+	$(BIN)/clflow team down $(TEAM_ARGS)
+
+team-status: install  ## is the team's PostgreSQL / MLflow server running?
+	$(BIN)/clflow team status $(TEAM_ARGS)
+
+postgres:  # PostgreSQL 15's server programs (Debian's postgresql-15)
+	@if [ -x /usr/lib/postgresql/15/bin/initdb ] || command -v initdb >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q postgresql-15 >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q postgresql-15; }; \
+	else echo "run: sudo apt-get install postgresql-15"; exit 1; fi
+
+pull: install .dvc/config  ## fetch the outs dvc.lock names from the DVC remote (then nothing retrains)
+	$(BIN)/clflow team pull $(if $(TEAM_REMOTE),--remote $(TEAM_REMOTE)) \
+		$(if $(TEAM_ENDPOINT),--endpoint-url $(TEAM_ENDPOINT))
+
+# One worker per clone, all on one Prefect server (`make ui`, or PREFECT_API_URL): deploy the
+# deployments of prefect.yaml to the `clflow` process pool, then run what it is given, here.
+worker: install .dvc/config  ## a `clflow` pool process worker that runs flows in this clone
+	@export PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api}; \
+	$(BIN)/prefect work-pool inspect clflow >/dev/null 2>&1 || \
+		$(BIN)/prefect work-pool create clflow --type process >/dev/null && \
+	$(BIN)/prefect --no-prompt deploy --all >/dev/null && \
+	CLFLOW_WORKSPACE=$(CURDIR) exec $(BIN)/prefect worker start --pool clflow
 
 lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, bugbear)
 	$(BIN)/ruff check src stages flows tests bench

@@ -30,7 +30,7 @@ from clflow.config import load_params
 from clflow.ops.artifacts import publish
 from clflow.ops.flowcli import flow_main, flow_parser, flow_settings, start_flow_cli
 from clflow.ops.locks import project_lock
-from clflow.ops.tasks import run_stage
+from clflow.ops.tasks import push_outs, run_stage
 from clflow.reporting import read_metrics
 from clflow.streams import load_stream
 from clflow.streams.intake import Intake, intake, pending, set_pending
@@ -96,6 +96,7 @@ def continual_update(
                 set_pending(root, [])
                 if done.get("tame") == "ran" and params.update.compare_retrain:
                     retrain = compare_retrain(root, env, timeouts["tame"])
+            done["dvc push"] = push_outs(str(root))
         metrics = read_metrics(root / "metrics")
         result = {
             "accepted": report.accepted,

@@ -24,7 +24,7 @@ from clflow.ops.artifacts import publish
 from clflow.ops.dvcrun import experiment_metrics, up_to_date
 from clflow.ops.flowcli import flow_main, flow_parser, flow_settings, start_flow_cli
 from clflow.ops.locks import project_lock
-from clflow.ops.tasks import run_experiment, run_stage
+from clflow.ops.tasks import push_outs, run_experiment, run_stage
 from clflow.reporting import read_metrics, summary_table
 from clflow.tracking.runs import pipeline_run
 
@@ -56,6 +56,8 @@ def pipeline(
         cached = not overrides and up_to_date(root, to_run)
         with pipeline_run(root, cached=cached) as env:
             done, metrics = run_pipeline(root, to_run, timeouts, overrides, experiment, env, stages)
+        if not overrides:  # an experiment leaves the workspace (and its outs) as they were
+            done["dvc push"] = push_outs(str(root))
         note = "\nEvery stage was cached: the MLflow link is the run that made these results."
         publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root, note * cached)
     logger.info("summary\n%s", summary_table(metrics))

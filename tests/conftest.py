@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,11 +146,11 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real `prefect server start` on a free 127.0.0.1 port; yields the env that points at it."""
+@contextmanager
+def running_prefect_server(home: Path) -> Iterator[dict[str, str]]:
+    """A real `prefect server start` on a free 127.0.0.1 port, its database in `home`; yields the
+    env that points at it."""
     port = free_port()
-    home = tmp_path_factory.mktemp("prefect_server_home")
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -157,26 +159,23 @@ def prefect_server(tmp_path_factory):
     }
     log = open(home / "server.log", "w")
     proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "prefect"),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
         yield env
     finally:
         stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real Prefect server for the session's tests (see running_prefect_server)."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect_server_home")) as env:
+        yield env
 
 
 def file_hashes(root: Path, *rel: str) -> dict[str, str]:
@@ -249,3 +248,60 @@ def post_json(url: str, body: str) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def team_home() -> Path:
+    """A new directory that PostgreSQL's `postgres` user can reach (pytest's tmp dirs are 0700)."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="clflow-team-"))
+    home.chmod(0o755)
+    return home
+
+
+def need_postgres() -> None:
+    """Skip, with the reason, where PostgreSQL 15's binaries are absent."""
+    from clflow.ops.team import TeamError, pg_tool
+
+    try:
+        pg_tool("initdb")
+    except TeamError as exc:
+        pytest.skip(f"team mode needs PostgreSQL 15 ({exc.args[0]})")
+
+
+@pytest.fixture(scope="session")
+def team_server():
+    """PostgreSQL and `mlflow server` on it, started by clflow's own `team up`, for the session;
+    yields the Team (its tracking_uri)."""
+    from clflow.ops import team as services
+
+    need_postgres()
+    home = team_home()
+    crew = services.Team.load(home / ".team", pg_port=free_port(), mlflow_port=free_port())
+    try:
+        services.up(crew, home)  # not a DVC project: no remote is configured
+        yield crew
+    finally:
+        services.down(crew)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path) -> Iterator[str]:
+    """`mlflow models serve -m MODEL_URI --env-manager local` on a free loopback port, the model
+    taken from `tracking_uri`'s registry; yields its /invocations URL."""
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # `--env-manager local` execs uvicorn from here
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": bin_dir + os.pathsep + os.environ["PATH"]}  # fmt: skip
+    with open(cwd / "serve.log", "w") as log:
+        proc = subprocess.Popen(
+            [f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
+            yield f"http://127.0.0.1:{port}/invocations"
+        finally:
+            stop(proc)

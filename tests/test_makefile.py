@@ -141,3 +141,23 @@ def test_make_ui_with_a_port_in_use_stops_with_one_line(tmp_path, built_project)
     ], proc.stderr
     with socket.socket() as probe:  # no server was left on the other port
         probe.bind(("127.0.0.1", mlflow_port))
+
+
+def test_team_targets_pass_their_settings_on():
+    """`make team-up | pull | worker` as make would run them (-n: printed, not run)."""
+
+    def dry(*args: str) -> str:
+        return run(["make", "-n", *args], ROOT).stdout
+
+    up = dry("team-up", "TEAM_DIR=/srv/team", "TEAM_PG_PORT=6001", "TEAM_MLFLOW_PORT=6002",
+             "TEAM_REMOTE=s3://bucket/clflow", "TEAM_ENDPOINT=http://127.0.0.1:9000")  # fmt: skip
+    assert (
+        "clflow team up --dir /srv/team --pg-port 6001 --mlflow-port 6002 "
+        "--remote s3://bucket/clflow --endpoint-url http://127.0.0.1:9000"
+        in " ".join(up.replace("\\\n", " ").split())
+    )
+    assert "clflow team down --dir" in dry("team-down")
+    assert "clflow team pull" in dry("pull") and "--remote" not in dry("pull")
+    worker = dry("worker")
+    assert "deploy --all" in worker
+    assert f"CLFLOW_WORKSPACE={ROOT} exec .venv/bin/prefect worker start --pool clflow" in worker

@@ -8,6 +8,7 @@ clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo exper
 clflow lineage models:/clflow-tame@champion    # which data, code and runs made the champion
 clflow lineage --data data/experiences/0000-rotated.parquet   # which versions used this file
 clflow report                         # the metrics that matter, one stage per block
+clflow team up                        # team mode: PostgreSQL + MLflow server, a DVC remote
 """
 
 from __future__ import annotations
@@ -97,6 +98,27 @@ def registry(args: argparse.Namespace) -> None:
         fmt_str_lengths=80,
     ):
         print(pl.DataFrame(rows))
+
+
+def team(args: argparse.Namespace) -> None:
+    from clflow.ops import remote as dvc_remote
+    from clflow.ops import team as services
+
+    project = Path(args.project).resolve()
+    if args.action == "pull":
+        if args.remote:  # this workspace only: .dvc/config.local, git status stays clean
+            dvc_remote.configure_remote(project, args.remote, args.endpoint_url, local=True)
+        print(dvc_remote.pull(project))
+        return
+    home = Path(args.dir) if args.dir else project / ".team"
+    crew = services.Team.load(home, pg_port=args.pg_port, mlflow_port=args.mlflow_port)
+    if args.action == "up":
+        lines = services.up(crew, project, args.remote, args.endpoint_url)
+    elif args.action == "down":
+        lines = services.down(crew)
+    else:
+        lines = [f"{name}: {state}" for name, state in services.status(crew).items()]
+    print("\n".join(lines))
 
 
 def store_uri(args: argparse.Namespace) -> str:
@@ -374,6 +396,23 @@ def main(argv: list[str] | None = None) -> None:
     dr.add_argument("--json", action="store_true", help="one JSON line")
     store_options(dr, model=False)  # the log names the model that answered
     dr.set_defaults(func=drift)
+    tm = sub.add_parser(
+        "team", help="team mode: PostgreSQL + MLflow server on loopback, a DVC remote",
+        description="up: start PostgreSQL and `mlflow server` on it (artifacts proxied), set the "
+        "DVC remote, print the exports; down: stop both (the data stays); status; pull: fetch "
+        "the outs dvc.lock names from the remote (a fresh clone then retrains nothing).",
+    )  # fmt: skip
+    tm.add_argument("action", choices=["up", "down", "status", "pull"])
+    tm.add_argument("--project", default=".", help="the clflow project (default .)")
+    tm.add_argument("--dir", help="where the team's data lives (default PROJECT/.team)")
+    tm.add_argument("--pg-port", type=positive_int, help="PostgreSQL port (default 5433)")
+    tm.add_argument("--mlflow-port", type=positive_int, help="MLflow server port (default 5050)")
+    tm.add_argument(
+        "--remote", help="DVC remote URL: a directory or s3://bucket/path (up: default "
+        "DIR/dvc-remote when the project has none; pull: this workspace only)",
+    )  # fmt: skip
+    tm.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    tm.set_defaults(func=team)
     rp = sub.add_parser("report", help="the metrics that matter, one stage per block")
     rp.add_argument("--metrics", default="metrics", help="metrics directory (default metrics)")
     rp.add_argument("--stage", action="append", help="only this stage (repeatable)")

@@ -371,8 +371,13 @@ class FlowsConfig(Section):
 
 
 class UpdateConfig(Section):
-    """The continual-update flow (flows/continual.py)."""
+    """The pipeline and continual-update flows (flows/pipeline.py, flows/continual.py)."""
 
+    push: bool = Field(
+        True,
+        description="after a successful pipeline or update run, `dvc push` its outs to the "
+        "project's default DVC remote (none configured: nothing is pushed)",
+    )
     compare_retrain: bool = Field(
         False,
         description="after each update, also retrain TAME from scratch on all accepted data (a "

@@ -21,7 +21,7 @@ PROJECT_FILES = [
     "data/experiences/README.md",
     "data/incoming/README.md",
 ]
-IGNORED = "mlflow.db\n.mlflow.db.*.lock\nmlruns/\n/models/\n.clflow/\n"
+IGNORED = "mlflow.db\n.mlflow.db.*.lock\nmlruns/\n/models/\n.clflow/\n.team/\n"
 
 
 def update_params(project: Path, overrides: dict) -> None:

@@ -79,13 +79,13 @@ def test_served_deployment_runs_to_completed(tmp_path, prefect_server):
     run(
         [PREFECT, "--no-prompt", "deploy", "--all"],
         project,
-        env={**prefect_server, "PWD": str(project)},
+        env=prefect_server,
     )
     pooled = deployments(prefect_server["PREFECT_API_URL"])
     for name in ("nightly", "continual-update"):
         assert pooled[name]["work_pool_name"] == "clflow"
-        step = pooled[name]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
-        assert step["directory"] == str(project)
+        # the worker's clone, chosen when a run starts (not the deploying directory)
+        assert pooled[name]["pull_steps"] == [{"clflow.ops.workspace.set_workspace": {}}]
 
 
 def test_serve_without_a_server_names_the_api_url(tmp_path):

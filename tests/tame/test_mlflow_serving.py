@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import free_port, post_json, stop, wait_http
+from conftest import mlflow_models_serve, post_json
 
 pytestmark = pytest.mark.slow
 
@@ -26,37 +22,7 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
     use_store(uri)
     local = mlflow.pyfunc.load_model("models:/clflow-tame@champion").predict(X)
 
-    port = free_port()
-    bin_dir = str(Path(sys.executable).parent)  # `--env-manager local` execs uvicorn from here
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-    }
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(
-        [
-            f"{bin_dir}/mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/clflow-tame@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/invocations"
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
+    with mlflow_models_serve(uri, "models:/clflow-tame@champion", tmp_path) as url:
         served = post_json(url, json.dumps({"inputs": X.tolist()}))[1]["predictions"]
         # bad rows get HTTP 400 with a line naming the row and the feature; the server keeps serving
         row = X[0].tolist()
@@ -69,9 +35,6 @@ def test_served_champion_equals_in_process_predict(updated_project, tmp_path):
         short = post_json(url, json.dumps({"inputs": [X[0][:10].tolist()]}))
         empty = post_json(url, json.dumps({"inputs": []}))
         again = post_json(url, json.dumps({"inputs": X[:3].tolist()}))
-    finally:
-        stop(proc)
-        log.close()
     for bad, (status, body) in answers.items():
         assert status == 400, (bad, body)
         assert "row 1, feature 5:" in body["message"], (bad, body)

@@ -62,6 +62,24 @@ def run_stage(stage: str, project: str, env: dict[str, str], timeout: float | No
     return stage_task(stage, project, env, timeout, return_state=True).result()
 
 
+@task(name="dvc-push", retries=1, retry_delay_seconds=10)
+def push_outs(project: str) -> str:
+    """`dvc push` of every out dvc.lock names, when `update.push` is on and the project has a
+    default DVC remote; what was done, in one line. A remote that cannot be reached fails the
+    task with one line (the results stay in the local cache)."""
+    from clflow.config import load_params
+    from clflow.ops.remote import default_remote, push
+
+    root = Path(project)
+    if not load_params(root / "params.yaml").update.push:
+        return "not pushed (update.push: false)"
+    if default_remote(root) is None:
+        return "not pushed: no default DVC remote (make team-up configures one)"
+    summary = f"dvc push: {push(root)}"
+    get_run_logger().info("%s", summary)
+    return summary
+
+
 def override_args(overrides: Mapping[str, Any]) -> list[str]:
     """{'train.epochs': 2} -> ['-S', 'train.epochs=2'] (YAML scalars; lists as [a,b])."""
     import yaml

@@ -9,7 +9,9 @@ champion's. A champion that cannot be re-scored blocks the promotion (with the
 reason recorded) rather than being compared by a stale number. The decision, its
 reason and the per-experience table are version tags. Read-compare-promote runs
 under a lock, so concurrent registrations never promote a worse model whatever
-their order; the previous champion is recorded, so a rollback restores it.
+their order; the previous champion is recorded, so a rollback restores it. The lock
+is a file beside a local store, and a lease in the registry itself for a shared one
+(an MLflow server, a database URI): every workspace of a team sees it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from clflow.errors import ClflowError
 from clflow.ops.locks import file_lock
+from clflow.tracking.lease import registry_lease
 
 log = logging.getLogger("clflow.registry")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -40,6 +44,7 @@ METRICS = ("avg_accuracy", "forgetting")
 Scorer = Callable[
     [str], Sequence[float]
 ]  # model URI -> accuracy on each experience of the current test set
+LOCAL_STORES = ("sqlite", "file", "")  # one workspace's store: a file lock guards it
 
 
 class RegistryError(ClflowError):
@@ -83,8 +88,7 @@ def decide(
 
 
 def lock_path(uri: str, name: str) -> Path:
-    """Beside the SQLite store (one project); otherwise per user (a shared server needs one
-    host)."""
+    """The file lock of a local store: beside the SQLite file, else in the temp directory."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite" and parsed.path:
         return Path(parsed.path).with_name(f".{Path(parsed.path).name}.{name}.lock")
@@ -97,10 +101,13 @@ def lock_path(uri: str, name: str) -> Path:
 class Registry:
     """One registered model in an MLflow registry."""
 
-    def __init__(self, name: str, uri: str, lock_timeout: float = 120.0):
+    def __init__(
+        self, name: str, uri: str, lock_timeout: float = 120.0, lease_seconds: float = 600.0
+    ):
         from mlflow import MlflowClient
 
         self.name, self.uri, self.lock_timeout = name, uri, lock_timeout
+        self.lease_seconds = lease_seconds
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def version(self, alias: str):
@@ -132,11 +139,19 @@ class Registry:
         """Set the version's description (markdown, shown on its registry page)."""
         self.client.update_model_version(self.name, str(version), description=text)
 
-    def _decision_lock(self):
-        """Held while the champion is read and moved, so decisions never interleave."""
-        return file_lock(
-            lock_path(self.uri, self.name), self.lock_timeout, what="the registry decision"
-        )
+    @contextmanager
+    def _decision_lock(self) -> Iterator[Callable[[], None]]:
+        """Held while the champion is read and moved, so decisions never interleave; yields the
+        check to call right before the alias moves (a lease that was lost raises there)."""
+        if urlparse(self.uri).scheme in LOCAL_STORES:
+            path = lock_path(self.uri, self.name)
+            with file_lock(path, self.lock_timeout, what="the registry decision"):
+                yield lambda: None
+        else:
+            with registry_lease(
+                self.client, self.name, self.lock_timeout, self.lease_seconds
+            ) as lease:
+                yield lease.check
 
     def consider(
         self,
@@ -158,7 +173,7 @@ class Registry:
         if forgetting is not None:
             metrics["forgetting"] = float(forgetting)
         self.tag(version, **{k: repr(v) for k, v in metrics.items()})
-        with self._decision_lock():
+        with self._decision_lock() as still_held:
             self.client.set_registered_model_alias(self.name, CHALLENGER, version)
             champ = self.version(CHAMPION)
             champ_scores, failure = None, ""
@@ -185,7 +200,11 @@ class Registry:
             )
             if decision.promote:
                 self._promote(
-                    version, str(champ.version) if champ else "", "promoted", decision.reason
+                    version,
+                    str(champ.version) if champ else "",
+                    "promoted",
+                    decision.reason,
+                    still_held,
                 )
             else:
                 self.tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason})
@@ -203,7 +222,7 @@ class Registry:
         """The per-experience scores a version was registered with."""
         return list(json.loads(version.tags[TAG_EVIDENCE])["challenger"])
 
-    def _promote(self, version: str, previous: str, decision: str, reason: str) -> None:
+    def _promote(self, version: str, previous: str, decision: str, reason: str, still_held) -> None:
         # tags first, alias last: a crash in between leaves the old champion in place
         from datetime import UTC, datetime
 
@@ -216,6 +235,7 @@ class Registry:
                 TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
             },
         )
+        still_held()
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
     def promote(self, version: str | int, reason: str = "promoted by hand") -> str | None:
@@ -225,16 +245,17 @@ class Registry:
         already was the champion: what this call did, decided under the registry lock.
         """
         version = str(self.get(version).version)
-        with self._decision_lock():
+        with self._decision_lock() as still_held:
             champ = self.version(CHAMPION)
             if champ is not None and str(champ.version) == version:
                 return version
-            self._promote(version, str(champ.version) if champ else "", "promoted_by_hand", reason)
+            previous = str(champ.version) if champ else ""
+            self._promote(version, previous, "promoted_by_hand", reason, still_held)
             return str(champ.version) if champ else None
 
     def rollback(self, reason: str = "rolled back by hand") -> str:
         """Restore the champion's predecessor; return the restored version."""
-        with self._decision_lock():
+        with self._decision_lock() as still_held:
             champ = self.version(CHAMPION)
             if champ is None:
                 raise RegistryError("no champion to roll back", file=self.uri, field=self.name)
@@ -247,6 +268,7 @@ class Registry:
                 )
             self.get(previous)
             self.tag(str(champ.version), **{TAG_DECISION: "rolled_back", TAG_REASON: reason})
+            still_held()
             self.client.set_registered_model_alias(self.name, CHAMPION, previous)
         return previous
 

@@ -1,7 +1,7 @@
 """Where MLflow stores runs: the project's store, its experiment, a run's page in the UI.
 
 Default store: `sqlite:///mlflow.db` at the project root with artifacts in `mlruns/`;
-`MLFLOW_TRACKING_URI` wins.
+`MLFLOW_TRACKING_URI` wins (a tracking server keeps the artifacts of the experiments it makes).
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ def setup(experiment: str, root: Path | None = None) -> str:
     use_store(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
+        # a tracking server keeps the artifacts itself (proxied: every teammate reads them);
+        # a local or database store keeps them in the project's mlruns/
+        server = uri.startswith(("http://", "https://"))
+        location = None if server else (root / "mlruns").as_uri()
         return mlflow.create_experiment(
-            experiment, artifact_location=(root / "mlruns").as_uri(), tags=EXPERIMENT_KIND
+            experiment, artifact_location=location, tags=EXPERIMENT_KIND
         )
     for key, value in EXPERIMENT_KIND.items():  # experiments made before clflow set the kind
         if found.tags.get(key) != value:
