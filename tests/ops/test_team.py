@@ -4,6 +4,7 @@ upgrades an old schema, the data survives down/up, and each fault is one line.""
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -92,6 +93,13 @@ def test_team_up_down_keeps_data_upgrades_old_schema_and_names_faults(tmp_path):
         assert bad.returncode != 0 and bad.stderr.count("\n") == 1, bad.stderr
         assert "password authentication failed" in bad.stderr
         crew.pgpass.write_text(saved)
+        with socket.socket() as squatter:  # another program on the MLflow port
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", crew.mlflow_port))
+            squatter.listen()
+            taken = team_cli("up", crew, project, check=False)
+        assert taken.returncode != 0 and taken.stderr.count("\n") == 1, taken.stderr
+        assert f"port {crew.mlflow_port} is in use" in taken.stderr
 
         team_cli("up", crew, project)  # the data survived down and a failed up
         assert client.get_registered_model("kept").name == "kept"

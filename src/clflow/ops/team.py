@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -299,6 +300,16 @@ def mlflow_state(team: Team) -> ServiceState:
     return "running" if _pid(team.mlflow_pid) is not None else "stopped"
 
 
+def _listening(port: int) -> bool:
+    """Whether a program accepts connections on 127.0.0.1:`port` (a port whose last server has
+    just stopped is free, though a plain bind would fail while its connections linger)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
 def _pid(path: Path) -> int | None:
     """The pid in `path` if that process is alive."""
     try:
@@ -313,6 +324,12 @@ def start_mlflow(team: Team, timeout: float = 120.0) -> None:
     """`mlflow server` on the database, artifacts proxied to `team.artifacts` (detached)."""
     if mlflow_state(team) == "running":
         return
+    if _listening(team.mlflow_port):  # else /health would answer for another program
+        raise TeamError(
+            f"port {team.mlflow_port} is in use: stop what listens there, or pick another "
+            "(make team-up TEAM_MLFLOW_PORT=...)",
+            file=team.tracking_uri,
+        )
     team.artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [
         _bin("mlflow"),
