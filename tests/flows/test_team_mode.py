@@ -95,6 +95,10 @@ def test_pipeline_logs_to_the_team_server_and_pushes(alice, team_server):
     assert any(team_server.artifacts.rglob("MLmodel"))
     assert any((team_server.remote / "files" / "md5").iterdir())  # update.push: true
     assert not client.search_registered_models("name='clflow-tame.lease'")
+    # what the MLflow UI of that server asks for to list the registry
+    search = f"{team_server.tracking_uri}/ajax-api/2.0/mlflow/registered-models/search"
+    with urllib.request.urlopen(search, timeout=10) as resp:
+        assert "clflow-tame" in [m["name"] for m in json.load(resp)["registered_models"]]
 
 
 def test_a_fresh_clone_pulls_and_retrains_nothing(bob, team_server):
