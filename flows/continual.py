@@ -88,7 +88,7 @@ def continual_update(
             logger.info("left for the next run (modified just now): %s", ", ".join(report.waiting))
         if owed:
             logger.info("finishing an earlier update: %s", ", ".join(owed))
-        done, env, retrain = {}, {}, {}
+        done, env, retrain, pushed = {}, {}, {}, ""
         if report.accepted or owed:  # else nothing to train: no MLflow run either
             with pipeline_run(root) as env:
                 set_pending(root, owed + report.accepted)  # a failing stage leaves them owed
@@ -96,7 +96,7 @@ def continual_update(
                 set_pending(root, [])
                 if done.get("tame") == "ran" and params.update.compare_retrain:
                     retrain = compare_retrain(root, env, timeouts["tame"])
-            done["dvc push"] = push_outs(str(root))
+            pushed = push_outs(str(root))
         metrics = read_metrics(root / "metrics")
         result = {
             "accepted": report.accepted,
@@ -106,6 +106,7 @@ def continual_update(
             "trained": owed + report.accepted,
             "register": metrics.get("register", {}) if done else {},
             "compare_retrain": retrain,
+            "pushed": pushed,
         }
         rejected = "".join(f"\n- rejected `{n}`: {r}" for n, r in report.rejected.items())
         publish(
@@ -116,7 +117,9 @@ def continual_update(
             env,
             root,
             extra=f"\naccepted: {len(report.accepted)} file(s){rejected}\n\nregister: "
-            f"`{json.dumps(result['register'])}`" + retrain_markdown(retrain),
+            f"`{json.dumps(result['register'])}`"
+            + retrain_markdown(retrain)
+            + (f"\n\n{pushed}." if pushed else ""),
         )
     logger.info(
         "continual update: %s", json.dumps({k: v for k, v in result.items() if k != "stages"})

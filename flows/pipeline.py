@@ -56,10 +56,11 @@ def pipeline(
         cached = not overrides and up_to_date(root, to_run)
         with pipeline_run(root, cached=cached) as env:
             done, metrics = run_pipeline(root, to_run, timeouts, overrides, experiment, env, stages)
-        if not overrides:  # an experiment leaves the workspace (and its outs) as they were
-            done["dvc push"] = push_outs(str(root))
+        # an experiment leaves the workspace (and its outs) as they were: nothing to push
+        pushed = "" if overrides else f"\n{push_outs(str(root))}."
         note = "\nEvery stage was cached: the MLflow link is the run that made these results."
-        publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root, note * cached)
+        publish("clflow pipeline run", "clflow-pipeline", done, metrics, env, root,
+                note * cached + pushed)  # fmt: skip
     logger.info("summary\n%s", summary_table(metrics))
     return metrics
 

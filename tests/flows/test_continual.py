@@ -27,6 +27,7 @@ def test_new_experience_ends_with_a_registered_version(updated_project):
         "tame": "ran",
         "register": "ran",
     }
+    assert result["pushed"].startswith("not pushed: no default DVC remote")  # update.push: true
     reg = registry(project)
     assert result["register"]["version"] == 2
     assert str(reg.version("challenger").version) == "2"

@@ -311,13 +311,14 @@ def _listening(port: int) -> bool:
 
 
 def _pid(path: Path) -> int | None:
-    """The pid in `path` if that process is alive."""
+    """The pid in `path` if that process is alive and still an MLflow server (after a reboot
+    the number may belong to another program, which `team down` must not stop)."""
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, 0)
-        return pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
+    return pid if b"mlflow" in cmdline else None
 
 
 def start_mlflow(team: Team, timeout: float = 120.0) -> None:
