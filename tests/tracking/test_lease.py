@@ -61,6 +61,7 @@ def test_a_lease_taken_over_moves_nothing(client):
     with pytest.raises(LeaseLost):
         reg.consider(v2, [0.9, 0.9], 0.05, evaluate=evaluate)
     assert str(reg.version(CHAMPION).version) == str(v1)
+    assert "clflow.decision" not in reg.get(v2).tags  # no "promoted" on a version never moved
 
 
 ROUNDS = 10

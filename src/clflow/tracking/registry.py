@@ -222,10 +222,19 @@ class Registry:
         """The per-experience scores a version was registered with."""
         return list(json.loads(version.tags[TAG_EVIDENCE])["challenger"])
 
-    def _promote(self, version: str, previous: str, decision: str, reason: str, still_held) -> None:
-        # tags first, alias last: a crash in between leaves the old champion in place
+    def _promote(
+        self,
+        version: str,
+        previous: str,
+        decision: str,
+        reason: str,
+        still_held: Callable[[], None],
+    ) -> None:
+        # tags first, alias last: a crash in between leaves the old champion in place; the lock is
+        # checked before both, so a lost lease leaves no "promoted" tag on a version it did not move
         from datetime import UTC, datetime
 
+        still_held()
         self.tag(
             version,
             **{
