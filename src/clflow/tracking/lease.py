@@ -77,7 +77,9 @@ def registry_lease(
             )
             break
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            # taken; or taken and released at once: MLflow's store reads the existing model to
+            # word its refusal, and answers "does not exist" when the holder deleted it between
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         holder, until = _holder(client, name)
         if holder is not None and until < time.time():
