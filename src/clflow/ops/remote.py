@@ -17,15 +17,19 @@ class RemoteError(ClflowError):
     """No DVC remote, or one that cannot be reached."""
 
 
+class NoRemote(RemoteError):
+    """The project has no default DVC remote."""
+
+
 REMOTE_NAME = "team"
 
 
 def default_remote(project: Path) -> str | None:
-    """The URL of the project's default DVC remote, or None."""
-    name = dvc(["remote", "default"], project).stdout.strip()
-    listed = dvc(["remote", "list"], project).stdout.splitlines()
-    urls = {parts[0]: parts[1] for parts in map(str.split, listed) if len(parts) >= 2}
-    return urls.get(name) if name else None
+    """The URL of the project's default DVC remote (`dvc remote list` marks it), or None."""
+    for parts in map(str.split, dvc(["remote", "list"], project).stdout.splitlines()):
+        if len(parts) >= 3 and parts[-1] == "(default)":
+            return parts[1]
+    return None
 
 
 def configure_remote(
@@ -54,7 +58,7 @@ def _transfer(verb: str, project: Path, timeout: float) -> str:
     """`dvc push` / `dvc pull`: DVC's summary line; RemoteError with one line otherwise."""
     url = default_remote(project)
     if url is None:
-        raise RemoteError(
+        raise NoRemote(
             f"no default DVC remote to {verb}: run `make team-up`, or "
             f"`dvc remote add -d {REMOTE_NAME} URL`",
             file=project / ".dvc" / "config",

@@ -68,14 +68,15 @@ def push_outs(project: str) -> str:
     default DVC remote; what was done, in one line. A remote that cannot be reached fails the
     task with one line (the results stay in the local cache)."""
     from clflow.config import load_params
-    from clflow.ops.remote import default_remote, push
+    from clflow.ops.remote import NoRemote, push
 
     root = Path(project)
     if not load_params(root / "params.yaml").update.push:
         return "not pushed (update.push: false)"
-    if default_remote(root) is None:
+    try:
+        summary = f"dvc push: {push(root)}"
+    except NoRemote:
         return "not pushed: no default DVC remote (make team-up configures one)"
-    summary = f"dvc push: {push(root)}"
     get_run_logger().info("%s", summary)
     return summary
 

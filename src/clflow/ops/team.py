@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Literal
 from clflow.errors import ClflowError
 from clflow.ops.io import atomic_path, write_json
 from clflow.ops.remote import REMOTE_NAME, configure_remote, default_remote
-from clflow.ops.services import ServiceUnavailable, wait_for
+from clflow.ops.services import ServiceUnavailable, wait_for, wait_for_port
 
 TEAM_FILE = "team.json"
 DB_OWNER = "postgres"  # the unprivileged user PostgreSQL runs as when clflow runs as root
@@ -301,12 +300,13 @@ def mlflow_state(team: Team) -> ServiceState:
 
 
 def _listening(port: int) -> bool:
-    """Whether a program accepts connections on 127.0.0.1:`port` (a port whose last server has
-    just stopped is free, though a plain bind would fail while its connections linger)."""
+    """Whether a program accepts connections on 127.0.0.1:`port` (one try; a port whose last
+    server has just stopped is free, though a plain bind would fail while its connections
+    linger)."""
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        wait_for_port(f"127.0.0.1:{port}", 0, "a program")
         return True
-    except OSError:
+    except ServiceUnavailable:
         return False
 
 
@@ -412,8 +412,8 @@ def up(
     if (project / ".dvc").is_dir():
         current = default_remote(project)
         if remote or current is None:
-            configure_remote(project, remote or str(team.remote), endpoint_url)
             current = remote or str(team.remote)
+            configure_remote(project, current, endpoint_url)
             lines.append(
                 f"# DVC remote `{REMOTE_NAME}` -> {current}: commit .dvc/config so "
                 "teammates pull from it"
