@@ -161,19 +161,22 @@ bench: install bench-data bench-drift-peers  ## run the benchmarks (prints table
 	$(BIN)/pip install -q -e '.[bench,$(FAISS_EXTRA)]'
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# Fashion-MNIST for bench/scale.py, offline: Debian's dataset-fashion-mnist puts its idx files
-# where `stream.source: fashion_mnist` with `stream.path: ""` looks for them.
+# Fashion-MNIST for bench/scale.py and bench/lingo.py, offline: Debian's dataset-fashion-mnist
+# puts its idx files where `stream.source: fashion_mnist` with `stream.path: ""` looks for them.
+# Split-Fortunes (bench/lingo.py, a text stream): Debian's fortunes, one category per file.
 FASHION_DIR := /usr/share/datasets/fashion-mnist
-bench-data:  ## install Fashion-MNIST (Debian's dataset-fashion-mnist) for bench/scale.py
-	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
-		echo "Fashion-MNIST is installed in $(FASHION_DIR)"; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist; }; \
-	else \
-		echo "run: sudo apt-get install dataset-fashion-mnist  (or set stream.path to its idx files)"; \
-		exit 1; \
-	fi
+FORTUNES_DIR := /usr/share/games/fortunes
+bench-data: install  ## Fashion-MNIST and Split-Fortunes (data/fortunes) from Debian's packages
+	@for pkg in dataset-fashion-mnist:$(FASHION_DIR)/train-images-idx3-ubyte.gz \
+		fortunes:$(FORTUNES_DIR)/computers; do \
+		name=$${pkg%%:*}; file=$${pkg#*:}; \
+		if [ -f $$file ]; then echo "$$name is installed"; \
+		elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get install -y -q $$name >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null && apt-get install -y -q $$name; } || exit 1; \
+		else echo "run: sudo apt-get install $$name"; exit 1; fi; \
+	done
+	$(BIN)/python -m clflow.streams.fortunes --out data/fortunes
 
 clean:  ## remove generated state (keeps .venv)
 	rm -rf mlflow.db .mlflow.db.*.lock mlruns .prefect .clflow metrics plots models data/stream

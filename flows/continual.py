@@ -45,6 +45,13 @@ def intake_files(project: Path) -> Intake:
     """Validate and accept (or move aside) every incoming experience file."""
     params = load_params(project / "params.yaml")
     stream = load_stream(project / "data" / "stream")
+    text = None
+    if stream.is_text:  # documents in: embedded now (and cached, so prepare encodes none again)
+        from clflow.sentence import CACHE_DIR, EmbeddingCache
+        from clflow.streams.experience import TextInput
+
+        cache = EmbeddingCache(params.lingo.encoder_path, project / CACHE_DIR)
+        text = TextInput(params.stream.max_text_chars, cache.embed)
     return intake(
         project / "data" / "incoming",
         project / "data" / "experiences",
@@ -52,6 +59,7 @@ def intake_files(project: Path) -> Intake:
         test_size=params.stream.test_size,
         seed=params.stream.seed,
         duplicates=params.stream.duplicates,
+        text=text,
     )
 
 

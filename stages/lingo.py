@@ -32,9 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         # the library loads once the command line is read: `--help` needs no torch
         import mlflow
 
-        from clflow.lingo.compare import compare
+        from clflow.lingo.compare import compare, head_metrics, names_alone
         from clflow.lingo.targets import read_targets
-        from clflow.metrics import mean_std
         from clflow.ops.io import write_json
         from clflow.plots import seen_accuracy_plots
         from clflow.tracking.runs import flatten
@@ -43,10 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         language = read_targets(st.args.targets, stream.classes)
         with st.tracked("train", "lingo"):  # live while the learners train: their progress
             results = compare(stream, language, params.train, params.lingo, params.baselines.memory)
-            metrics = {
-                m: {h: mean_std([r.metrics() for r in runs]) for h, runs in heads.items()}
-                for m, heads in results.items()
-            }
+            metrics: dict = head_metrics(results)
             seen_accuracy_plots(
                 {
                     m: {h: [r.R for r in runs] for h, runs in heads.items()}
@@ -55,17 +51,21 @@ def main(argv: list[str] | None = None) -> None:
                 "{}: accuracy after each experience, per head",
                 st.outs["plots"],
             )
-            write_json(st.outs["metrics"], metrics)
             for m, heads in metrics.items():
                 for h, v in heads.items():
                     log.info(
-                        "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f",
+                        "%-8s %-8s avg_accuracy %.3f ± %.3f forgetting %.3f zero_shot %.3f",
                         m,
                         h,
                         v["avg_accuracy"],
                         v["avg_accuracy_std"],
                         v["forgetting"],
+                        v["zero_shot"],
                     )
+            baseline = names_alone(stream, language)  # text streams: the names with no training
+            if baseline:
+                metrics["names"] = baseline
+            write_json(st.outs["metrics"], metrics)
             mlflow.log_metrics(flatten(metrics))
             mlflow.log_artifacts(st.outs["plots"], "plots")
 

@@ -17,7 +17,7 @@ log = logging.getLogger("clflow.prepare")
 STAGE = StageCommand(
     "prepare",
     __doc__,
-    "`stream`, `tracking`",
+    "`stream`, `lingo.encoder_path` (text streams), `tracking`",
     {"out": "data/stream", "experiences": "data/experiences"},
     outs=("out",),
 )
@@ -26,18 +26,21 @@ STAGE = StageCommand(
 @cli_errors
 def main(argv: list[str] | None = None) -> None:
     with STAGE.run(argv) as st:
+        from clflow.sentence import EmbeddingCache
         from clflow.streams import build_stream, write_stream
         from clflow.streams.duplicates import apply_policy
         from clflow.streams.experience import append_experiences
+        from clflow.streams.sources import DIRECTORY_SOURCES
 
         cfg = st.params.stream
+        cache = EmbeddingCache(st.params.lingo.encoder_path)  # text streams: encode new rows only
         try:
-            stream = build_stream(cfg)
+            stream = build_stream(cfg, cache.embed)
         except ValueError as exc:  # e.g. more experiences than classes
             field = getattr(exc, "field", "stream")
             raise ConfigError(str(exc), file=st.args.params, field=field) from None
-        stream = append_experiences(stream, st.args.experiences)
-        where = cfg.path if cfg.source == "parquet" else f"stream.source {cfg.source}"
+        stream = append_experiences(stream, st.args.experiences, cache.embed)
+        where = cfg.path if cfg.source in DIRECTORY_SOURCES else f"stream.source {cfg.source}"
         stream, dups = apply_policy(stream, cfg.duplicates, where)
         write_stream(stream, st.outs["out"], {"duplicates": dups.to_dict()})
         stats = {
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             "duplicate_train_rows": dups.train,
             "duplicate_test_rows": dups.test,
             "test_rows_in_train": dups.test_in_train,
+            "texts_embedded": cache.n_encoded_,  # 0 on a rerun: the cache had every text
         }
         log.info("wrote %s: %s", st.args.out, stats)
         with st.tracked("stream"):

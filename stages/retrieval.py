@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             tr = stream.train
             rows = {"experience": tr.experience, "row": np.arange(len(tr.y), dtype=np.int64)}
+            if stream.is_text:  # demonstrations a person can read: `clflow retrieve --text`
+                rows["text"] = tr.text
             bank = build_bank(tr.X, tr.y, embed, bank_cfg, rows)
             bank.save(st.outs["bank"])
             metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}

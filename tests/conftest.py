@@ -305,3 +305,78 @@ def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path) -> Iterato
             yield f"http://127.0.0.1:{port}/invocations"
         finally:
             stop(proc)
+
+
+# A small text stream anyone can read: four classes whose names say what the documents are about.
+TEXT_CLASSES = ["sports", "cooking", "music", "weather"]
+TEXT_DOCS = {
+    "sports": [
+        "The team won the football match in extra time",
+        "She ran the marathon in under three hours",
+        "The striker scored twice in the second half",
+        "Our basketball coach called a timeout",
+        "The tennis final went to five sets",
+        "He swims laps at the pool every morning",
+        "The goalkeeper saved a penalty kick",
+        "Fans cheered as the runners crossed the finish line",
+        "The cyclist won the mountain stage of the race",
+        "The referee showed a red card to the defender",
+    ],
+    "cooking": [
+        "Simmer the onions in butter until golden",
+        "Bake the bread for forty minutes at high heat",
+        "Season the soup with salt, pepper and fresh herbs",
+        "Whisk the eggs and sugar before folding in the flour",
+        "Roast the chicken with garlic and lemon",
+        "Chop the carrots and add them to the stew",
+        "Knead the dough and let it rise overnight",
+        "Fry the rice with vegetables in a hot wok",
+        "The recipe needs two cups of flour and a pinch of salt",
+        "Grill the fish and serve it with a green salad",
+    ],
+    "music": [
+        "She plays the violin in the city orchestra",
+        "The band released a new album of songs",
+        "He practised the piano sonata for hours",
+        "The guitarist tuned his strings before the concert",
+        "The choir sang a beautiful melody",
+        "The drummer kept the rhythm steady all night",
+        "They wrote the lyrics and composed the tune together",
+        "The jazz trio improvised a long solo",
+        "The singer hit the high note at the end of the song",
+        "Concert tickets for the symphony sold out quickly",
+    ],
+    "weather": [
+        "Heavy rain and strong winds are expected tomorrow",
+        "The forecast says sunny skies and warm temperatures",
+        "Snow fell all night and the roads are icy",
+        "A thunderstorm with lightning is moving in from the west",
+        "The fog will clear by noon, then clouds and drizzle",
+        "Temperatures will drop below freezing tonight",
+        "A heatwave brings record high temperatures this week",
+        "The hurricane made landfall with torrential rain",
+        "Expect a cold front and scattered showers",
+        "The humidity is high and the air feels muggy",
+    ],
+}
+
+
+def write_text_stream(directory: Path, experiences: int = 2) -> Path:
+    """TEXT_DOCS as a `stream.source: text` directory: every third document of a class is a
+    test row; classes split evenly over `experiences`."""
+    import json
+
+    import polars as pl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    per = len(TEXT_CLASSES) // experiences
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    for label, name in enumerate(TEXT_CLASSES):
+        for i, text in enumerate(TEXT_DOCS[name]):
+            split = "test" if i % 3 == 0 else "train"
+            rows[split].append({"text": text, "y": label, "experience": label // per})
+    schema = {"text": pl.String, "y": pl.Int64, "experience": pl.Int32}
+    for split, data in rows.items():
+        pl.DataFrame(data, schema=schema).write_parquet(directory / f"{split}.parquet")
+    (directory / "classes.json").write_text(json.dumps(TEXT_CLASSES))
+    return directory

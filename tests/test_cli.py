@@ -234,3 +234,37 @@ def test_report_width_is_bounded(tmp_path, capsys, width):
     with pytest.raises(SystemExit) as exit_:
         main(["report", "--width", width])
     assert exit_.value.code == 2 and "must be 40 to 1000 columns" in capsys.readouterr().err
+
+
+def test_retrieve_text_shows_readable_demonstrations(tmp_path):
+    from conftest import TEXT_CLASSES, write_text_stream
+
+    from clflow.sentence import EmbeddingCache
+
+    cache = EmbeddingCache(directory=tmp_path / "cache")
+    s = build_stream(
+        StreamConfig(source="text", path=str(write_text_stream(tmp_path / "docs"))), cache.embed
+    )
+    write_stream(s, tmp_path / "stream")
+    bank = DemoBank(s.n_features)
+    bank.add(s.train.X, s.train.y, {"text": s.train.text})
+    bank.save(tmp_path / "bank")
+    args = ["retrieve", "--bank", str(tmp_path / "bank"), "-k", "2"]
+    args += ["--classes", str(tmp_path / "stream" / "classes.json")]
+    out = subprocess.run(
+        CLI + args + ["--text", "Who won the cup final last night?", "--text", "A hot cake"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    blocks = out.split("query 1:")
+    assert "query 0: Who won the cup final" in blocks[0]
+    assert blocks[0].count("similarity") == 2 and "sports:" in blocks[0]
+    assert "cooking:" in blocks[1]
+    assert TEXT_CLASSES[0] in out
+    digits = subprocess.run(  # a bank of pixels cannot take a document: one line
+        CLI + ["retrieve", "--bank", str(tmp_path / "bank"), "--text", " "],
+        capture_output=True,
+        text=True,
+    )
+    assert digits.returncode == 2 and "query 0: empty text" in digits.stderr

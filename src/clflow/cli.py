@@ -41,8 +41,14 @@ def retrieve(args: argparse.Namespace) -> None:
     from clflow.retrieval import DemoBank
 
     bank = DemoBank.load(args.bank)
-    queries = load_queries(Path(args.query), args.limit)
-    X = np.stack(queries["x"].to_list())
+    if args.text:  # documents: embedded as a text stream's rows are (the shipped encoder)
+        X = query_embeddings(args.text, args.encoder, bank.dim)
+        queries = pl.DataFrame({"query_text": args.text})
+    elif args.query:
+        queries = load_queries(Path(args.query), args.limit)
+        X = np.stack(queries["x"].to_list())
+    else:
+        raise ClflowError("give --query FILE or --text 'a document'", field="--query")
     k = min(args.k, len(bank))  # more neighbours than the bank holds is the whole bank
     scores, ids, labels = bank.search(X, k)
     meta = bank.meta
@@ -64,11 +70,50 @@ def retrieve(args: argparse.Namespace) -> None:
                 row["query_label"] = int(queries["y"][q])
             row.update({c: meta[c][int(ids[q, rank])] for c in extra})
             rows.append(row)
+    if args.text:  # one block per query: its text, then its demonstrations
+        names = class_names(Path(args.classes))
+        for q, text in enumerate(args.text):
+            print(f"query {q}: {one_line(text)}")
+            for row in (r for r in rows if r["query"] == q):
+                shown = one_line(row.get("text", ""), 100)
+                label = names[row["label"]] if row["label"] < len(names) else row["label"]
+                print(f"  {row['rank']}. {score_name} {row[score_name]:.3f}  {label}: {shown}")
+        return
     table = pl.DataFrame(rows)
     with pl.Config(
         tbl_rows=len(rows), tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
     ):
         print(table)
+
+
+def class_names(path: Path) -> list[str]:
+    """The stream's class names, or [] where there is no classes.json (labels print as numbers)."""
+    from clflow.streams.schema import read_class_names
+
+    return read_class_names(path) if path.exists() else []
+
+
+def one_line(text: str, width: int = 200) -> str:
+    """A document on one line, cut to `width` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def query_embeddings(texts: list[str], encoder_path: str, dim: int):
+    """The query documents embedded with the text stream's encoder, checked against the bank."""
+    from clflow.sentence import encode, load_encoder
+
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ClflowError(f"query {i}: empty text", field="--text")
+    X = encode(load_encoder(encoder_path or None), texts, desc="embed queries")
+    if X.shape[1] != dim:
+        raise ClflowError(
+            f"the encoder gives {X.shape[1]} features, the bank holds {dim}: not a bank of a "
+            "text stream's raw embeddings (retrieval.embedding: raw)",
+            field="--text",
+        )
+    return X
 
 
 def registry(args: argparse.Namespace) -> None:
@@ -313,8 +358,20 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument(
         "--bank", required=True, help="bank directory (index.faiss, meta.parquet, bank.json)"
     )
+    r.add_argument("--query", help="parquet file with an `x` list column (e.g. test.parquet)")
     r.add_argument(
-        "--query", required=True, help="parquet file with an `x` list column (e.g. test.parquet)"
+        "--text",
+        action="append",
+        help="a query document (repeatable), for a text stream's bank: shows each demonstration's "
+        "text, label and similarity",
+    )
+    r.add_argument(
+        "--encoder", default="", help="sentence-transformers directory (default: shipped MiniLM)"
+    )
+    r.add_argument(
+        "--classes",
+        default="data/stream/classes.json",
+        help="class names for the labels (default: the prepared stream's)",
     )
     r.add_argument(
         "-k",

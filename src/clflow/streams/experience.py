@@ -31,6 +31,7 @@ from clflow.streams.schema import (
     read_features,
     read_frame,
 )
+from clflow.streams.text import Embed, read_texts
 
 SPLITS = ("train", "test")
 MAX_SCALE = 1000.0  # features beyond this many times the stream's largest |x| are refused
@@ -100,6 +101,8 @@ class Experience:
     test_X: np.ndarray
     test_y: np.ndarray
     task: int | None
+    train_text: np.ndarray | None = None  # the documents, for a text stream
+    test_text: np.ndarray | None = None
 
 
 def _split_mask(df: pl.DataFrame, path: Path, test_size: float, seed: int) -> np.ndarray:
@@ -128,16 +131,24 @@ def read_experience(
     seed: int = 0,
     n_tasks: int | None = None,
     max_abs: float | None = None,
+    text: TextInput | None = None,
 ) -> Experience:
     """Read and validate one incoming experience file against the stream it joins.
 
     `n_tasks`: a `task` column must name one of the stream's tasks (a recurring one);
-    `max_abs`: the stream's largest |feature|, which new features may exceed MAX_SCALE-fold.
+    `max_abs`: the stream's largest |feature|, which new features may exceed MAX_SCALE-fold;
+    `text`: the stream is a text stream: the file carries `text` in place of `x`, embedded here.
     """
     data = path.data if isinstance(path, Incoming) else None
     path = path.path if isinstance(path, Incoming) else Path(path)
-    df = read_frame(path, {"x", "y"}, empty="no rows: the experience is empty", data=data)
-    X = read_features(df, path)
+    column = "x" if text is None else "text"
+    df = read_frame(path, {column, "y"}, empty="no rows: the experience is empty", data=data)
+    docs = None
+    if text is None:
+        X = read_features(df, path)
+    else:
+        docs = read_texts(df, path, text.max_chars)
+        X, max_abs = text.embed(docs), None  # embeddings have the stream's own scale
     if X.shape[1] != n_features:
         raise StreamError(
             f"feature length {X.shape[1]}, the stream has {n_features}", file=path, field="x"
@@ -169,11 +180,20 @@ def read_experience(
                 file=path,
                 field="task",
             )
-    check_duplicates(df, path)
+    check_duplicates(df, path, column)
     test = _split_mask(df, path, test_size, seed)
     if test.all() or not test.any():
         raise StreamError("needs both train and test rows", file=path, field="split")
-    return Experience(X[~test], y[~test], X[test], y[test], task)
+    texts = (None, None) if docs is None else (docs[~test], docs[test])
+    return Experience(X[~test], y[~test], X[test], y[test], task, *texts)
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """How a text stream takes new documents: the longest accepted and the embedding."""
+
+    max_chars: int
+    embed: Embed
 
 
 def file_digest(path: Path) -> str:
@@ -186,11 +206,15 @@ def write_experience(exp: Experience, directory: str | Path, index: int, name: s
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
     out = Path(directory) / f"{index:04d}-{stem}.parquet"
     n_tr, n_te = len(exp.train_y), len(exp.test_y)
+    if exp.train_text is not None:  # a text stream keeps the documents: prepare embeds them
+        features = pl.Series("text", [*exp.train_text, *exp.test_text], dtype=pl.String)
+    else:
+        features = pl.Series("x", np.concatenate([exp.train_X, exp.test_X])).cast(
+            pl.List(pl.Float32)
+        )
     df = pl.DataFrame(
         {
-            "x": pl.Series("x", np.concatenate([exp.train_X, exp.test_X])).cast(
-                pl.List(pl.Float32)
-            ),
+            features.name: features,
             "y": pl.Series("y", np.concatenate([exp.train_y, exp.test_y]), dtype=pl.Int64),
             "split": ["train"] * n_tr + ["test"] * n_te,
             "task": pl.Series(
@@ -208,25 +232,45 @@ def accepted_files(directory: str | Path) -> list[Path]:
     return sorted(directory.glob("[0-9][0-9][0-9][0-9]-*.parquet")) if directory.is_dir() else []
 
 
-def _append(split: Split, X: np.ndarray, y: np.ndarray, experience: int, task: int) -> Split:
+def _append(
+    split: Split, X: np.ndarray, y: np.ndarray, experience: int, task: int, text: np.ndarray | None
+) -> Split:
     n = len(y)
+    if (split.text is None) != (text is None):
+        raise StreamError("a text stream takes documents (`text`), a feature stream `x`")
     return Split(
         np.concatenate([split.X, X]),
         np.concatenate([split.y, y]),
         np.concatenate([split.experience, np.full(n, experience, np.int32)]),
         np.concatenate([split.task, np.full(n, task, np.int32)]),
+        None if text is None else np.concatenate([split.text, text]),
     )
 
 
-def append_experiences(stream: Stream, directory: str | Path) -> Stream:
-    """The stream with every accepted experience in `directory` appended, in order."""
+def append_experiences(stream: Stream, directory: str | Path, embed: Embed | None = None) -> Stream:
+    """The stream with every accepted experience in `directory` appended, in order; a text
+    stream's documents are embedded with `embed`."""
     for path in accepted_files(directory):
         df = pl.read_parquet(path)
         test_rows = (df["split"] == "test").to_numpy()
-        X, y = read_features(df, path), df["y"].to_numpy().astype(np.int64)
+        docs = None
+        if "text" in df.columns:
+            if embed is None:
+                raise StreamError("documents, but the stream is not a text stream", file=path)
+            docs = np.asarray(df["text"].to_list(), dtype=object)
+            X = embed(docs)
+        else:
+            X = read_features(df, path)
+        y = df["y"].to_numpy().astype(np.int64)
         task = int(df["task"][0])
+        texts = (None, None) if docs is None else (docs[~test_rows], docs[test_rows])
         exp = Experience(
-            X[~test_rows], y[~test_rows], X[test_rows], y[test_rows], None if task < 0 else task
+            X[~test_rows],
+            y[~test_rows],
+            X[test_rows],
+            y[test_rows],
+            None if task < 0 else task,
+            *texts,
         )
         stream = with_experience(stream, exp)
     return stream
@@ -238,8 +282,8 @@ def with_experience(stream: Stream, exp: Experience) -> Stream:
     e = int(stream.train.experience.max()) + 1
     return replace(
         stream,
-        train=_append(stream.train, exp.train_X, exp.train_y, e, task),
-        test=_append(stream.test, exp.test_X, exp.test_y, e, task),
+        train=_append(stream.train, exp.train_X, exp.train_y, e, task, exp.train_text),
+        test=_append(stream.test, exp.test_X, exp.test_y, e, task, exp.test_text),
     )
 
 

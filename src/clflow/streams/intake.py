@@ -26,6 +26,7 @@ from clflow.progress import Progress
 from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.experience import (
     IncompleteFile,
+    TextInput,
     accepted_files,
     accepted_sources,
     n_task_ids,
@@ -146,6 +147,7 @@ def intake(
     duplicates: Policy = "keep",
     settle: float = SETTLE_SECONDS,
     incomplete_wait: float = INCOMPLETE_WAIT,
+    text: TextInput | None = None,
 ) -> Intake:
     """Validate every `*.parquet` in `incoming` against `stream`; accept into `experiences` or move
     aside.
@@ -154,6 +156,7 @@ def intake(
     before the source is removed, so a crash never loses a file: after one between the
     record and the removal, the source is rejected next time as already accepted. A crash
     between the write and the record (two renames apart) would accept it a second time.
+    `text`: a text stream's limit and embedding (its files carry `text` in place of `x`).
     """
     incoming, experiences = Path(incoming), Path(experiences)
     rejected_dir = incoming / "rejected"
@@ -194,6 +197,7 @@ def intake(
                     seed=seed,
                     n_tasks=n_task_ids(stream),
                     max_abs=max_abs,
+                    text=text,
                 )
                 # judge the stream this file would produce, as prepare will
                 candidate = with_experience(stream, exp)

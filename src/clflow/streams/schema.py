@@ -26,12 +26,14 @@ class Split:
     y: np.ndarray  # (n,) int64
     experience: np.ndarray  # (n,) int32
     task: np.ndarray  # (n,) int32
+    text: np.ndarray | None = None  # (n,) str objects: the documents X embeds (text streams)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def select(self, mask: np.ndarray) -> Split:
-        return Split(self.X[mask], self.y[mask], self.experience[mask], self.task[mask])
+        text = self.text[mask] if self.text is not None else None
+        return Split(self.X[mask], self.y[mask], self.experience[mask], self.task[mask], text)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class Stream:
     @property
     def n_features(self) -> int:
         return int(self.train.X.shape[1])
+
+    @property
+    def is_text(self) -> bool:
+        """Rows are embedded documents (a `text` stream): the text is kept beside X."""
+        return self.train.text is not None
 
     def describe(self) -> dict[str, int]:
         """Row counts and shapes worth logging."""
@@ -95,27 +102,29 @@ def read_features(df: pl.DataFrame, path: Path) -> np.ndarray:
     return X
 
 
-def check_duplicates(df: pl.DataFrame, path: Path) -> None:
-    """Identical (x, y) rows are a data error (a file appended twice, a bad join): name the
-    first."""
+def check_duplicates(df: pl.DataFrame, path: Path, column: str = "x") -> None:
+    """Identical (x, y) rows (or (text, y)) are a data error (a file appended twice, a bad
+    join): name the first."""
     dup = (
-        ~df.select(pl.struct("x", "y").is_first_distinct()).to_series().to_numpy()
+        ~df.select(pl.struct(column, "y").is_first_distinct()).to_series().to_numpy()
     )  # repeats of an earlier row
     if dup.any():
         raise StreamError(
             f"{int(dup.sum())} duplicate rows (first at row {int(np.argmax(dup))}); "
             "drop them first",
             file=path,
-            field="x",
+            field=column,
         )
 
 
 def check_labels(y: np.ndarray, n_classes: int, path: Path) -> None:
     """Every label indexes classes.json; name the first that does not."""
     if y.min() < 0 or y.max() >= n_classes:
-        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        row = int(np.argmax((y < 0) | (y >= n_classes)))
         raise StreamError(
-            f"label {bad} outside 0..{n_classes - 1} (classes.json)", file=path, field="y"
+            f"row {row}: label {int(y[row])} outside 0..{n_classes - 1} (classes.json)",
+            file=path,
+            field="y",
         )
 
 
@@ -164,13 +173,21 @@ def read_split(path: Path, n_classes: int | None) -> Split:
     task = int_column(df, "task", path).astype(np.int32) if "task" in df.columns else exp.copy()
     if n_classes is not None:
         check_labels(y, n_classes, path)
+    check_experiences(exp, path)
+    text = None
+    if "text" in df.columns:  # a prepared text stream keeps its documents beside the features
+        text = np.asarray(df["text"].cast(pl.String).fill_null("").to_list(), dtype=object)
+    return Split(X, y, exp, task, text)
+
+
+def check_experiences(exp: np.ndarray, path: Path) -> None:
+    """Experience indices start at 0 and leave no gap."""
     if exp.min() < 0:
         raise StreamError("negative experience index", file=path, field="experience")
     present = np.unique(exp)
     gaps = sorted(set(range(int(exp.max()) + 1)) - set(present.tolist()))
     if gaps:
         raise StreamError(f"experience {gaps[0]} has no rows", file=path, field="experience")
-    return Split(X, y, exp, task)
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -249,14 +266,15 @@ def read_meta(path: Path) -> dict:
 
 
 def split_frame(split: Split) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "x": pl.Series("x", split.X.astype(np.float32)).cast(pl.List(pl.Float32)),
-            "y": pl.Series("y", split.y, dtype=pl.Int64),
-            "experience": pl.Series("experience", split.experience, dtype=pl.Int32),
-            "task": pl.Series("task", split.task, dtype=pl.Int32),
-        }
-    )
+    columns = {
+        "x": pl.Series("x", split.X.astype(np.float32)).cast(pl.List(pl.Float32)),
+        "y": pl.Series("y", split.y, dtype=pl.Int64),
+        "experience": pl.Series("experience", split.experience, dtype=pl.Int32),
+        "task": pl.Series("task", split.task, dtype=pl.Int32),
+    }
+    if split.text is not None:
+        columns["text"] = pl.Series("text", split.text.tolist(), dtype=pl.String)
+    return pl.DataFrame(columns)
 
 
 def write_stream(stream: Stream, directory: str | Path, extra_meta: dict | None = None) -> None:

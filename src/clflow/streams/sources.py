@@ -10,12 +10,16 @@ SOURCES = (
     "fashion_mnist",
     "cifar10",
     "parquet",
+    "text",
 )
 DOMAIN_SOURCES = (
     "permuted_digits",
     "rotated_digits",
     "permuted_mnist1d",
 )  # every class in every task
-FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet")  # read from stream.path
+# read from stream.path
+FILE_SOURCES = ("mnist", "fashion_mnist", "cifar10", "parquet", "text")
 # read from where their Debian package installs them when stream.path is "" (clflow.streams.loaders)
 PACKAGED_SOURCES = ("fashion_mnist",)
+# a stream directory of the user's, its experiences as given
+DIRECTORY_SOURCES = ("parquet", "text")
