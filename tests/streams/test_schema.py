@@ -64,7 +64,7 @@ CASES = {
     ),
     "label out of range": (
         lambda df: df.with_columns(pl.lit(12, pl.Int64).alias("y")),
-        "field 'y': label 12 outside",
+        "field 'y': row 0: label 12 outside",
     ),
     "empty": (lambda df: df.head(0), "no rows: the stream is empty"),
     "experience gap": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,22 +204,28 @@ def read_class_names(path: Path) -> list[str]:
     return classes
 
 
-def load_stream(directory: str | Path) -> Stream:
-    """Load a stream directory, checking every clause of the contract."""
-    directory = Path(directory)
+def read_splits(
+    directory: Path, read: Callable[[Path, int | None], Split]
+) -> tuple[Split, Split, list[str] | None]:
+    """(train, test, class names or None) of a stream directory, each split read by `read`
+    (path, number of classes) against classes.json when there is one."""
     if not directory.is_dir():
         raise StreamError("stream directory not found", file=directory)
     classes_path = directory / "classes.json"
     classes = read_class_names(classes_path) if classes_path.exists() else None
     n_classes = len(classes) if classes else None
-    train = read_split(directory / "train.parquet", n_classes)
-    test = read_split(directory / "test.parquet", n_classes)
-    if train.X.shape[1] != test.X.shape[1]:
-        raise StreamError(
-            f"feature length {test.X.shape[1]} differs from train's {train.X.shape[1]}",
-            file=directory / "test.parquet",
-            field="x",
-        )
+    return (
+        read(directory / "train.parquet", n_classes),
+        read(directory / "test.parquet", n_classes),
+        classes,
+    )
+
+
+def checked_classes(
+    directory: Path, train: Split, test: Split, classes: list[str] | None
+) -> list[str]:
+    """Every test experience has training rows; the class names (defaults where none were
+    given)."""
     if int(test.experience.max()) > int(train.experience.max()):
         raise StreamError(
             "test rows of an experience with no training rows",
@@ -227,6 +234,20 @@ def load_stream(directory: str | Path) -> Stream:
         )
     if classes is None:
         classes = default_class_names(int(max(train.y.max(), test.y.max())) + 1)
+    return classes
+
+
+def load_stream(directory: str | Path) -> Stream:
+    """Load a stream directory, checking every clause of the contract."""
+    directory = Path(directory)
+    train, test, classes = read_splits(directory, read_split)
+    if train.X.shape[1] != test.X.shape[1]:
+        raise StreamError(
+            f"feature length {test.X.shape[1]} differs from train's {train.X.shape[1]}",
+            file=directory / "test.parquet",
+            field="x",
+        )
+    classes = checked_classes(directory, train, test, classes)
     meta = read_meta(directory / "meta.json")
     shape = tuple(meta.get("shape") or ())
     if shape and math.prod(shape) != train.X.shape[1]:

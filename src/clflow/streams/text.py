@@ -19,10 +19,10 @@ from clflow.streams.schema import (
     Stream,
     check_experiences,
     check_labels,
-    default_class_names,
+    checked_classes,
     int_column,
-    read_class_names,
     read_frame,
+    read_splits,
 )
 
 TEXT_REQUIRED = {"text", "y", "experience"}
@@ -87,22 +87,10 @@ def load_text_stream(
     """A text directory (train.parquet / test.parquet with `text`, `y`, `experience`, optional
     `task`; classes.json) as a stream whose X are the embeddings of its texts."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise StreamError("stream directory not found", file=directory)
-    classes_path = directory / "classes.json"
-    classes = read_class_names(classes_path) if classes_path.exists() else None
-    n_classes = len(classes) if classes else None
-    train = read_text_split(directory / "train.parquet", n_classes, max_chars)
-    test = read_text_split(directory / "test.parquet", n_classes, max_chars)
-    if int(test.experience.max()) > int(train.experience.max()):
-        raise StreamError(
-            "test rows of an experience with no training rows",
-            file=directory / "test.parquet",
-            field="experience",
-        )
+    read = lambda path, n_classes: read_text_split(path, n_classes, max_chars)  # noqa: E731
+    train, test, classes = read_splits(directory, read)
+    classes = checked_classes(directory, train, test, classes)
     X = embed([*train.text, *test.text])  # one pass, one progress bar, one cache look-up
     train = Split(X[: len(train)], train.y, train.experience, train.task, train.text)
     test = Split(X[len(train) :], test.y, test.experience, test.task, test.text)
-    if classes is None:
-        classes = default_class_names(int(max(train.y.max(), test.y.max())) + 1)
     return Stream(train, test, classes)
