@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,9 @@ class EmbeddingCache:
         self.directory = Path(directory) if directory else CACHE_DIR
         self.n_encoded_ = 0
 
-    @property
+    @cached_property
     def folder(self) -> Path:
+        """This encoder's cache folder (its fingerprint reads the model's file list: once)."""
         return self.directory / encoder_id(self.encoder_path)
 
     def _load(self) -> dict[str, np.ndarray]:
