@@ -1,4 +1,5 @@
 import gzip
+import os
 import pickle
 
 import numpy as np
@@ -90,17 +91,37 @@ def test_cifar_pickles(tmp_path):
     base.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(base / name, "wb") as fh:
-            pickle.dump(
-                {
-                    b"data": rng.integers(0, 256, (10, 3072)).astype(np.uint8),
-                    b"labels": list(range(10)),
-                },
-                fh,
-            )
+        X = rng.integers(0, 256, (10, 3072)).astype(np.uint8)
+        batch = {b"data": X, b"labels": list(range(10))}
+        # as the published files are: protocol 2, numpy 1's module name
+        (base / name).write_bytes(
+            pickle.dumps(batch, protocol=2).replace(b"numpy._core.", b"numpy.core.")
+        )
     with open(base / "batches.meta", "wb") as fh:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh)
     data = load_cifar10(tmp_path)
     assert (
         data.X_train.shape == (50, 3072) and data.classes[3] == "c3" and data.shape == (3, 32, 32)
     )
+
+
+class RunsCode:
+    """What a crafted pickle does: call a function of the attacker's choice when loaded."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    (base / "data_batch_1").write_bytes(pickle.dumps({b"data": RunsCode(), b"labels": [0]}))
+    with pytest.raises(StreamError) as err:
+        load_cifar10(tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    line = err.value.line()
+    assert "data_batch_1" in line and "refers to posix.system" in line and "\n" not in line
+    (base / "data_batch_1").write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(StreamError, match="a list, not a dict"):
+        load_cifar10(tmp_path)

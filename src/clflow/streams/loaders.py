@@ -1,7 +1,8 @@
 """Source data sets, read from local files only (never downloaded).
 
-MNIST / Fashion-MNIST are read from idx files, CIFAR-10 from its python pickles,
-in the layouts torchvision leaves on disk, with numpy alone. Features stay in the
+MNIST / Fashion-MNIST are read from idx files, CIFAR-10 from its python pickles
+(through an unpickler that builds arrays and plain data only: no code runs), in the
+layouts torchvision leaves on disk, with numpy alone. Features stay in the
 source's own units (pixel counts 0..255 or 0..16): the models scale their input
 (`stream.normalize`), so a served model takes the data as users have it.
 """
@@ -165,6 +166,25 @@ def load_idx_dataset(root: str | Path, fashion: bool) -> RawData:
     )
 
 
+# The only globals a CIFAR-10 batch refers to: numpy's array reconstruction (numpy 1 and 2 names),
+# and the bytes of a protocol-2 pickle written by Python 3 (codecs.encode of a str, runs no code)
+ARRAY_GLOBALS = frozenset(
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
+class ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds arrays, lists, dicts, bytes and numbers, and refuses any other
+    global before it is looked up: a crafted file under `stream.path` cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     if not path.exists():
         raise StreamError(
@@ -172,9 +192,18 @@ def _unpickle(path: Path) -> dict:
         )
     try:
         with open(path, "rb") as fh:
-            return pickle.load(fh, encoding="bytes")
+            found = ArraysOnly(fh, encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise StreamError(
+            f"not a CIFAR batch: it {exc} (only arrays, lists, bytes and numbers are read; "
+            "nothing in it was run)",
+            file=path,
+        ) from None
     except Exception as exc:
         raise StreamError(f"not a CIFAR pickle ({type(exc).__name__})", file=path) from None
+    if not isinstance(found, dict):
+        raise StreamError(f"not a CIFAR batch: a {type(found).__name__}, not a dict", file=path)
+    return found
 
 
 def load_cifar10(root: str | Path) -> RawData:
