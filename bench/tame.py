@@ -5,8 +5,9 @@
 
 The peers table (first): TAME with every default against finetune, experience and online
 replay, ER-ACE, DER, DER++, GDumb and joint, each memory-bounded peer storing as many rows as
-TAME's buffers hold, on five streams (PEER_STREAMS; Split-Fashion-MNIST needs `make
-bench-data`), with TAME's routing accuracy and its accuracy under oracle routing beside it.
+TAME's buffers hold, on six streams (PEER_STREAMS; Split-Fashion-MNIST and Split-Fortunes, a
+text stream, need `make bench-data`), with TAME's routing accuracy and its accuracy under oracle
+routing beside it.
 
 Everything is measured in this run: TAME on eight streams (Split-MNIST-1D three times: with
 the default MLP; with MLP experts and a Conv1d selector; with a Conv1d backbone and the
@@ -32,6 +33,7 @@ from clflow.config import StreamConfig, TameConfig, TrainConfig
 from clflow.evaluation import run_methods, run_stream
 from clflow.methods import learner_for_method
 from clflow.parallel import run_parallel
+from clflow.sentence import EmbeddingCache
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame.evaluate import tame_scores
 from clflow.tame.training import make_tame, train_seed
@@ -74,6 +76,8 @@ PEER_STREAMS = {
     "Recurring A B A C B (permuted digits)": StreamConfig(
         source="permuted_digits", experiences=3, tasks=[0, 1, 0, 2, 1]
     ),
+    # documents embedded by the shipped encoder (cached in .clflow/embeddings/)
+    "Split-Fortunes": StreamConfig(source="text", path="data/fortunes"),
 }
 PEERS = ("finetune", "replay", "replay_online", "er_ace", "der", "derpp", "gdumb", "joint")
 BOUNDED = ("replay", "replay_online", "er_ace", "der", "derpp", "gdumb")
@@ -205,7 +209,8 @@ def peers(
     table = {}
     train = train.model_copy(update={"seeds": seeds})
     for name in names:
-        stream = build_stream(PEER_STREAMS[name])
+        cfg = PEER_STREAMS[name]
+        stream = build_stream(cfg, EmbeddingCache().embed if cfg.source == "text" else None)
         jobs = [lambda seed=seed: tame_run(stream, train, tame, seed) for seed in seeds]
         tamed = run_parallel(jobs, f"{name} TAME", unit="seeds")
         memory = {

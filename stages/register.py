@@ -5,7 +5,8 @@ a version of `register.model_name` with the alias `challenger`. Challenger and
 champion are both scored now, per experience, on the current test set; the
 challenger is promoted to `champion` when its avg accuracy is not lower and no
 experience's accuracy drops by more than `register.max_experience_drop`. Writes
-the decision and the per-experience table to metrics/register.json.
+the decision and the per-experience table to metrics/register.json. A text
+stream's model carries its sentence encoder and takes documents.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from clflow.ops.entry import StageCommand
 STAGE = StageCommand(
     "register",
     __doc__,
-    "`register`, `train.seeds`, `tracking`",
+    "`register`, `train.seeds`, `tracking`, `lingo.encoder_path`, `stream.max_text_chars`",
     {"stream": "data/stream", "models": "models/tame", "metrics": "metrics/register.json"},
     outs=("metrics",),
 )
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from clflow.metrics import forgetting
         from clflow.ops.io import write_json
+        from clflow.sentence import encoder_dir
         from clflow.tame.persist import read_tame
         from clflow.tame.pyfunc import log_tame_model, scorer
         from clflow.tracking.provenance import TAG_FLOW_URL
@@ -53,8 +55,13 @@ def main(argv: list[str] | None = None) -> None:
         stream = st.stream
         evaluate = scorer(stream)
         with st.tracked(register=cfg.model_dump(), seed=seed) as run:
+            text = stream.is_text  # the model takes documents and carries its encoder
             info = log_tame_model(
-                ckpt_path, stream.test.X[:2], registered_model_name=cfg.model_name
+                ckpt_path,
+                (stream.test.text if text else stream.test.X)[:2],
+                registered_model_name=cfg.model_name,
+                encoder=encoder_dir(params.lingo.encoder_path) if text else None,
+                max_text_chars=params.stream.max_text_chars,
             )
             version = str(info.registered_model_version)
             scores = evaluate(f"models:/{cfg.model_name}/{version}")

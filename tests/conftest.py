@@ -307,6 +307,25 @@ def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path) -> Iterato
             stop(proc)
 
 
+@contextmanager
+def clflow_serve(project: Path, log: Path, *options: str) -> Iterator[str]:
+    """`clflow serve --project PROJECT` (its champion) on a free loopback port; yields its
+    /invocations URL and stops it (the recorder writes its last rows) on the way out."""
+    port = free_port()
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    cmd = [sys.executable, "-m", "clflow.cli", "serve", "--project", str(project)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port), *options],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
+            yield f"http://127.0.0.1:{port}/invocations"
+        finally:
+            stop(proc)
+
+
 # A small text stream anyone can read: four classes whose names say what the documents are about.
 TEXT_CLASSES = ["sports", "cooking", "music", "weather"]
 TEXT_DOCS = {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -77,17 +79,48 @@ def encode(encoder, texts: Sequence[str], desc: str = "embed") -> np.ndarray:
     with Progress(len(texts), desc, unit="texts") as progress:
         for i in range(0, len(texts), BATCH):
             batch = list(texts[i : i + BATCH])
-            out.append(
-                encoder.encode(
-                    batch, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True
-                ).astype(np.float32)
-            )
+            out.append(encode_batch(encoder, batch))
             progress.update(len(batch), rows=len(batch))
     dim = (
         getattr(encoder, "get_embedding_dimension", None)
         or encoder.get_sentence_embedding_dimension
     )()
     return np.concatenate(out) if out else np.empty((0, dim), np.float32)
+
+
+def encode_batch(encoder, texts: Sequence[str]) -> np.ndarray:
+    """L2-normalised float32 embeddings of a few texts, quietly (one request's worth)."""
+    return encoder.encode(
+        list(texts),
+        batch_size=BATCH,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,  # a served request must not print a bar; `encode` has its own
+    ).astype(np.float32)
+
+
+class ServedEncoder:
+    """The encoder as a served model uses it: thread-safe (a fast tokenizer refuses concurrent
+    calls), remembering the last `size` texts it embedded, since served traffic repeats."""
+
+    def __init__(self, path: str | Path, size: int = 4096):
+        self.encoder = load_encoder(path)
+        self.size = size
+        self._known: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One embedding row per text; only texts not remembered are encoded."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._known))
+            if missing:
+                self._known.update(zip(missing, encode_batch(self.encoder, missing)))
+            rows = [self._known[t] for t in texts]
+            for t in texts:
+                self._known.move_to_end(t)
+            while len(self._known) > self.size:  # the rows above are already taken
+                self._known.popitem(last=False)
+        return np.stack(rows)
 
 
 class EmbeddingCache:

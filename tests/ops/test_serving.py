@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-from conftest import free_port, post_json, stop, wait_http
+from conftest import clflow_serve, post_json, write_text_stream
 
-from clflow.ops.serving import MAX_DEPTH, request_problem
+from clflow.ops.serving import MAX_DEPTH, read_request, request_problem
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,120 @@ def test_numbers_and_nulls_pass_and_depth_is_bounded_without_recursion():
     assert request_problem(b"{not json").startswith("not JSON")
 
 
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"text": ["fine", 5]}, "row 1: 5 is not a string"),
+        ({"text": ["fine", None]}, "row 1: missing text (null)"),
+        ({"text": ["fine", "   "]}, "row 1: empty text"),
+        ({"text": ["fine", "x" * 21]}, "row 1: 21 characters, over stream.max_text_chars (20)"),
+        ({"text": []}, "empty input"),
+        ({"text": "fine"}, "must be a list of strings"),
+        ({"text": ["fine"], "inputs": [[1.0]]}, "alone"),
+    ],
+)
+def test_documents_that_are_not_are_named(body, words):
+    assert words in request_problem(json.dumps(body).encode(), max_text_chars=20)
+
+
+def test_text_requests_become_a_text_column_and_numbers_refuse_text():
+    problem, data = read_request(b'{"text": ["a", "b"]}', max_text_chars=20)
+    assert problem == ""
+    assert json.loads(data) == {"dataframe_split": {"columns": ["text"], "data": [["a"], ["b"]]}}
+    assert "not text" in request_problem(b'{"text": ["a"]}')  # a model of feature rows
+
+
+@pytest.fixture(scope="module")
+def text_project(tmp_path_factory):
+    """A project whose registry's champion is a TAME model of a small text stream (its encoder
+    logged with it), and that stream."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from clflow.config import StreamConfig, TameConfig, TrainConfig
+    from clflow.evaluation import run_stream
+    from clflow.sentence import EmbeddingCache, encoder_dir
+    from clflow.streams import build_stream
+    from clflow.tame.persist import save_tame
+    from clflow.tame.pyfunc import log_tame_model
+    from clflow.tame.training import make_tame
+    from clflow.tracking.store import use_store
+
+    project = tmp_path_factory.mktemp("text-project")
+    docs = write_text_stream(project / "docs")
+    embed = EmbeddingCache(directory=project / ".clflow").embed
+    stream = build_stream(StreamConfig(source="text", path=str(docs)), embed)
+    learner = make_tame(stream, TrainConfig(epochs=5), TameConfig(), seed=0)
+    run_stream(learner, stream, batch_size=8, epochs=5, seed=0)
+    save_tame(project / "seed_0.pt", learner, classes=stream.classes)
+    use_store(f"sqlite:///{project / 'mlflow.db'}")
+    with mlflow.start_run():
+        info = log_tame_model(
+            project / "seed_0.pt",
+            stream.test.text[:2],
+            registered_model_name="clflow-tame",
+            encoder=encoder_dir(None),
+            max_text_chars=120,
+        )
+    version = info.registered_model_version
+    MlflowClient().set_registered_model_alias("clflow-tame", "champion", version)
+    return project, stream
+
+
+@pytest.mark.slow
+def test_text_is_served_recorded_and_scored_for_drift(text_project, tmp_path):
+    import mlflow.pyfunc
+
+    from clflow.monitor.served import read_window
+
+    project, stream = text_project
+    docs = list(stream.test.text)
+    local = mlflow.pyfunc.load_model("models:/clflow-tame@champion").predict(
+        pd.DataFrame({"text": docs})
+    )
+    assert (local["label"].to_numpy() == stream.test.y).mean() >= 0.75  # the model learnt
+
+    with clflow_serve(project, tmp_path / "serve.log", "--segment-seconds", "1") as url:
+        good = post_json(url, json.dumps({"text": docs}))
+        bad = {
+            words: post_json(url, json.dumps({"text": [docs[0], value]}))
+            for value, words in [
+                (7, "row 1: 7 is not a string"),
+                ("", "row 1: empty text"),
+                ("long " * 30, "row 1: 150 characters, over"),
+                (None, "row 1: missing text (null)"),
+            ]
+        }
+        records = {"dataframe_records": [{"text": d} for d in docs[:3]]}
+        framed = post_json(url, json.dumps(records))
+        numbers = post_json(url, json.dumps({"inputs": [[0.5] * 384]}))
+    assert good[0] == 200
+    answers = good[1]["predictions"]
+    assert [r["label"] for r in answers] == local["label"].tolist()
+    assert [r["class_name"] for r in answers] == [stream.classes[i] for i in local["label"]]
+    assert all(0 <= r["confidence"] <= 1 and r["expert"] >= 0 for r in answers)
+    for words, (status, body) in bad.items():
+        assert status == 400 and body["message"].startswith(words), (words, body)
+    assert (
+        framed[0] == 200
+        and [r["label"] for r in framed[1]["predictions"]] == (local["label"].tolist()[:3])
+    )
+    assert numbers[0] == 400  # a text model takes documents
+
+    # what was answered is the traffic: each document beside its embedding
+    window = read_window(project / "data" / "served", 1000)
+    assert window.rows["text"].to_list() == docs + docs[:3]
+    np.testing.assert_allclose(window.X[: len(docs)], stream.test.X, atol=1e-4)
+    drift = subprocess.run(
+        [sys.executable, "-m", "clflow.cli", "drift", "--project", str(project), "--json",
+         "--window", str(len(docs))],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    report = json.loads(drift.stdout)
+    assert report["window"] == len(docs) and report["model_version"] == "1"
+    assert 0 <= report["p_value"] <= 1
+
+
 @pytest.mark.slow
 def test_clflow_serve_refuses_what_mlflow_would_convert_and_scores_the_rest(
     updated_project, tmp_path
@@ -50,33 +164,18 @@ def test_clflow_serve_refuses_what_mlflow_would_convert_and_scores_the_rest(
     use_store(f"sqlite:///{project / 'mlflow.db'}")
     X = load_stream(project / "data" / "stream").test.X[:5]
     local = mlflow.pyfunc.load_model("models:/clflow-tame@champion").predict(X)
-    port = free_port()
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    log = open(tmp_path / "serve.log", "w")
-    cmd = [sys.executable, "-m", "clflow.cli", "serve", "--project", str(project)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/invocations"
     row = X[1].tolist()
 
     def with_value(value) -> str:  # the second row with `value` as its feature 5
         return json.dumps({"inputs": [X[0].tolist(), row[:5] + [value] + row[6:]]})
 
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
+    with clflow_serve(project, tmp_path / "serve.log") as url:
         good = post_json(url, json.dumps({"inputs": X.tolist()}))
         answers = {json.dumps(bad): post_json(url, with_value(bad)) for bad in (True, "1", [1.0])}
         deep = post_json(url, '{"inputs": ' + "[" * 100_000 + "]" * 100_000 + "}")
         nan = post_json(url, with_value(None))
         again = post_json(url, json.dumps({"inputs": X[:2].tolist()}))
-    finally:
-        stop(proc)
-        log.close()
+        text = post_json(url, json.dumps({"text": ["a document"]}))
     assert good[0] == 200
     assert [r["label"] for r in good[1]["predictions"]] == local["label"].tolist()
     for bad, (status, body) in answers.items():
@@ -84,3 +183,4 @@ def test_clflow_serve_refuses_what_mlflow_would_convert_and_scores_the_rest(
     assert deep[0] == 400 and "levels" in deep[1]["message"]
     assert nan[0] == 400 and "row 1, feature 5: missing (null)" in nan[1]["message"]  # the model's
     assert again[0] == 200  # still serving
+    assert text[0] == 400 and "not text" in text[1]["message"]

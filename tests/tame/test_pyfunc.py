@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clflow.tame.pyfunc import InputError, features
+from clflow.tame.pyfunc import InputError, features, texts
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,27 @@ def test_requirements_cover_every_module_the_model_code_imports():
     declared = {r.split("==")[0] for r in pyfunc.requirements()}
     assert declared == {"mlflow", "numpy", "pandas", "polars", "torch"}
     assert all("+" not in r for r in pyfunc.requirements())  # torch==2.13.0, not 2.13.0+cpu
+
+
+@pytest.mark.parametrize(
+    "given, pattern",
+    [
+        (pd.DataFrame({"text": ["fine", None]}), r"^row 1: missing text \(null\)$"),
+        (pd.DataFrame({"text": ["fine", float("nan")]}), r"^row 1: missing text \(null\)$"),
+        (pd.DataFrame({"text": ["fine", 3]}), r"^row 1: 3 is not a string$"),
+        ({"text": ["  "]}, r"^row 0: empty text$"),
+        ({"text": ["fine", "x" * 11]}, r"^row 1: 11 characters, over stream.max_text_chars \(10\)"),
+        (pd.DataFrame({"x": [[1.0]]}), r"^this model takes documents: a 'text' column$"),
+        ({"inputs": ["fine"]}, r"^this model takes \{\"text\": \[\.\.\.\]\}"),
+        ([], r"^empty input"),
+    ],
+)
+def test_documents_are_checked_with_one_line(given, pattern):
+    with pytest.raises(InputError, match=pattern):
+        texts(given, 10)
+
+
+def test_documents_in_every_shape():
+    for given in (pd.DataFrame({"text": ["a", "b"]}), {"text": ["a", "b"]}, ["a", "b"]):
+        assert texts(given, 10) == ["a", "b"]
+    assert texts("one", 10) == ["one"]

@@ -28,17 +28,17 @@ def load_learner(model: str, version: str):
 
     from clflow.tame.persist import load_tame
 
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{model}/{version}/artifacts", dst_path=tmp
+    uri = f"models:/{model}/{version}/artifacts"
+    found = [a.path for a in mlflow.artifacts.list_artifacts(uri) if a.path.endswith(".pt")]
+    if len(found) != 1:
+        raise ServedLogError(
+            f"models:/{model}/{version} holds {len(found)} TAME checkpoints, expected 1",
+            field="model_version",
         )
-        found = sorted(Path(folder).glob("*.pt"))
-        if len(found) != 1:
-            raise ServedLogError(
-                f"models:/{model}/{version} holds {len(found)} TAME checkpoints, expected 1",
-                field="model_version",
-            )
-        learner, _ = load_tame(found[0])
+    with tempfile.TemporaryDirectory() as tmp:  # the checkpoint alone: a text model's encoder
+        name = Path(found[0]).name  # stays in the registry
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{name}", dst_path=tmp)
+        learner, _ = load_tame(path)
     return learner
 
 

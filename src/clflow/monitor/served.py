@@ -2,7 +2,8 @@
 
 Each answered request appends its rows: when it was answered (`timestamp`, UTC), which model
 answered (`model`, `model_version`), the raw features (`x`), and the model's answer (`label`,
-`expert`, `confidence`: the selector's probability of the routed expert). Rows collect in
+`expert`, `confidence`: the selector's probability of the routed expert); for a text model, the
+document too (`text`, null otherwise; `x` is then its embedding). Rows collect in
 memory and go to disk as one segment when the segment is big or old enough; a segment is
 written to a temp file and renamed, so a reader never sees half of one, and the oldest segments
 are deleted when the log outgrows its bound.
@@ -32,7 +33,9 @@ COLUMNS = {
     "label": pl.Int64,
     "expert": pl.Int64,
     "confidence": pl.Float32,
+    "text": pl.String,
 }
+OPTIONAL = {"text"}  # segments written before text models have none
 
 
 class ServedLogError(ClflowError):
@@ -82,8 +85,9 @@ class Recorder:
         self._writer = threading.Thread(target=self._run, name="clflow-recorder", daemon=True)
         self._writer.start()
 
-    def record(self, X: np.ndarray, label, expert, confidence) -> None:
-        """Keep one answered request's rows (cheap: the disk is the writer thread's)."""
+    def record(self, X: np.ndarray, label, expert, confidence, text=None) -> None:
+        """Keep one answered request's rows (cheap: the disk is the writer thread's); `text`:
+        the documents of a text model's request."""
         X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
         batch = {
             "timestamp": datetime.now(UTC),
@@ -91,10 +95,11 @@ class Recorder:
             "label": np.asarray(label, dtype=np.int64),
             "expert": np.asarray(expert, dtype=np.int64),
             "confidence": np.asarray(confidence, dtype=np.float32),
+            "text": [None] * len(X) if text is None else list(text),
         }
         with self._lock:
             self._rows.append(batch)
-            self._bytes += X.nbytes + 20 * len(X)
+            self._bytes += X.nbytes + 20 * len(X) + sum(len(t) for t in text or ())
             self._oldest = self._oldest or time.monotonic()
             if self._bytes >= self.rotation.segment_bytes:
                 self._due.set()
@@ -145,6 +150,7 @@ def segment_frame(batches: list[dict], model: str, version: str) -> pl.DataFrame
             "label": np.concatenate([b["label"] for b in batches]),
             "expert": np.concatenate([b["expert"] for b in batches]),
             "confidence": np.concatenate([b["confidence"] for b in batches]),
+            "text": [t for b in batches for t in b["text"]],
         },
         schema=COLUMNS,
     )
@@ -170,9 +176,11 @@ def read_segment(path: Path) -> pl.DataFrame:
     from clflow.streams.schema import read_frame
 
     try:
-        df = read_frame(path, set(COLUMNS), empty="an empty segment")
+        df = read_frame(path, set(COLUMNS) - OPTIONAL, empty="an empty segment")
     except StreamError as err:
         raise ServedLogError(err.message, file=path, field=err.field) from None
+    if "text" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.String).alias("text"))
     for name, dtype in COLUMNS.items():
         if df.schema[name] != dtype:
             raise ServedLogError(
@@ -241,9 +249,11 @@ def read_window(directory: str | Path, window: int, since: datetime | None = Non
 
 def write_to_label(window: Window, directory: str | Path) -> Path:
     """The window's rows as a file to annotate: add a `y` column and drop it into
-    `data/incoming/` (the served answers stay beside `x` as hints; intake ignores them)."""
+    `data/incoming/` (the served answers stay beside `x` as hints; intake ignores them). A text
+    model's rows keep their documents, which a text stream's intake reads."""
     end = window.end.strftime("%Y%m%dT%H%M%S%fZ")
     path = Path(directory) / f"{window.model}-v{window.version}-{end}.parquet"
-    frame = window.rows.select("x", "timestamp", "label", "expert", "confidence")
+    text = ["text"] if window.rows["text"].null_count() < window.rows.height else []
+    frame = window.rows.select("x", *text, "timestamp", "label", "expert", "confidence")
     write_parquet(path, frame.rename({"label": "predicted"}))
     return path

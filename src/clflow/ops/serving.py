@@ -7,6 +7,10 @@ the JSON into the signature's float32 before the model runs, so `true` and `"1"`
 1.0, and its JSON parser fails (HTTP 500) on very deep nesting. Here a request is refused with
 HTTP 400 and one line naming the row and the feature before that happens. Refused requests are
 not recorded: only what the model answered is traffic.
+
+A text stream's model takes `{"text": ["...", ...]}`: a document that is not a string, is empty
+or is too long is refused naming its row, the rest reach MLflow's server as a `text` column, and
+the log records each document beside its embedding (what `clflow drift` scores).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pandas as pd
 MAX_REQUEST_BYTES = 64 << 20  # a batch of rows to score, not a data set
 MAX_DEPTH = 32  # {"inputs": [[...]]} is 3 levels deep
 ROW_KEYS = ("inputs", "instances")
+TEXT = "text"  # a text model's documents: {"text": [...]}
 
 
 def _depth(data: bytes) -> int:
@@ -70,25 +75,54 @@ def _rows(body: dict) -> list | None:
     return None
 
 
-def request_problem(data: bytes) -> str:
-    """Why a JSON request cannot be scored as sent ("" when it can): too large, nested too deep,
-    or a value that is not a number (null stays: the model names it as missing)."""
+def _text_problem(body: dict, max_chars: int) -> str:
+    """Why a {"text": [...]} request cannot be scored ("" when it can)."""
+    from clflow.streams.text import first_bad_text
+
+    if set(body) != {TEXT}:
+        return f'send {{"{TEXT}": ["...", ...]}} alone, got {sorted(body)}'
+    if not isinstance(body[TEXT], list):
+        return f'"{TEXT}" must be a list of strings'
+    if not body[TEXT]:
+        return "empty input: send at least one text"
+    found = first_bad_text(body[TEXT], max_chars)
+    return f"row {found[0]}: {found[1]}" if found else ""
+
+
+def read_request(data: bytes, max_text_chars: int | None = None) -> tuple[str, bytes]:
+    """(why the JSON request cannot be scored as sent, or ""; the request as MLflow's server
+    reads it). Too large, nested too deep, a value that is not a number (null stays: the model
+    names it as missing); for a text model (`max_text_chars` given), a document that is not
+    one. {"text": [...]} becomes a `text` column."""
     if len(data) > MAX_REQUEST_BYTES:
-        return f"request of {len(data):,} bytes, over the {MAX_REQUEST_BYTES:,} byte limit"
+        return f"request of {len(data):,} bytes, over the {MAX_REQUEST_BYTES:,} byte limit", data
     if _depth(data) > MAX_DEPTH:
-        return f"JSON nested more than {MAX_DEPTH} levels deep: send rows of numbers"
+        return f"JSON nested more than {MAX_DEPTH} levels deep: send rows of numbers", data
     try:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return f"not JSON ({err})"
+        return f"not JSON ({err})", data
+    if isinstance(body, dict) and TEXT in body:
+        if max_text_chars is None:
+            return 'this model takes rows of numbers ({"inputs": [[...]]}), not text', data
+        problem = _text_problem(body, max_text_chars)
+        rows = [[t] for t in body[TEXT]] if not problem else []
+        return problem, json.dumps({"dataframe_split": {"columns": [TEXT], "data": rows}}).encode()
+    if max_text_chars is not None:  # another format: the model checks its text column
+        return "", data
     rows = _rows(body) if isinstance(body, dict) else None
     for i, row in enumerate(rows or []):
         values = row if isinstance(row, list) else [row]
         for j, value in enumerate(values):
             problem = "" if value is None else _value_problem(value, f"row {i}, feature {j}")
             if problem:
-                return problem
-    return ""
+                return problem, data
+    return "", data
+
+
+def request_problem(data: bytes, max_text_chars: int | None = None) -> str:
+    """Why a JSON request cannot be scored as sent ("" when it can): see `read_request`."""
+    return read_request(data, max_text_chars)[0]
 
 
 def registered_version(model_uri: str) -> tuple[str, str]:
@@ -124,10 +158,15 @@ class RecordingModel:
                 self._skipped = True
             return out
         n = len(out)
-        X = np.asarray(rows(data), dtype=np.float32).reshape(n, -1)
+        inner = self._model.unwrap_python_model()
+        if getattr(inner, "encoder", None) is not None:  # documents: their (remembered) embeddings
+            X, text = inner.features(data), list(data[TEXT])
+        else:
+            X, text = np.asarray(rows(data), dtype=np.float32).reshape(n, -1), None
         # numpy columns: a pandas Series costs ~10 µs more each on the way into the recorder
         confidence = out["confidence"].to_numpy() if "confidence" in out else np.full(n, np.nan)
-        self._recorder.record(X, out["label"].to_numpy(), out["expert"].to_numpy(), confidence)
+        labels, experts = out["label"].to_numpy(), out["expert"].to_numpy()
+        self._recorder.record(X, labels, experts, confidence, text)
         return out
 
     def __getattr__(self, name: str):
@@ -143,8 +182,14 @@ def app(model_uri: str, recorder_for=None):
     from mlflow.pyfunc import scoring_server
     from starlette.routing import Route
 
+    from clflow.streams.text import MAX_TEXT_CHARS
+    from clflow.tame.pyfunc import takes_text
+
     model = scoring_server.load_model_with_mlflow_config(model_uri)
     served = scoring_server.init(model)
+    max_text_chars = None  # a feature model
+    if takes_text(model):
+        max_text_chars = int((model.model_config or {}).get("max_text_chars", MAX_TEXT_CHARS))
     schema = model.metadata.get_input_schema()
     recorder = recorder_for(*registered_version(model_uri)) if recorder_for else None
     scored = RecordingModel(model, recorder) if recorder else model
@@ -152,7 +197,9 @@ def app(model_uri: str, recorder_for=None):
     async def invocations(request) -> Response:  # a Starlette Route: no annotation to resolve
         data = await request.body()
         content_type = request.headers.get("content-type") or ""
-        problem = request_problem(data) if content_type.startswith("application/json") else ""
+        problem = ""
+        if content_type.startswith("application/json"):
+            problem, data = read_request(data, max_text_chars)
         if problem:
             body = {"error_code": "BAD_REQUEST", "message": problem}
             return Response(json.dumps(body), status_code=400, media_type="application/json")

@@ -48,24 +48,34 @@ def read_texts(df: pl.DataFrame, path: Path, max_chars: int) -> np.ndarray:
         col = pl.Series("text", values, dtype=pl.String)
     elif col.dtype != pl.String:
         raise StreamError(f"expected UTF-8 strings, got {col.dtype}", file=path, field="text")
-    checks = (
-        (col.is_null(), "missing text (null)"),
-        (col.str.strip_chars().str.len_chars() == 0, "empty text"),
-    )
-    for bad, what in checks:
-        mask = bad.fill_null(False).to_numpy()
-        if mask.any():
-            raise StreamError(f"row {int(np.argmax(mask))}: {what}", file=path, field="text")
-    lengths = col.str.len_chars().to_numpy()
-    if lengths.max() > max_chars:
-        row = int(np.argmax(lengths > max_chars))
-        raise StreamError(
-            f"row {row}: {int(lengths[row]):,} characters, over stream.max_text_chars "
-            f"({max_chars:,})",
-            file=path,
-            field="text",
-        )
-    return np.asarray(col.to_list(), dtype=object)
+    values = col.to_list()
+    found = first_bad_text(values, max_chars)
+    if found:
+        raise StreamError(f"row {found[0]}: {found[1]}", file=path, field="text")
+    return np.asarray(values, dtype=object)
+
+
+def text_problem(value: object, max_chars: int) -> str:
+    """Why `value` is not a document ("" when it is): not a string, empty, or too long."""
+    if value is None or (isinstance(value, float) and value != value):  # null, or pandas' NaN
+        return "missing text (null)"
+    if not isinstance(value, str):
+        shown = "true" if value is True else "false" if value is False else repr(value)[:40]
+        return f"{shown} is not a string"
+    if not value.strip():
+        return "empty text"
+    if len(value) > max_chars:
+        return f"{len(value):,} characters, over stream.max_text_chars ({max_chars:,})"
+    return ""
+
+
+def first_bad_text(values: Sequence[object], max_chars: int) -> tuple[int, str] | None:
+    """(row, why) of the first value that is not a document, or None when all are."""
+    for row, value in enumerate(values):
+        problem = text_problem(value, max_chars)
+        if problem:
+            return row, problem
+    return None
 
 
 def read_text_split(path: Path, n_classes: int | None, max_chars: int) -> Split:
