@@ -287,43 +287,39 @@ def team_server():
 
 
 @contextmanager
-def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path) -> Iterator[str]:
-    """`mlflow models serve -m MODEL_URI --env-manager local` on a free loopback port, the model
-    taken from `tracking_uri`'s registry; yields its /invocations URL."""
+def scoring_server(command, env: dict, log: Path, cwd: Path | None = None) -> Iterator[str]:
+    """Start `command(port)` on a free loopback port, wait for its /ping, yield its /invocations
+    URL, and stop it on the way out."""
     port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            command(port), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
+            yield f"http://127.0.0.1:{port}/invocations"
+        finally:
+            stop(proc)
+
+
+def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path):
+    """`mlflow models serve -m MODEL_URI --env-manager local`, the model taken from
+    `tracking_uri`'s registry (a context manager yielding its /invocations URL)."""
     bin_dir = str(Path(sys.executable).parent)  # `--env-manager local` execs uvicorn from here
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
            "PATH": bin_dir + os.pathsep + os.environ["PATH"]}  # fmt: skip
-    with open(cwd / "serve.log", "w") as log:
-        proc = subprocess.Popen(
-            [f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
-            yield f"http://127.0.0.1:{port}/invocations"
-        finally:
-            stop(proc)
+    cmd = [f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    return scoring_server(lambda port: [*cmd, "-h", "127.0.0.1", "-p", str(port)], env,
+                          cwd / "serve.log", cwd)  # fmt: skip
 
 
-@contextmanager
-def clflow_serve(project: Path, log: Path, *options: str) -> Iterator[str]:
-    """`clflow serve --project PROJECT` (its champion) on a free loopback port; yields its
-    /invocations URL and stops it (the recorder writes its last rows) on the way out."""
-    port = free_port()
+def clflow_serve(project: Path, log: Path, *options: str):
+    """`clflow serve --project PROJECT` (its champion; a context manager yielding its
+    /invocations URL); stopping it makes the recorder write its last rows."""
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
     cmd = [sys.executable, "-m", "clflow.cli", "serve", "--project", str(project)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*cmd, "--port", str(port), *options],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
-            yield f"http://127.0.0.1:{port}/invocations"
-        finally:
-            stop(proc)
+    return scoring_server(lambda port: [*cmd, "--port", str(port), *options], env, log)
 
 
 # A small text stream anyone can read: four classes whose names say what the documents are about.

@@ -224,6 +224,12 @@ class TameConfig(Section):
         "that routes held-out buffer rows best, chosen again as experts are added), the "
         "experts' backbone, or mlp / cnn",
     )
+    route_by: Literal["auto", "selector", "statistics"] = Field(
+        "auto",
+        description="what routes test rows: the selector, the class statistics of every row "
+        "the experts learned (per-class means, pooled per-feature variance), or auto: the "
+        "statistics when they route held-out buffer rows clearly better",
+    )
     selector_hidden: int = Field(
         512, ge=1, le=65_536, description="units of the selector's hidden layer"
     )

@@ -27,6 +27,7 @@ LEGACY = {
     "prune_sparsity": 0.0,
     "prune_agreement": 1.0,
     "selector_sparsity": 0.0,
+    "route_by": "selector",
 }
 
 
