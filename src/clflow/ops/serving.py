@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clflow.streams.text import TEXT
+
 MAX_REQUEST_BYTES = 64 << 20  # a batch of rows to score, not a data set
 MAX_DEPTH = 32  # {"inputs": [[...]]} is 3 levels deep
 ROW_KEYS = ("inputs", "instances")
-TEXT = "text"  # a text model's documents: {"text": [...]}
 
 
 def _depth(data: bytes) -> int:
@@ -76,17 +77,17 @@ def _rows(body: dict) -> list | None:
 
 
 def _text_problem(body: dict, max_chars: int) -> str:
-    """Why a {"text": [...]} request cannot be scored ("" when it can)."""
-    from clflow.streams.text import first_bad_text
+    """Why a {"text": [...]} request cannot be scored ("" when it can): the model's own check
+    (`clflow.tame.pyfunc.texts`), except that a lone string is not taken for a list of one."""
+    from clflow.tame.pyfunc import InputError, texts
 
-    if set(body) != {TEXT}:
-        return f'send {{"{TEXT}": ["...", ...]}} alone, got {sorted(body)}'
-    if not isinstance(body[TEXT], list):
+    if set(body) == {TEXT} and not isinstance(body[TEXT], list):
         return f'"{TEXT}" must be a list of strings'
-    if not body[TEXT]:
-        return "empty input: send at least one text"
-    found = first_bad_text(body[TEXT], max_chars)
-    return f"row {found[0]}: {found[1]}" if found else ""
+    try:
+        texts(body, max_chars)
+    except InputError as err:
+        return err.line()
+    return ""
 
 
 def read_request(data: bytes, max_text_chars: int | None = None) -> tuple[str, bytes]:
@@ -182,14 +183,10 @@ def app(model_uri: str, recorder_for=None):
     from mlflow.pyfunc import scoring_server
     from starlette.routing import Route
 
-    from clflow.streams.text import MAX_TEXT_CHARS
-    from clflow.tame.pyfunc import takes_text
-
     model = scoring_server.load_model_with_mlflow_config(model_uri)
     served = scoring_server.init(model)
-    max_text_chars = None  # a feature model
-    if takes_text(model):
-        max_text_chars = int((model.model_config or {}).get("max_text_chars", MAX_TEXT_CHARS))
+    inner = model.unwrap_python_model()  # a text model knows its limit (None: feature rows)
+    max_text_chars = inner.max_text_chars if getattr(inner, "encoder", None) is not None else None
     schema = model.metadata.get_input_schema()
     recorder = recorder_for(*registered_version(model_uri)) if recorder_for else None
     scored = RecordingModel(model, recorder) if recorder else model

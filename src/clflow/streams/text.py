@@ -25,7 +25,8 @@ from clflow.streams.schema import (
     read_splits,
 )
 
-TEXT_REQUIRED = {"text", "y", "experience"}
+TEXT = "text"  # the column (and a served request's key) that holds the documents
+TEXT_REQUIRED = {TEXT, "y", "experience"}
 MAX_TEXT_CHARS = 2000  # the default limit: MiniLM reads 256 tokens, about 1,000 characters
 Embed = Callable[[Sequence[str]], np.ndarray]
 

@@ -20,10 +20,8 @@ import numpy as np
 import pandas as pd
 
 from clflow.errors import ClflowError
-from clflow.streams.text import MAX_TEXT_CHARS, first_bad_text
+from clflow.streams.text import MAX_TEXT_CHARS, TEXT, first_bad_text
 from clflow.tame.persist import load_tame
-
-TEXT = "text"  # the input column of a text model
 
 
 class InputError(ClflowError):
@@ -118,7 +116,9 @@ def texts(model_input, max_chars: int) -> list[str]:
         model_input = model_input[TEXT]
     elif isinstance(model_input, dict):
         if set(model_input) != {TEXT}:
-            raise InputError(f'this model takes {{"{TEXT}": [...]}}, got {sorted(model_input)}')
+            raise InputError(
+                f'this model takes {{"{TEXT}": [...]}} alone, got {sorted(model_input)}'
+            )
         model_input = model_input[TEXT]
     values = [model_input] if isinstance(model_input, str) else list(model_input)
     if not values:
