@@ -139,11 +139,16 @@ lint: install  ## ruff (pyproject.toml: lines <= 100, imports sorted, pyflakes, 
 docs: install  ## regenerate docs/concepts/parameters.md from src/clflow/config.py
 	$(BIN)/python -m clflow.ops.paramsdoc docs/concepts/parameters.md
 
-test: install lint  ## lint, then run the test suite
-	$(BIN)/python -m pytest tests --durations=30
+# pytest-xdist workers: much of the suite waits on subprocesses and servers, so two workers pay on
+# two cores; tests sharing a costly session fixture stay on one worker (tests/conftest.py, SHARED)
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
+test: install lint  ## lint, then run the test suite (TEST_WORKERS=2 by default; 0 runs it serially)
+	$(BIN)/python -m pytest tests $(XDIST) --durations=30
 
 test-fast: install  ## the tests not marked slow (no pipeline runs, no servers): the edit loop
-	$(BIN)/python -m pytest tests -m "not slow" -q
+	$(BIN)/python -m pytest tests -m "not slow" -q $(XDIST)
 
 # alibi-detect, bench/drift.py's named peer: its numpy < 2 pin conflicts with clflow's numpy 2,
 # so it gets a venv of its own (as Flower does); bench/peers/alibi_drift.py runs there.

@@ -66,6 +66,23 @@ def copy_project(src: Path, dest: Path) -> Path:
     return dest
 
 
+# Session fixtures that cost a minute or more: under pytest-xdist every worker would build its own,
+# so the tests that share one run on one worker (`--dist loadgroup`); the rest spread freely.
+SHARED = {
+    "built_project": "built",
+    "updated_project": "built",
+    "team_server": "team",
+    "prefect_server": "prefect-server",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = [SHARED[name] for name in item.fixturenames if name in SHARED]
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
+
+
 @pytest.fixture(scope="session")
 def built_project(tmp_path_factory, prefect_api) -> Path:
     """One project on which the pipeline flow (every stage through `dvc repro`) has run, shared:

@@ -49,6 +49,12 @@ def until(what, timeout: float, step: float = 1.0):
     return found
 
 
+def automation_fired(env: dict, automation_id: str) -> list:
+    query = {"event": {"name": ["prefect.automation.triggered"]},
+             "resource": {"id": [f"prefect.automation.{automation_id}"]}}  # fmt: skip
+    return api(env, "/events/filter", {"filter": query})["events"]
+
+
 def finished(env: dict, run_id: str) -> str | None:
     state = api(env, f"/flow_runs/{run_id}")["state_type"]
     return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
@@ -157,10 +163,9 @@ def test_drift_on_served_traffic_starts_the_update(updated_project, prefect_serv
         (triggered,) = until(lambda: update_runs(env), 60)
         assert triggered["created_by"]["type"] == "AUTOMATION"
         assert triggered["created_by"]["id"] == automation["id"]
-        fired = api(env, "/events/filter", {"filter": {"event": {"name": [
-            "prefect.automation.triggered"]}, "resource": {"id": [
-            f"prefect.automation.{automation['id']}"]}}})["events"]  # fmt: skip
-        assert fired, "the automation's own event, as the UI's Event Feed shows it"
+        # the automation's own event, as the UI's Event Feed shows it; the server persists events
+        # in batches, so it may land after the run it started
+        until(lambda: automation_fired(env, automation["id"]), 30)
         assert triggered["parameters"]["wait_for_files"] == 3600
         until(lambda: api(env, f"/flow_runs/{triggered['id']}")["state_type"] == "RUNNING", 120)
         labelled.write_parquet(project / "data" / "incoming" / "labelled.parquet")
