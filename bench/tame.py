@@ -153,14 +153,16 @@ def ceiling(
         tasks = np.unique(stream.train.task)
         labels = np.searchsorted(tasks, stream.train.task)
         tamed = make_tame(stream, t, cfg, seeds[0]).initialize(stream.n_features)
-        nets = [tamed.selector_.backbone]
+        nets = [tamed.router_.selector_.backbone]
         if cfg.selector_backbone == "auto":
-            nets = [n for n in tamed.selector_candidates() if n in (networks or [n])]
+            nets = [n for n in tamed.router_.candidates() if n in (networks or [n])]
         for net in nets:
             accs = []
             for seed in seeds:
                 one = cfg.model_copy(update={"selector_backbone": net})
-                selector = make_tame(stream, t, one, seed).initialize(stream.n_features).selector_
+                selector = (
+                    make_tame(stream, t, one, seed).initialize(stream.n_features).router_.selector_
+                )
                 selector.epochs = CEILING_EPOCHS
                 selector.resize([], len(tasks))
                 selector.fit(stream.train.X, labels, stream.train.y)
@@ -205,7 +207,9 @@ def peers(
     train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]
 ) -> dict[str, dict[str, list[float]]]:
     """{stream: {column: per-seed values}}: TAME (defaults) and every peer, the bounded ones at
-    the rows TAME's buffers hold in the same seed. All runs in parallel when CPUs are free."""
+    the rows TAME's buffers hold in the same seed, then again at the bytes TAME keeps (rows,
+    selector weights, class statistics: `memory_report`). All runs in parallel when CPUs are
+    free."""
     table = {}
     train = train.model_copy(update={"seeds": seeds})
     for name in names:
@@ -213,47 +217,99 @@ def peers(
         stream = build_stream(cfg, EmbeddingCache().embed if cfg.source == "text" else None)
         jobs = [lambda seed=seed: tame_run(stream, train, tame, seed) for seed in seeds]
         tamed = run_parallel(jobs, f"{name} TAME", unit="seeds")
-        memory = {
-            s: sum(len(e.buffer) for e in t.experts_.values()) for s, (t, _) in zip(seeds, tamed)
-        }
-        makers = {
-            m: lambda seed, m=m: learner_for_method(m, stream, train, seed, memory[seed])
-            for m in PEERS
-        }
-        runs = run_methods(makers, stream, train, cumulative=["joint"], desc=name)
+        kept = {s: t.memory_report() for s, (t, _) in zip(seeds, tamed)}
+        rows = {s: kept[s]["memory_rows"] for s in seeds}
+        runs = run_methods(peer_makers(stream, train, PEERS, rows), stream, train, desc=name,
+                           cumulative=["joint"])  # fmt: skip
         row = {m: [r.metrics()["avg_accuracy"] for _, r in runs[m]] for m in PEERS}
+        # equal bytes: as many of its own rows as fit in the bytes TAME keeps, seed by seed
+        # (a peer's row costs its features, label and priority, and DER's logits)
+        fit = {
+            m: {s: rows_in(kept[s]["memory_bytes"], peer) for s, (peer, _) in zip(seeds, runs[m])}
+            for m in BOUNDED
+        }
+        runs = run_methods(
+            {m: peer_makers(stream, train, [m], fit[m])[m] for m in BOUNDED}, stream, train,
+            desc=f"{name} equal bytes",
+        )  # fmt: skip
+        row.update({f"{m} bytes": [r.metrics()["avg_accuracy"] for _, r in runs[m]]
+                    for m in BOUNDED})  # fmt: skip
+        row["rows at equal bytes"] = [np.mean(list(fit[m].values())) for m in BOUNDED]
         for k in ("avg_accuracy", "selector_accuracy", "oracle_avg_accuracy"):
             row[f"tame {k}"] = [scores[k] for _, scores in tamed]
-        row["memory"] = list(memory.values())
-        row["cnn selector"] = [float(t.selector_.backbone == "cnn") for t, _ in tamed]
+        row["memory"] = list(rows.values())
+        row["bytes"] = [kept[s]["memory_bytes"] for s in seeds]
+        row["router bytes"] = [kept[s]["router_bytes"] for s in seeds]
+        row["statistics route"] = [float(t.router_.routed_by_ == "statistics") for t, _ in tamed]
+        row["cnn selector"] = [float(t.router_.selector_.backbone == "cnn") for t, _ in tamed]
         table[name] = row
         print(f"  {name}: done", file=sys.stderr)
     return table
 
 
+def rows_in(nbytes: int, peer) -> int:
+    """How many of `peer`'s rows (as it stored them, logits included) fit in `nbytes`."""
+    held = peer.memory_report()
+    return nbytes * held["memory_rows"] // max(held["memory_bytes"], 1)
+
+
+def peer_makers(stream: Stream, train: TrainConfig, methods, memory: dict[int, int]) -> dict:
+    """{method: seed -> learner} with `memory[seed]` rows for the bounded ones."""
+    return {
+        m: lambda seed, m=m: learner_for_method(m, stream, train, seed, memory[seed])
+        for m in methods
+    }
+
+
 def peers_table(train: TrainConfig, tame: TameConfig, seeds: list[int], names: list[str]) -> None:
-    """The headline table: TAME with its defaults against every peer at equal memory."""
+    """The headline table: TAME with its defaults against every peer at equal memory, in rows
+    and in bytes."""
     table = peers(train, tame, seeds, names)
     print(f"\n### TAME against its peers, all defaults ({len(seeds)} seeds, mean ± std)\n")
     print(
-        "Memory-bounded peers store as many rows as TAME's buffers (column *memory*); "
+        "Memory-bounded peers store as many rows as TAME's buffers (column *rows*); "
         "**bold**: the best memory-bounded method.\n"
     )
     print(
-        "| stream | memory | TAME | " + " | ".join(PEERS) + " | TAME routing | TAME, oracle "
-        "routing | CNN selector chosen |"
+        "| stream | rows | TAME | " + " | ".join(PEERS) + " | TAME routing | TAME, oracle "
+        "routing | routed by statistics | CNN selector chosen |"
     )
-    print("|---|---|---|" + "---|" * len(PEERS) + "---|---|---|")
+    print("|---|---|---|" + "---|" * len(PEERS) + "---|---|---|---|")
     for name, r in table.items():
-        bounded = ["tame avg_accuracy", *BOUNDED]
-        best = max(bounded, key=lambda k: np.mean(r[k]))
-        cell = lambda k: f"**{fmt(r[k])}**" if k == best else fmt(r[k])  # noqa: E731
+        cell = best_cells(r, BOUNDED)
         print(
             f"| {name} | {np.mean(r['memory']):.0f} | {cell('tame avg_accuracy')} | "
             + " | ".join(cell(m) for m in PEERS)
             + f" | {fmt(r['tame selector_accuracy'])} | {fmt(r['tame oracle_avg_accuracy'])} "
+            f"| {np.mean(r['statistics route']):.0%} of seeds "
             f"| {np.mean(r['cnn selector']):.0%} of seeds |"
         )
+    print(
+        "\n#### At equal bytes\n\nTAME keeps its buffers' rows, its selector's weights "
+        "(float32, counted dense) and its class statistics (*TAME bytes*; *router*: the last "
+        "two); each bounded peer stores as many of its own rows as fit in those bytes (*rows*, "
+        "mean over the peers).\n"
+    )
+    print("| stream | TAME bytes | router | rows | TAME | " + " | ".join(BOUNDED) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(BOUNDED))
+    for name, r in table.items():
+        cell = best_cells(r, [f"{m} bytes" for m in BOUNDED])
+        print(
+            f"| {name} | {kb(r['bytes'])} | {kb(r['router bytes'])} "
+            f"| {np.mean(r['rows at equal bytes']):,.0f} | {cell('tame avg_accuracy')} | "
+            + " | ".join(cell(f"{m} bytes") for m in BOUNDED)
+            + " |"
+        )
+
+
+def kb(values: list[float]) -> str:
+    return f"{np.mean(values) / 1e3:,.0f} kB"
+
+
+def best_cells(r: dict[str, list[float]], bounded):
+    """A cell formatter that bolds the best of TAME and the bounded columns."""
+    best = max(["tame avg_accuracy", *bounded], key=lambda k: np.mean(r[k]))
+    return lambda k: f"**{fmt(r[k])}**" if k == best else fmt(r[k])
 
 
 def train_time(learner, stream: Stream, train: TrainConfig, seed: int) -> tuple[float, int]:

@@ -88,7 +88,7 @@ def log_results(metrics: dict, seconds: float, done: list, plots: Path) -> None:
     )
     # tame.selector_backbone auto: each seed's choices of the selector network, with the
     # held-out routing that made them
-    mlflow.log_dict([learner.selector_choices_ for learner, *_ in done], "selector_choices.json")
+    mlflow.log_dict([learner.router_.choices_ for learner, *_ in done], "selector_choices.json")
     mlflow.log_artifacts(plots, "plots")
 
 

@@ -98,16 +98,14 @@ def split_digits_runs():
 
 
 def test_memory_bounded_methods_hold_at_most_the_memory(split_digits_runs):
-    from clflow.learners import memory_report
-
     stream, runs = split_digits_runs
     row = stream.n_features * 4 + 8 + 8  # float32 features, int64 label, uint64 priority
     for method in ("replay_online", "er_ace", "gdumb"):
-        assert memory_report(runs[method][0]) == {"memory_rows": 200, "memory_bytes": 200 * row}
+        assert runs[method][0].memory_report() == {"memory_rows": 200, "memory_bytes": 200 * row}
     for method in ("der", "derpp"):  # the stored logits count too: 10 float32 per row
-        report = memory_report(runs[method][0])
+        report = runs[method][0].memory_report()
         assert report == {"memory_rows": 200, "memory_bytes": 200 * (row + 10 * 4)}
-    assert memory_report(runs["finetune"][0]) == {"memory_rows": 0, "memory_bytes": 0}
+    assert runs["finetune"][0].memory_report() == {"memory_rows": 0, "memory_bytes": 0}
 
 
 def test_stronger_peers_beat_finetune_and_online_replay(split_digits_runs):

@@ -189,6 +189,15 @@ class ContinualLearner(ParamsMixin):
         """The stores of stream rows it keeps (its plugins' buffers): what its memory is."""
         return [p.buffer for p in self.plugins if hasattr(p, "buffer")]
 
+    def memory_report(self) -> dict[str, int]:
+        """Rows it holds from the stream and the bytes they take (features, labels, sampling
+        priorities and stored logits): its memory, as every method reports it."""
+        buffers = self.buffers()
+        return {
+            "memory_rows": sum(len(b) for b in buffers),
+            "memory_bytes": sum(b.nbytes for b in buffers),
+        }
+
     def _check(self) -> None:
         if not hasattr(self, "model_"):
             raise NotFittedError(
@@ -312,13 +321,3 @@ class GDumbLearner(ContinualLearner):
             for xb, yb in iter_batches(memory.X, memory.y, self.batch_size, seed=seed):
                 super().partial_fit(xb, yb)
         return self
-
-
-def memory_report(learner: ContinualLearner) -> dict[str, int]:
-    """Rows a learner holds from the stream and the bytes they take (features, labels, sampling
-    priorities and stored logits)."""
-    buffers = learner.buffers()
-    return {
-        "memory_rows": sum(len(b) for b in buffers),
-        "memory_bytes": sum(b.nbytes for b in buffers),
-    }

@@ -12,7 +12,7 @@ import numpy as np
 
 from clflow.config import BaselinesConfig, TrainConfig
 from clflow.evaluation import RunResult, run_methods, run_stream
-from clflow.learners import ContinualLearner, GDumbLearner, learner_from_config, memory_report
+from clflow.learners import ContinualLearner, GDumbLearner, learner_from_config
 from clflow.plugins import (
     AsymmetricReplayPlugin,
     DarkReplayPlugin,
@@ -89,7 +89,7 @@ def run_baselines(
 
 def memory_used(learners: Sequence[ContinualLearner]) -> dict[str, int]:
     """The most rows and bytes any seed's learner holds from the stream (its memory)."""
-    reports = [memory_report(learner) for learner in learners]
+    reports = [learner.memory_report() for learner in learners]
     return {k: max(r[k] for r in reports) for k in reports[0]}
 
 

@@ -98,7 +98,7 @@ def test_max_experts_caps_growth(split_digits):
     run_stream(learner, split_digits, batch_size=32, epochs=2, seed=0)
     assert learner.n_experts == 2
     assert learner.events_[-1].kind == "reuse"
-    assert learner.selector_.n_outputs == 2
+    assert learner.router_.selector_.n_outputs == 2
 
 
 def test_without_detection_one_expert(split_digits):
@@ -276,15 +276,16 @@ def test_auto_selector_is_a_cnn_where_it_routes_signals_better(tmp_path):
     learner.route(stream.test.X[:5])  # refits the selector: chooses its network
     add_expert(learner, stream, 4)  # an expert is added: chosen again
     routed = learner.route(stream.test.X)
-    assert [c["experts"] for c in learner.selector_choices_] == [4, 5]
-    choice = learner.selector_choices_[-1]
-    assert choice["chosen"] == "cnn" == learner.selector_.backbone
+    assert [c["experts"] for c in learner.router_.choices_] == [4, 5]
+    choice = learner.router_.choices_[-1]
+    assert choice["chosen"] == "cnn" == learner.router_.selector_.backbone
     assert choice["scores"]["cnn"] > choice["scores"]["mlp"] + 0.2  # measured 0.76 vs 0.38
     assert np.mean(routed == stream.test.experience) > 0.7
     save_tame(tmp_path / "c.pt", learner)  # the chosen network comes back from a checkpoint
     again, _ = load_tame(tmp_path / "c.pt")
     assert (
-        again.selector_.backbone == "cnn" and again.selector_choices_ == learner.selector_choices_
+        again.router_.selector_.backbone == "cnn"
+        and again.router_.choices_ == learner.router_.choices_
     )
     assert np.array_equal(again.route(stream.test.X), routed)
 
@@ -293,11 +294,26 @@ def test_auto_selector_is_a_cnn_where_it_routes_signals_better(tmp_path):
 def test_auto_selector_stays_an_mlp_where_locality_is_gone():
     stream, learner = buffered_tame("permuted_mnist1d", 5)  # a permutation per experience
     learner.route(stream.test.X[:5])
-    [choice] = learner.selector_choices_
-    assert choice["chosen"] == "mlp" == learner.selector_.backbone
+    [choice] = learner.router_.choices_
+    assert choice["chosen"] == "mlp" == learner.router_.selector_.backbone
     assert choice["scores"]["mlp"] > choice["scores"]["cnn"] + 0.1  # measured 0.89 vs 0.66
 
 
 def test_auto_selector_without_a_shape_is_an_mlp(split_digits):
     learner = TameLearner(ContinualLearner(10), seed=0).initialize(64)  # no shape given
-    assert learner.selector_candidates() == ["mlp"] and learner.selector_.backbone == "mlp"
+    assert learner.router_.candidates() == ["mlp"] and learner.router_.selector_.backbone == "mlp"
+
+
+def test_tame_config_declares_the_learners_defaults():
+    """params.yaml's tame section and TameLearner's keyword defaults must agree, key for key."""
+    import inspect
+
+    from clflow.config import TameConfig
+
+    declared = {
+        name: p.default
+        for name, p in inspect.signature(TameLearner.__init__).parameters.items()
+        if name not in {"self", "expert", "seed"}
+    }
+    configured = TameConfig().model_dump(exclude={"match_tolerance", "head", "resume"})
+    assert configured == declared

@@ -73,13 +73,13 @@ def test_the_continual_router_trains_the_selector_on_every_batch(split_digits):
     first, second = tr.experience == 0, tr.experience == 1
     for start in range(0, first.sum(), 32):
         learner.partial_fit(tr.X[first][start : start + 32], tr.y[first][start : start + 32])
-    assert learner.selector_.opt_ is None  # one expert: nothing to tell apart yet, no step
+    assert learner.router_.selector_.opt_ is None  # one expert: nothing to tell apart yet, no step
     for _ in range(3):
         for start in range(0, second.sum(), 32):
             learner.partial_fit(tr.X[second][start : start + 32], tr.y[second][start : start + 32])
-    assert learner.n_experts == 2 and learner.selector_.opt_ is not None
+    assert learner.n_experts == 2 and learner.router_.selector_.opt_ is not None
     # before any refit on the buffers, the selector already tells the two tasks apart
-    routed = np.asarray(learner.selector_ids_)[learner.selector_.route(tr.X[first | second])]
+    routed = np.asarray(learner.router_.ids_)[learner.router_.selector_.route(tr.X[first | second])]
     assert np.mean(routed == np.where(tr.experience[first | second] == 0, 0, 1)) > 0.9
 
 
@@ -113,8 +113,8 @@ def test_class_targets_learn_from_the_first_expert_and_steps_are_counted(split_d
             selector_steps=n,
         )
         _first_experience(learner, split_digits)
-        assert learner.n_experts == 1 and learner.selector_.opt_ is not None
-        adam = learner.selector_.opt_.state_dict()["state"]
+        assert learner.n_experts == 1 and learner.router_.selector_.opt_ is not None
+        adam = learner.router_.selector_.opt_.state_dict()["state"]
         steps[n] = int(next(iter(adam.values()))["step"])
     assert steps[1] == learner.experts_[0].n_batches and steps[2] == 2 * steps[1]
 
@@ -137,7 +137,7 @@ def test_the_selector_network_follows_the_experts_unless_set(expert_net, selecto
     learner = TameLearner(
         expert, seed=0, selector_hidden=16, selector_backbone=selector_net
     ).partial_fit(X, y)
-    selector = learner.selector_.body_.modules()
+    selector = learner.router_.selector_.body_.modules()
     assert any(isinstance(m, torch.nn.Conv1d) for m in selector) == conv
     experts = learner.experts_[0].learner.model_.modules()
     assert any(isinstance(m, torch.nn.Conv1d) for m in experts) == (expert_net == "cnn")

@@ -54,9 +54,11 @@ def tame_scores(
             "n_experts": float(learner.n_experts),
             "selector_accuracy": float(np.mean(routed[known] == target[known])),
             "oracle_avg_accuracy": float(np.mean(per_exp)),
-            "selector_parameters": float(learner.selector_.n_parameters()),
-            "selector_cnn": float(learner.selector_.backbone == "cnn"),  # auto chose a CNN
+            "selector_parameters": float(learner.router_.selector_.n_parameters()),
+            "selector_cnn": float(learner.router_.selector_.backbone == "cnn"),  # auto chose a CNN
             **{k: float(v) for k, v in learner.parameter_counts().items()},
+            # rows, selector weights and class statistics in bytes, as every method reports
+            **{k: float(v) for k, v in learner.memory_report().items()},
         }
     )
     return scores
