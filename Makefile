@@ -72,6 +72,7 @@ update: install .dvc/config  ## continual update: take in data/incoming/, update
 ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
 	@$(BIN)/python -m clflow.ops.services PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT)
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
+	@CLFLOW_MLFLOW_UI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/clflow links || true
 	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"
 	@trap 'kill 0' INT TERM EXIT; \
 	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \

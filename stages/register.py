@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
             scores = evaluate(f"models:/{cfg.model_name}/{version}")
             forgot = forgetting(ckpt["R"])
             registry = Registry(cfg.model_name, tracking_uri(), cfg.lock_timeout)
+            registry.record_creator(version)
             registry.tag(
                 version,
                 **{

@@ -8,6 +8,7 @@ clflow new-experience data/incoming/rotated.parquet --rotate 20   # a demo exper
 clflow lineage models:/clflow-tame@champion    # which data, code and runs made the champion
 clflow lineage --data data/experiences/0000-rotated.parquet   # which versions used this file
 clflow report                         # the metrics that matter, one stage per block
+clflow links                          # the MLflow UI's training runs and model, direct links
 clflow team up                        # team mode: PostgreSQL + MLflow server, a DVC remote
 """
 
@@ -290,6 +291,19 @@ def report(args: argparse.Namespace) -> None:
     print(render(found, args.width))
 
 
+def links(args: argparse.Namespace) -> None:
+    """Print the MLflow UI's direct links to the training runs and the registered model."""
+    from clflow.config import load_params
+    from clflow.tracking.store import experiment_id, ui_links
+
+    params = load_params(args.params) if Path(args.params).exists() else None
+    experiment = params.tracking.experiment if params else "clflow"
+    model = params.registry.model_name if params else "clflow-tame"
+    found = ui_links(experiment_id(experiment), model)
+    print(f"MLflow training runs: {found.get('runs', '(none yet: make run logs the first)')}")
+    print(f"MLflow model {model}: {found['models']}")
+
+
 def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
     """The DVC out (or accepted-experience folder) of `project` that holds `path`, if any."""
     from clflow.ops.dvcrun import stage_outs
@@ -475,6 +489,11 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("--stage", action="append", help="only this stage (repeatable)")
     rp.add_argument("--width", type=width, default=100, help="columns, 40 to 1000 (default 100)")
     rp.set_defaults(func=report)
+    lk = sub.add_parser(
+        "links", help="the MLflow UI's links to the training runs and the model (training view)"
+    )
+    lk.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    lk.set_defaults(func=links)
     n = sub.add_parser(
         "new-experience", help="write a demo experience file (a shifted copy of the stream's rows)"
     )

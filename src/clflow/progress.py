@@ -36,7 +36,7 @@ def report_every() -> float:
     return value if math.isfinite(value) and value >= 0 else DEFAULT_EVERY
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     seconds = int(round(seconds))
@@ -104,12 +104,12 @@ class Progress:
         if self.rows:
             parts.append(f"{self.rows / elapsed:,.0f} rows/s")
         eta = (self.total - self.n) / rate if rate > 0 else float("inf")
-        parts.append(f"ETA {_duration(eta)}")
+        parts.append(f"ETA {duration(eta)}")
         root = _stack.get()[0]
         if root is not self:
             done = root.fraction()
             total = (now - root.t0) / done if done > 0 else float("inf")
-            parts.append(f"{root.desc} {100 * done:.0f}%, ETA {_duration(total - (now - root.t0))}")
+            parts.append(f"{root.desc} {100 * done:.0f}%, ETA {duration(total - (now - root.t0))}")
         return ", ".join(parts)
 
     def _report(self, now: float) -> None:
@@ -129,7 +129,7 @@ class Progress:
             elapsed = time.monotonic() - self.t0
             speed = f", {self.rows / max(elapsed, 1e-9):,.0f} rows/s" if self.rows else ""
             log.info(
-                "%s: %s %s in %s%s", self.desc, f"{self.n:,}", self.unit, _duration(elapsed), speed
+                "%s: %s %s in %s%s", self.desc, f"{self.n:,}", self.unit, duration(elapsed), speed
             )
             _mlflow_progress(_stack.get()[0].fraction())
         _stack.reset(self._token)

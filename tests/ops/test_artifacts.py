@@ -22,7 +22,7 @@ def test_override_args_pass_strings_as_given_and_dump_other_values_as_yaml():
 def test_markdown_names_stages_metrics_and_the_mlflow_run(monkeypatch):
     monkeypatch.setenv("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5555/")
     link = mlflow_link({"CLFLOW_EXPERIMENT_ID": "7", "CLFLOW_PARENT_RUN_ID": "abc"})
-    assert link == "http://127.0.0.1:5555/#/experiments/7/runs/abc"
+    assert link == "http://127.0.0.1:5555/#/experiments/7/runs/abc?workflowType=machine_learning"
     metrics = {
         "tame": {"avg_accuracy": 0.9, "forgetting": 0.05, "bwt": -0.05, "fwt": 0.0},
         "register": {"avg_accuracy": 0.9, "forgetting": 0.05, "version": 2},

@@ -98,6 +98,26 @@ def test_rollback_restores_previous_champion_and_promote_by_hand(registry):
         registry.promote(99)
 
 
+def test_every_decision_and_the_created_by_column_name_who(registry, monkeypatch):
+    import getpass
+
+    me = getpass.getuser()
+    v1, v2 = new_version(registry), new_version(registry)
+    assert registry.record_creator(v1) == me
+    # the registry page's "Created by" is the version's user_id
+    assert registry.client.get_model_version("m", v1).user_id == me
+    assert registry.get(v1).tags["clflow.registered_by"] == me
+    registry.consider(v1, [0.9], 0.05)
+    assert registry.get(v1).tags["clflow.decided_by"] == me
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")  # team mode: the MLflow user
+    registry.consider(v2, [0.5], 0.05)  # rejected: the decision still names who
+    registry.promote(v2)
+    assert registry.get(v2).tags["clflow.decided_by"] == "carol"
+    assert registry.table()[0]["by"] == "carol"
+    registry.rollback()
+    assert registry.get(v2).tags["clflow.decision"] == "rolled_back"
+
+
 def test_rollback_without_predecessor_is_a_clear_error(registry):
     with pytest.raises(RegistryError, match="no champion"):
         registry.rollback()

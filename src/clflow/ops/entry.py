@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,10 +108,16 @@ class StageCommand:
         args = self.parse(argv)
         from clflow.config import load_params
         from clflow.ops.io import StagedOuts
+        from clflow.progress import duration
 
+        t0 = time.monotonic()
         with StagedOuts(*(getattr(args, o) for o in self.outs)) as staged:
             outs = {o: staged[getattr(args, o)] for o in self.outs}
             yield StageRun(self.name, args, load_params(args.params), outs)
+        # one line a person (or clflow.ops.console, reading dvc's output) sees at the end
+        logging.getLogger("clflow.stage").info(
+            "%s: done in %s", self.name, duration(time.monotonic() - t0)
+        )
 
 
 @dataclass

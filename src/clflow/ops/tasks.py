@@ -16,6 +16,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.states import Completed
 
+from clflow.ops.console import StageConsole
 from clflow.ops.dvcrun import StageFailed, checked_dvc, repro_stage
 
 
@@ -37,7 +38,10 @@ def stage_task(stage: str, project: str, env: dict[str, str], timeout: float | N
     it is printed (the stage's progress included), and its state says "cached" or "ran 41 s"
     (the Prefect UI shows both)."""
     t0 = time.monotonic()
-    status = repro_stage(stage, project, env, timeout, on_line=task_log_line())
+    console = StageConsole()  # the stage, its progress and its end where the flow was started
+    status = repro_stage(
+        stage, project, console.env(env), timeout, on_line=console.follow(task_log_line())
+    )
     seconds = time.monotonic() - t0
     return Completed(
         message="cached" if status == "cached" else f"ran {seconds:.0f} s", data=status
@@ -118,15 +122,16 @@ def run_experiment(
         + (["--single-item"] if single_item else [])
         + (targets or [])
     )
+    console = StageConsole()
     output = checked_dvc(
         args,
         project,
-        env,
+        console.env(env),
         timeout,
         what="dvc exp run",
         file=Path(project) / "params.yaml",
         field=", ".join(overrides),
-        on_line=task_log_line(),
+        on_line=console.follow(task_log_line()),
     )
     for line in output.splitlines():  # "Ran experiment(s): <name>"
         if line.startswith("Ran experiment"):

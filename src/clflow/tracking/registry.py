@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ TAG_DECISION, TAG_REASON, TAG_PREVIOUS = (
     "clflow.reason",
     "clflow.previous_champion",
 )
+TAG_BY, TAG_REGISTERED_BY = "clflow.decided_by", "clflow.registered_by"  # who, by name
 TAG_PROMOTED_AT = "clflow.promoted_at"  # ISO 8601 UTC: when the alias moved to this version
 TAG_EVIDENCE = "clflow.per_experience"  # JSON: accuracy per experience of challenger and champion
 METRICS = ("avg_accuracy", "forgetting")
@@ -45,6 +47,14 @@ Scorer = Callable[
     [str], Sequence[float]
 ]  # model URI -> accuracy on each experience of the current test set
 LOCAL_STORES = ("sqlite", "file", "")  # one workspace's store: a file lock guards it
+
+
+def acting_user() -> str:
+    """Who acts on the registry: the MLflow user in team mode (MLFLOW_TRACKING_USERNAME, the
+    identity the server checks), else the OS user."""
+    import getpass
+
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
 
 
 class RegistryError(ClflowError):
@@ -135,6 +145,23 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
 
+    def record_creator(self, version: str) -> str:
+        """Name who registered `version`: a tag everywhere, and the version's own creator (the
+        registry page's "Created by") in a local SQLite store. MLflow's REST API has no way to
+        set it, and none of its handlers fills it, so a tracking server's versions keep only
+        the tag. Returns the name."""
+        user = acting_user()
+        self.tag(version, **{TAG_REGISTERED_BY: user})
+        if urlparse(self.uri).scheme == "sqlite":
+            from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
+            from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+            with SqlAlchemyStore(self.uri).ManagedSessionMaker() as session:
+                session.query(SqlModelVersion).filter_by(
+                    name=self.name, version=int(version)
+                ).update({"user_id": user})
+        return user
+
     def describe(self, version: str, text: str) -> None:
         """Set the version's description (markdown, shown on its registry page)."""
         self.client.update_model_version(self.name, str(version), description=text)
@@ -207,7 +234,8 @@ class Registry:
                     still_held,
                 )
             else:
-                self.tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason})
+                self.tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason,
+                                     TAG_BY: acting_user()})  # fmt: skip
         log.info(
             "%s version %s: %s (%s)",
             self.name,
@@ -240,6 +268,7 @@ class Registry:
             **{
                 TAG_DECISION: decision,
                 TAG_REASON: reason,
+                TAG_BY: acting_user(),
                 TAG_PREVIOUS: previous,
                 TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
             },
@@ -276,7 +305,10 @@ class Registry:
                     field=self.name,
                 )
             self.get(previous)
-            self.tag(str(champ.version), **{TAG_DECISION: "rolled_back", TAG_REASON: reason})
+            self.tag(
+                str(champ.version),
+                **{TAG_DECISION: "rolled_back", TAG_REASON: reason, TAG_BY: acting_user()},
+            )
             still_held()
             self.client.set_registered_model_alias(self.name, CHAMPION, previous)
         return previous
@@ -292,6 +324,7 @@ class Registry:
                     "aliases": ",".join(v.aliases),
                     **{k: f"{float(v.tags[k]):.4f}" if k in v.tags else "" for k in METRICS},
                     "decision": v.tags.get(TAG_DECISION, ""),
+                    "by": v.tags.get(TAG_BY, ""),
                     "reason": v.tags.get(TAG_REASON, ""),
                 }
             )

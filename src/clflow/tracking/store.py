@@ -37,10 +37,38 @@ def use_store(uri: str) -> None:
         os.environ[URI_ENV] = before
 
 
+# The UI keeps its GenAI / Model training toggle per browser, GenAI by default (mlflow#24498);
+# this query parameter opens a page in the model-training view whatever the browser remembers.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def ui_base() -> str:
+    """The MLflow UI's address (CLFLOW_MLFLOW_UI, default http://127.0.0.1:5000)."""
+    return os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+
+
 def run_url(experiment_id: str, run_id: str) -> str:
-    """The run's page in the MLflow UI (CLFLOW_MLFLOW_UI, default http://127.0.0.1:5000)."""
-    ui = os.environ.get("CLFLOW_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
-    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if run_id else ui
+    """The run's page in the MLflow UI, in its model-training view."""
+    ui = ui_base()
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}" if run_id else ui
+
+
+def ui_links(experiment_id: str | None, model: str) -> dict[str, str]:
+    """Direct links, in the model-training view: the experiment's training runs (when it
+    exists) and the registered model."""
+    ui = ui_base()
+    links = {"models": f"{ui}/#/models/{model}?{TRAINING_VIEW}"}
+    if experiment_id is not None:
+        links = {"runs": f"{ui}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}", **links}
+    return links
+
+
+def experiment_id(name: str, root: Path | None = None) -> str | None:
+    """The id of experiment `name` in the project's store, or None before the first run."""
+    from mlflow.tracking import MlflowClient
+
+    found = MlflowClient(tracking_uri(root)).get_experiment_by_name(name)
+    return found.experiment_id if found is not None else None
 
 
 def setup(experiment: str, root: Path | None = None) -> str:
