@@ -70,7 +70,7 @@ update: install .dvc/config  ## continual update: take in data/incoming/, update
 # PREFECT_UI_API_URL say where it is); one MLflow worker and no job runner (4 uvicorn workers and
 # 7 huey consumers by default, for GenAI jobs clflow does not use) keep `make ui` light.
 ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
-	@$(BIN)/python -m clflow.ops.services PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT)
+	@$(BIN)/python -m clflow.util.services PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT)
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
 	@CLFLOW_MLFLOW_UI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/clflow links || true
 	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"

@@ -19,9 +19,9 @@ import sys
 
 import numpy as np
 
+from clflow.baselines.methods import learner_for_method
 from clflow.config import BaselinesConfig, StreamConfig, TrainConfig
 from clflow.evaluation import run_methods
-from clflow.methods import learner_for_method
 from clflow.streams import build_stream
 
 STREAMS = {

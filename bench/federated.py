@@ -5,7 +5,7 @@
     python bench/federated.py --flower --clients 10 30     # Flower on loopback (.venv-flower)
 
 Each simulated client holds 2 of 100 classes with 20-80 rows of 64 features (uneven).
-Client updates run as mapped Prefect tasks (clflow.federated.flow's client task) on the
+Client updates run as mapped Prefect tasks (clflow.federated.prefect_engine's client task) on the
 thread pool or on a local Dask cluster through prefect-dask; then the server merges.
 "Merge" is the time from all updates in hand to merged prototypes (target: 100
 clients < 5 s). Peak memory of the merge is measured with tracemalloc.
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, unmapped
 
-import clflow.federated.flow as fed
+import clflow.federated.prefect_engine as fed
 from clflow.federated import Encoder, PrototypeServer  # noqa: E402
 
 N_CLASSES, DIM = 100, 64

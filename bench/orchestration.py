@@ -68,9 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     from prefect import flow
 
-    from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
     from clflow.streams.demo import example_experience
+    from clflow.util.io import write_parquet
     from flows.continual import continual_update
     from flows.pipeline import pipeline
 

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from clflow.baselines.methods import learner_for_method
 from clflow.config import StreamConfig, TameConfig, TrainConfig
 from clflow.evaluation import run_methods, run_stream
-from clflow.methods import learner_for_method
-from clflow.parallel import run_parallel
 from clflow.sentence import EmbeddingCache
 from clflow.streams import Stream, build_stream, iter_batches
 from clflow.tame.evaluate import tame_scores
 from clflow.tame.training import make_tame, train_seed
+from clflow.util.parallel import run_parallel
 
 STREAMS = {
     "Split-Digits (class-incr.)": StreamConfig(source="digits", experiences=5),

@@ -29,13 +29,13 @@ from prefect import flow, get_run_logger, task
 from clflow.config import load_params
 from clflow.ops.artifacts import publish
 from clflow.ops.flowcli import flow_main, flow_parser, flow_settings, start_flow_cli
-from clflow.ops.locks import project_lock
 from clflow.ops.tasks import push_outs, run_stage
 from clflow.reporting import read_metrics
 from clflow.streams import load_stream
 from clflow.streams.intake import Intake, intake, pending, set_pending
 from clflow.streams.intake import wait_for_files as wait_for_incoming
 from clflow.tracking.runs import pipeline_run
+from clflow.util.locks import project_lock
 
 UPDATE_STAGES = ["prepare", "embed_classes", "tame", "register"]
 

@@ -27,8 +27,8 @@ from prefect import flow, get_run_logger
 from clflow.monitor.check import score_window
 from clflow.monitor.served import EmptyWindow, read_window, write_to_label
 from clflow.ops.flowcli import flow_main, start_flow_cli
-from clflow.ops.io import read_json, write_json
 from clflow.tracking.store import tracking_uri, use_store
+from clflow.util.io import read_json, write_json
 
 EVENT = "clflow.drift.detected"
 STATE = Path(".clflow") / "drift-watch.json"

@@ -23,10 +23,10 @@ from clflow.errors import ConfigError
 from clflow.ops.artifacts import publish
 from clflow.ops.dvcrun import experiment_metrics, up_to_date
 from clflow.ops.flowcli import flow_main, flow_parser, flow_settings, start_flow_cli
-from clflow.ops.locks import project_lock
 from clflow.ops.tasks import push_outs, run_experiment, run_stage
 from clflow.reporting import read_metrics, summary_table
 from clflow.tracking.runs import pipeline_run
+from clflow.util.locks import project_lock
 
 
 @flow(name="clflow-pipeline")

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from clflow.errors import ConfigError, cli_errors
-from clflow.ops.services import ServiceUnavailable, check_prefect_api
+from clflow.util.services import ServiceUnavailable, check_prefect_api
 
 
 def deployments(spec_path: Path) -> list:

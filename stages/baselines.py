@@ -31,11 +31,11 @@ STAGE = StageCommand(
 def main(argv: list[str] | None = None) -> None:
     with STAGE.run(argv) as st:
         # the library loads once the command line is read: `--help` needs no torch
-        from clflow.methods import memory_used, run_baselines
+        from clflow.baselines.methods import memory_used, run_baselines
+        from clflow.baselines.predictions import save_predictions
         from clflow.metrics import mean_std
-        from clflow.ops.io import write_json
         from clflow.plots import method_plots
-        from clflow.predictions import save_predictions
+        from clflow.util.io import write_json
 
         params, stream = st.params, st.stream
         with st.tracked("train", "baselines"):  # live while the learners train: their progress

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> None:
         import mlflow
 
         from clflow.lingo.targets import encode_names, load_encoder, target_stats, targets_frame
-        from clflow.ops.io import write_parquet
         from clflow.streams.schema import read_class_names
+        from clflow.util.io import write_parquet
 
         cfg = st.params.lingo
         names = read_class_names(Path(st.args.classes))

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         from clflow.federated import Encoder
         from clflow.federated.encoder import save_encoder, train_encoder
         from clflow.federated.simulate import novel_accuracy
-        from clflow.ops.io import write_json
+        from clflow.util.io import write_json
 
         cfg, stream = st.params.federated, st.stream
         if cfg.base_experiences >= stream.n_experiences:

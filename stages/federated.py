@@ -1,6 +1,6 @@
 """DVC stage `federated`: run the federated rounds and keep the merged prototypes.
 
-`federated.engine: prefect` runs the Prefect flow clflow.federated.flow (clients as tasks);
+`federated.engine: prefect` runs clflow.federated.prefect_engine, a Prefect flow (clients as tasks);
 `flower` runs a loopback Flower deployment (a SuperLink and one SuperNode per client, from
 .venv-flower; logs under --flower-dir) and checks its merge against the in-process one.
 
@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
         import mlflow
         import numpy as np
 
-        from clflow.federated.flow import run_rounds
+        from clflow.baselines.methods import finetune_accuracy
+        from clflow.federated.prefect_engine import run_rounds
         from clflow.federated.prototypes import write_prototypes
         from clflow.federated.simulate import accuracy_on_seen
-        from clflow.methods import finetune_accuracy
-        from clflow.ops.io import write_json
+        from clflow.util.io import write_json
 
         cfg, stream = st.params.federated, st.stream
         out = run_rounds(stream, cfg, st.args.encoder, Path(st.args.flower_dir), st.args.params)

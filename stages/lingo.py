@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> None:
 
         from clflow.lingo.compare import compare, head_metrics, names_alone
         from clflow.lingo.targets import read_targets
-        from clflow.ops.io import write_json
         from clflow.plots import seen_accuracy_plots
         from clflow.tracking.runs import flatten
+        from clflow.util.io import write_json
 
         params, stream = st.params, st.stream
         language = read_targets(st.args.targets, stream.classes)

@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         import mlflow
 
         from clflow.metrics import forgetting
-        from clflow.ops.io import write_json
         from clflow.sentence import encoder_dir
         from clflow.tame.persist import read_tame
         from clflow.tame.pyfunc import log_tame_model, scorer
         from clflow.tracking.provenance import TAG_FLOW_URL
         from clflow.tracking.registry import TAG_EVIDENCE, Registry, version_description
         from clflow.tracking.store import run_url, tracking_uri
+        from clflow.util.io import write_json
 
         params = st.params
         cfg = params.registry

@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> None:
         import mlflow
         import numpy as np
 
-        from clflow.ops.io import write_json
-        from clflow.predictions import load_predictions
+        from clflow.baselines.predictions import load_predictions
         from clflow.retrieval import BankConfig
         from clflow.retrieval.evaluate import augmented, embedder, replay_variants
         from clflow.retrieval.uses import build_bank, few_shot
         from clflow.tracking.runs import flatten
+        from clflow.util.io import write_json
 
         params, stream = st.params, st.stream
         cfg, train, memory = params.retrieval, params.train, params.baselines.memory

@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         # the library loads once the command line is read: `--help` needs no torch
         from clflow.lingo.targets import read_targets
         from clflow.metrics import mean_std
-        from clflow.ops.io import write_json
         from clflow.tame.evaluate import write_plots
         from clflow.tame.training import train_seeds
+        from clflow.util.io import write_json
 
         params, stream = st.params, st.stream
         lingo = params.tame.head == "lingo"

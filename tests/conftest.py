@@ -210,9 +210,9 @@ def file_hashes(root: Path, *rel: str) -> dict[str, str]:
 
 
 def drop_experience(project: Path, name: str, rotate: float = 25.0, limit: int = 400) -> Path:
-    from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
     from clflow.streams.demo import example_experience
+    from clflow.util.io import write_parquet
 
     path = project / "data" / "incoming" / name
     write_parquet(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from clflow.ops.codedeps import source_closure
+from clflow.util.codedeps import source_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_closure_follows_lazy_and_importlib_imports(tmp_path):
     closure = {
         p.relative_to(ROOT).as_posix() for p in source_closure(ROOT / "stages" / "federated.py")
     }
-    assert "src/clflow/federated/flow.py" in closure  # imported inside main()
+    assert "src/clflow/federated/prefect_engine.py" in closure  # imported inside main()
     assert "src/clflow/federated/protocol.py" in closure  # imported by the flow
     assert "src/clflow/__init__.py" in closure  # a parent package runs first
     script = tmp_path / "script.py"

@@ -83,9 +83,9 @@ def test_get_params_include_a_subclass_and_its_parent():
 @pytest.fixture(scope="module")
 def split_digits_runs():
     """Every memory-bounded method on Split-Digits at memory 200 (seed 0), with finetune."""
+    from clflow.baselines.methods import learner_for_method
     from clflow.config import StreamConfig, TrainConfig
     from clflow.evaluation import run_stream
-    from clflow.methods import learner_for_method
     from clflow.streams import build_stream
 
     stream = build_stream(StreamConfig(source="digits", experiences=5))

@@ -138,7 +138,7 @@ KILL_POINTS = ("seed_0.pt", "commit metrics/tame.json", "commit done")
 
 def test_a_stage_killed_at_any_write_or_rename_keeps_the_previous_outs(project):
     from clflow.checkpoint import load_checkpoint
-    from clflow.ops.io import StagedOuts
+    from clflow.util.io import StagedOuts
 
     outs = ("models/tame", "metrics/tame.json", "plots/tame")
     # a cheaper selector (10 epochs, not 100): every run retrains, and is killed after it
@@ -214,7 +214,7 @@ def in_project(project: Path):
 
 
 def test_a_stage_past_its_timeout_is_stopped_and_the_project_freed(project):
-    from clflow.ops.locks import project_lock
+    from clflow.util.locks import project_lock
 
     before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 102")
     try:
@@ -276,7 +276,7 @@ def test_sigterm_stops_a_flow_its_stage_and_its_temporary_prefect_api(project, t
 
 
 def test_concurrent_runs_wait_for_the_project_lock_or_stop_clearly(project):
-    from clflow.ops.locks import project_lock
+    from clflow.util.locks import project_lock
 
     cmd = [sys.executable, "flows/pipeline.py", "--stage", "prepare", "--lock-timeout"]
     with Unchanged(project):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from clflow.errors import ClflowError
-from clflow.ops.io import atomic_path
+from clflow.util.io import atomic_path
 
 FORMAT = "clflow-checkpoint/2"
 _ARRAY = "__ndarray__"

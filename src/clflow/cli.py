@@ -169,8 +169,8 @@ def team(args: argparse.Namespace) -> None:
 
 def store_uri(args: argparse.Namespace) -> str:
     """--uri, else MLFLOW_TRACKING_URI, else the project's mlflow.db; checked to answer."""
-    from clflow.ops.services import check_tracking_uri
     from clflow.tracking.store import tracking_uri
+    from clflow.util.services import check_tracking_uri
 
     uri = args.uri or tracking_uri(Path(args.project))
     check_tracking_uri(uri)  # a server that is down: one line in bounded time
@@ -179,7 +179,7 @@ def store_uri(args: argparse.Namespace) -> str:
 
 def serve(args: argparse.Namespace) -> None:
     from clflow.monitor.served import Rotation
-    from clflow.ops.serving import serve as run
+    from clflow.monitor.serving import serve as run
     from clflow.tracking.store import use_store
 
     use_store(store_uri(args))  # the registry the model URI names
@@ -320,9 +320,9 @@ def tracked_out(path: Path, project: Path = Path(".")) -> str | None:
 
 
 def new_experience(args: argparse.Namespace) -> None:
-    from clflow.ops.io import write_parquet
     from clflow.streams import load_stream
     from clflow.streams.demo import example_experience
+    from clflow.util.io import write_parquet
 
     out = Path(args.out)
     held = tracked_out(out)

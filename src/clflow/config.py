@@ -133,7 +133,7 @@ BaselineMethod = Literal[
 
 
 class BaselinesConfig(Section):
-    """The methods TAME is compared with (src/clflow/learners.py, plugins.py)."""
+    """The methods TAME is compared with (src/clflow/baselines/methods.py, plugins.py)."""
 
     methods: list[BaselineMethod] = Field(
         ["finetune", "replay", "replay_online", "er_ace", "derpp", "gdumb", "joint"],

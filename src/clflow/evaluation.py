@@ -9,8 +9,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from clflow.metrics import summarize
-from clflow.progress import Progress
 from clflow.streams import Split, Stream, iter_batches
+from clflow.util.progress import Progress
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -167,9 +167,9 @@ def run_methods(
     """{name: [(learner, result) per seed]} for every learner maker and seed in `train.seeds`.
 
     Every (maker, seed) pair is an independent job: they run in parallel processes when CPUs
-    are free (`clflow.parallel`), the cumulative (joint) ones first since they take longest.
+    are free (`clflow.util.parallel`), the cumulative (joint) ones first since they take longest.
     """
-    from clflow.parallel import run_parallel
+    from clflow.util.parallel import run_parallel
 
     def job(name: str, seed: int) -> tuple[object, RunResult]:
         learner = makers[name](seed)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clflow.buffers import ClassBalancedBuffer
 from clflow.models import (
     adam,
     make_backbone,
@@ -19,10 +20,7 @@ from clflow.models import (
     scaled_input,
     seeded,
 )
-from clflow.plugins import (
-    ClassBalancedBuffer,
-    Plugin,
-)
+from clflow.plugins import Plugin
 from clflow.streams.batches import iter_batches
 from clflow.streams.normalize import Normalizer
 from clflow.streams.schema import Stream

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from clflow.ops.io import atomic_path  # noqa: E402
+from clflow.util.io import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> None:

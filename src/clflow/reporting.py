@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clflow.errors import ClflowError
-from clflow.ops.io import read_json
+from clflow.util.io import read_json
 
 KEYS = ("avg_accuracy", "forgetting", "bwt", "fwt")
 

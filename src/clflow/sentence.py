@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from clflow.errors import ClflowError
-from clflow.progress import Progress
+from clflow.util.progress import Progress
 
 ENCODER_FIELD = "lingo.encoder_path"
 CACHE_DIR = Path(".clflow") / "embeddings"
@@ -158,7 +158,7 @@ class EmbeddingCache:
         """One embedding row per text, in order; only texts not in the cache are encoded."""
         import polars as pl
 
-        from clflow.ops.io import write_parquet
+        from clflow.util.io import write_parquet
 
         keys = [text_key(t) for t in texts]
         known = self._load() if self.folder.is_dir() else {}

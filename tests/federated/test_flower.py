@@ -143,8 +143,8 @@ def test_without_flowers_environment_the_stage_stops_with_one_line(built_project
 def test_more_clients_than_the_machine_runs_are_refused_before_anything_starts(tmp_path):
     from clflow.config import FederatedConfig
     from clflow.errors import ConfigError
-    from clflow.federated.flow import run_rounds
     from clflow.federated.flower.engine import check_clients, max_supernodes
+    from clflow.federated.prefect_engine import run_rounds
 
     limit = max_supernodes()
     assert 1 <= limit <= 16 * (os.cpu_count() or 1)

@@ -144,7 +144,7 @@ def test_encoders_are_fixed_and_hashed(stream):
 def test_the_in_process_path_imports_no_flower_adapter():
     """The Prefect flow and its rounds run without `clflow.federated.flower` (Flower's adapter)."""
     code = (
-        "import sys, clflow.federated.flow, clflow.federated.simulate; "
+        "import sys, clflow.federated.prefect_engine, clflow.federated.simulate; "
         "print(sorted(m for m in sys.modules if 'flower' in m or m.startswith('flwr')))"
     )
     out = subprocess.run(

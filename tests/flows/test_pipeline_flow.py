@@ -91,7 +91,7 @@ def test_a_typo_in_an_override_stops_before_running(tmp_path, prefect_api):
 
 
 def test_a_second_run_waits_for_the_project_lock_then_stops_clearly(tmp_path, prefect_api):
-    from clflow.ops.locks import LockTimeout, project_lock
+    from clflow.util.locks import LockTimeout, project_lock
 
     project = make_project(tmp_path / "p")
     with project_lock(project, timeout=0):  # another run holds the project

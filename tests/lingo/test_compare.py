@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import TEXT_CLASSES, write_text_stream
 
+from clflow.baselines.methods import learner_for_method
 from clflow.config import LingoConfig, StreamConfig, TrainConfig
 from clflow.lingo.compare import compare, head_metrics, head_options, names_alone
 from clflow.lingo.targets import encode_names, load_encoder
-from clflow.methods import learner_for_method
 from clflow.sentence import EmbeddingCache
 from clflow.streams import build_stream
 

@@ -9,7 +9,7 @@ from clflow.lingo.targets import (
     read_targets,
     targets_frame,
 )
-from clflow.ops.io import write_parquet
+from clflow.util.io import write_parquet
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATE = "the handwritten digit {name}"

@@ -15,8 +15,8 @@ import pytest
 from conftest import copy_project
 
 from clflow.ops.console import StageConsole
-from clflow.progress import EVERY_ENV
 from clflow.scaffold import update_params
+from clflow.util.progress import EVERY_ENV
 
 LINES = [
     "Running stage 'tame':",

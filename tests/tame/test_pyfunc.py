@@ -57,7 +57,7 @@ def test_requirements_cover_every_module_the_model_code_imports():
     from pathlib import Path
 
     import clflow.tame.pyfunc as pyfunc
-    from clflow.ops.codedeps import module_level_imports, source_closure
+    from clflow.util.codedeps import module_level_imports, source_closure
 
     modules = module_level_imports(source_closure(Path(pyfunc.__file__)))
     assert {"polars", "torch"} <= modules  # the streams and the learners run on load

@@ -4,10 +4,10 @@ buffer rows; handed the experts' buffers; its bytes; checkpoints from before it.
 import numpy as np
 import pytest
 
+from clflow.buffers import ReservoirBuffer
 from clflow.config import StreamConfig
 from clflow.evaluation import run_stream
 from clflow.learners import ContinualLearner
-from clflow.plugins import ReservoirBuffer
 from clflow.streams import build_stream
 from clflow.tame import TameLearner
 from clflow.tame.router import Router

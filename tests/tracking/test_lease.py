@@ -12,9 +12,9 @@ import time
 import pytest
 from conftest import make_project
 
-from clflow.ops.locks import LockTimeout
 from clflow.tracking.lease import SUFFIX, TAG_EXPIRES, TAG_OWNER, LeaseLost, registry_lease
 from clflow.tracking.registry import CHAMPION, Registry
+from clflow.util.locks import LockTimeout
 
 
 @pytest.fixture

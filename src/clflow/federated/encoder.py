@@ -95,7 +95,7 @@ def embed(arrays: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
 
 def save_encoder(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
     """Write `encoder.npz` atomically; return its id (the file's SHA-256, first 16 hex)."""
-    from clflow.ops.io import atomic_path  # here: reading and embedding need numpy alone (clients)
+    from clflow.util.io import atomic_path  # here: reading and embedding need numpy alone (clients)
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, format=np.array(FORMAT), **arrays)

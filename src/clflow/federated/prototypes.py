@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from clflow.federated.protocol import PrototypeServer
-from clflow.ops.io import write_parquet
+from clflow.util.io import write_parquet
 
 
 def write_prototypes(path: str | Path, server: PrototypeServer, classes: list[str]) -> None:

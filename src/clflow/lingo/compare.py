@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from clflow.baselines.methods import learner_for_method
 from clflow.config import LingoConfig, TrainConfig
 from clflow.evaluation import RunResult, label_accuracies, run_methods
 from clflow.lingo.targets import random_targets
-from clflow.methods import learner_for_method
 from clflow.metrics import mean_std, zero_shot
 from clflow.streams import Stream
 

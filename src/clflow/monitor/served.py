@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import ClflowError
-from clflow.ops.io import write_parquet
+from clflow.util.io import write_parquet
 
 SEGMENT_GLOB = "segment-*.parquet"
 COLUMNS = {

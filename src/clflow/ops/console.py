@@ -6,7 +6,7 @@ wants, from the same lines:
 
 - which stage runs (DVC's `Running stage 'tame':`), or that DVC skipped it (`Stage 'prepare'
   didn't change, skipping`);
-- its progress (`clflow.progress` lines, see clflow.progress): on a terminal a live bar redrawn
+- its progress (`clflow.progress` lines, see clflow.util.progress): on a terminal a live bar redrawn
   in place, fed every second (the stage is told so through CLFLOW_PROGRESS_SECONDS); elsewhere (CI,
   a Prefect worker) a plain line at most every 10 s;
 - one line when it ends, with its wall time (the stage's own `clflow.stage: tame: done in ...`).
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from clflow.progress import DEFAULT_EVERY, EVERY_ENV
+from clflow.util.progress import DEFAULT_EVERY, EVERY_ENV
 
 PROGRESS = re.compile(r"^clflow\.progress: (?P<desc>.+?): +(?P<pct>\d+)% (?P<rest>.+)$")
 RUNNING = re.compile(r"^Running stage '(?P<stage>[^']+)'")

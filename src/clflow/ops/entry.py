@@ -43,7 +43,7 @@ def stage_args(
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     torch = sys.modules.get("torch")  # not imported here: a stage without torch stays light
     if torch is not None and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)  # one thread per learner process: see clflow.parallel
+        torch.set_num_threads(1)  # one thread per learner process: see clflow.util.parallel
     return args
 
 
@@ -107,8 +107,8 @@ class StageCommand:
         """
         args = self.parse(argv)
         from clflow.config import load_params
-        from clflow.ops.io import StagedOuts
-        from clflow.progress import duration
+        from clflow.util.io import StagedOuts
+        from clflow.util.progress import duration
 
         t0 = time.monotonic()
         with StagedOuts(*(getattr(args, o) for o in self.outs)) as staged:

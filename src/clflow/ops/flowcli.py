@@ -62,7 +62,7 @@ def flow_parser(doc: str | None) -> argparse.ArgumentParser:
 
 def start_flow_cli(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse a flow's command line, make SIGTERM unwind it, and check a configured Prefect API."""
-    from clflow.ops.services import check_prefect_api
+    from clflow.util.services import check_prefect_api
 
     args = parser.parse_args(argv)
     exit_on_sigterm()

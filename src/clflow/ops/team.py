@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 from clflow.errors import ClflowError
-from clflow.ops.io import atomic_path, write_json
 from clflow.ops.remote import REMOTE_NAME, configure_remote, default_remote
-from clflow.ops.services import ServiceUnavailable, wait_for, wait_for_port
+from clflow.util.io import atomic_path, write_json
+from clflow.util.services import ServiceUnavailable, wait_for, wait_for_port
 
 TEAM_FILE = "team.json"
 DB_OWNER = "postgres"  # the unprivileged user PostgreSQL runs as when clflow runs as root

@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import ClflowError
-from clflow.ops.io import atomic_dir
-from clflow.progress import Progress
+from clflow.util.io import atomic_dir
+from clflow.util.progress import Progress
 
 FORMAT = "clflow-demobank/1"
 CHUNK = 65_536

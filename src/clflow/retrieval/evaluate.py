@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from clflow.baselines.methods import learner_for_method
+from clflow.baselines.predictions import Predictions
 from clflow.config import RetrievalConfig, TrainConfig
 from clflow.evaluation import result_from_proba, run_methods, run_stream
 from clflow.learners import learner_from_config
-from clflow.methods import learner_for_method
 from clflow.metrics import mean_std
 from clflow.plugins import ReplayPlugin
-from clflow.predictions import Predictions
 from clflow.retrieval import BankConfig
 from clflow.retrieval.replay import RetrievalReplayPlugin
 from clflow.retrieval.uses import augmented_run, blend, experience_votes

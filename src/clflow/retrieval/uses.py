@@ -18,9 +18,9 @@ from clflow.evaluation import (
     run_stream,
     untrained_accuracies,
 )
-from clflow.progress import Progress
 from clflow.retrieval.bank import BankConfig, DemoBank
 from clflow.streams import Stream
+from clflow.util.progress import Progress
 
 Embed = Callable[[np.ndarray], np.ndarray]
 

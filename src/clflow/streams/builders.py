@@ -23,7 +23,7 @@ from clflow.streams.schema import Split, Stream, load_stream
 from clflow.streams.sources import DOMAIN_SOURCES
 from clflow.streams.text import Embed, load_text_stream
 
-if TYPE_CHECKING:  # a type only: streams do not import clflow.config (see clflow.ops.codedeps)
+if TYPE_CHECKING:  # a type only: streams do not import clflow.config (see clflow.util.codedeps)
     from clflow.config import StreamConfig
 
 

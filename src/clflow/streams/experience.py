@@ -21,7 +21,6 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import StreamError
-from clflow.ops.io import write_json, write_parquet
 from clflow.streams.schema import (
     Split,
     Stream,
@@ -32,6 +31,7 @@ from clflow.streams.schema import (
     read_frame,
 )
 from clflow.streams.text import Embed, read_texts
+from clflow.util.io import write_json, write_parquet
 
 SPLITS = ("train", "test")
 MAX_SCALE = 1000.0  # features beyond this many times the stream's largest |x| are refused

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import StreamError, cli_errors
-from clflow.ops.io import atomic_dir
+from clflow.util.io import atomic_dir
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # the fixed class order: topical categories of at least 50 entries, in the order the

@@ -21,8 +21,6 @@ from typing import Literal
 import numpy as np
 
 from clflow.errors import StreamError
-from clflow.ops.io import free_name, read_json, write_json
-from clflow.progress import Progress
 from clflow.streams.duplicates import Policy, apply_policy
 from clflow.streams.experience import (
     IncompleteFile,
@@ -37,6 +35,8 @@ from clflow.streams.experience import (
     write_experience,
 )
 from clflow.streams.schema import Stream
+from clflow.util.io import free_name, read_json, write_json
+from clflow.util.progress import Progress
 
 MAX_BYTES = 2 << 30  # an incoming file larger than 2 GiB is refused unread
 SETTLE_SECONDS = 2.0  # a file modified more recently may still be being written

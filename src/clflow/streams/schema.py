@@ -13,8 +13,8 @@ import numpy as np
 import polars as pl
 
 from clflow.errors import StreamError
-from clflow.ops.io import atomic_path, write_parquet
 from clflow.streams.normalize import Normalizer
+from clflow.util.io import atomic_path, write_parquet
 
 REQUIRED = {"x", "y", "experience"}
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from clflow.checkpoint import rows_hash
 from clflow.evaluation import RunResult
-from clflow.ops.codedeps import source_closure
 from clflow.streams import Stream
+from clflow.util.codedeps import source_closure
 
 log = logging.getLogger("clflow.tame")
 MODEL_CODE = sorted(

@@ -25,8 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from clflow.buffers import ReservoirBuffer
 from clflow.learners import ContinualLearner, NotFittedError, ParamsMixin
-from clflow.plugins import ReservoirBuffer
 from clflow.tame.detector import LossShiftDetector, Status
 from clflow.tame.pruning import count_nonzero, count_parameters, prune_first
 from clflow.tame.router import Backbone, Mode, RouteBy, Router, Targets

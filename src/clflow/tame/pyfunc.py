@@ -202,7 +202,7 @@ def experience_scores(model, stream) -> list[float]:
 def requirements(text: bool = False) -> list[str]:
     """Pinned packages that loading this model imports (clflow itself travels as code); a text
     model's also load its encoder."""
-    from clflow.ops.codedeps import module_level_imports, pinned_requirements, source_closure
+    from clflow.util.codedeps import module_level_imports, pinned_requirements, source_closure
 
     modules = module_level_imports(source_closure(Path(__file__)))
     return pinned_requirements(modules | ({"sentence_transformers"} if text else set()))

@@ -22,8 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from clflow.buffers import ReservoirBuffer
 from clflow.learners import ContinualLearner, ParamsMixin
-from clflow.plugins import ReservoirBuffer
 from clflow.tame.pruning import prune_weights
 from clflow.tame.selector import Selector
 from clflow.tame.statistics import ClassStatistics

@@ -14,8 +14,8 @@ from clflow.models import (
     scaled_input,
     seeded,
 )
-from clflow.progress import Progress
 from clflow.tame.pruning import count_parameters
+from clflow.util.progress import Progress
 
 
 class Selector:

@@ -93,7 +93,7 @@ def train_seeds(
 ) -> list[tuple[TameLearner, RunResult, int, dict[str, float]]]:
     """`scored(train_seed(...))` for every seed of `train.seeds`, in parallel processes when CPUs
     are free: each continues from `checkpoints/seed_<s>.pt` and saves to `save_to/seed_<s>.pt`."""
-    from clflow.parallel import run_parallel
+    from clflow.util.parallel import run_parallel
 
     jobs = [
         lambda seed=seed: scored(

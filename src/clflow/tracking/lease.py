@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from clflow.ops.locks import LockTimeout
+from clflow.util.locks import LockTimeout
 
 SUFFIX = ".lease"
 TAG_OWNER, TAG_EXPIRES = "clflow.lease.owner", "clflow.lease.expires"

@@ -29,8 +29,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clflow.errors import ClflowError
-from clflow.ops.locks import file_lock
 from clflow.tracking.lease import registry_lease
+from clflow.util.locks import file_lock
 
 log = logging.getLogger("clflow.registry")
 CHAMPION, CHALLENGER = "champion", "challenger"

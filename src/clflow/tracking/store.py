@@ -75,7 +75,7 @@ def setup(experiment: str, root: Path | None = None) -> str:
     """Point MLflow at the project store and make sure the experiment exists; return its id."""
     import mlflow
 
-    from clflow.ops.services import check_tracking_uri
+    from clflow.util.services import check_tracking_uri
 
     root = (root or Path.cwd()).resolve()
     uri = tracking_uri(root)

@@ -30,8 +30,8 @@ from clflow.federated.faults import FAULTS
 from clflow.federated.flower.job import Job, client_file, read_result, write_job
 from clflow.federated.protocol import MergeReport, PrototypeServer, make_encoder
 from clflow.federated.simulate import local_accuracies, merge_in_process, round_record
-from clflow.ops.services import wait_for_port
 from clflow.streams import Stream
+from clflow.util.services import wait_for_port
 
 log = logging.getLogger("clflow.federated")
 SRC = Path(__file__).resolve().parents[3]
@@ -258,7 +258,7 @@ SUPERNODES_PER_CPU = 16
 
 def max_supernodes() -> int:
     """How many SuperNodes this machine runs: 16 per CPU it may use, in half its memory."""
-    from clflow.parallel import cpu_budget
+    from clflow.util.parallel import cpu_budget
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return max(1, min(SUPERNODES_PER_CPU * cpu_budget(), memory // 2 // SUPERNODE_BYTES))

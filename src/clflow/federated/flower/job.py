@@ -82,7 +82,7 @@ def read_result(job_dir: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """(clflow.ops.io's atomic writers import polars, which Flower's environment does not have.)"""
+    """(clflow.util.io's atomic writers import polars, which Flower's environment does not have.)"""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

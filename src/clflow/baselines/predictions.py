@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from clflow.errors import ClflowError
-from clflow.ops.io import atomic_path
 from clflow.streams import Split, Stream
+from clflow.util.io import atomic_path
 
 FORMAT = "clflow-predictions/1"
 Predictions = dict[str, dict[int, np.ndarray]]  # method -> seed -> (T + 1, n_test, n_classes)

@@ -1,4 +1,4 @@
-"""Atomic writes and all-or-nothing outs (clflow.ops.io)."""
+"""Atomic writes and all-or-nothing outs (clflow.util.io)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import file_hashes
 
-from clflow.ops.io import StagedOuts, write_json
+from clflow.util.io import StagedOuts, write_json
 
 # A stage in miniature: three outs (a folder, a file, a folder of two files), written in turn.
 STAGE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from clflow.ops.io import StagedOuts, atomic_path, write_json
+    from clflow.util.io import StagedOuts, atomic_path, write_json
 
     tag = sys.argv[1]
     with StagedOuts("models/m", "metrics.json", "plots") as outs:

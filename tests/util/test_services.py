@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import free_port
 
-from clflow.ops.services import ServiceUnavailable, check_tracking_uri, wait_for
+from clflow.util.services import ServiceUnavailable, check_tracking_uri, wait_for
 
 
 def test_dead_uri_is_named_within_the_timeout():
@@ -43,7 +43,7 @@ def test_live_server_passes_and_file_stores_need_no_check():
 def test_a_dask_scheduler_address_is_checked_in_bounded_time():
     import socket
 
-    from clflow.ops.services import wait_for_port
+    from clflow.util.services import wait_for_port
 
     address = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.monotonic()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from clflow.progress import Progress, detach
+from clflow.util.progress import Progress, detach
 
 T = TypeVar("T")
 log = logging.getLogger("clflow.parallel")

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from clflow.ops.locks import LockTimeout, file_lock, project_lock
+from clflow.util.locks import LockTimeout, file_lock, project_lock
 
 HOLD = (
-    "import sys, time; from clflow.ops.locks import file_lock\n"
+    "import sys, time; from clflow.util.locks import file_lock\n"
     "with file_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(60)"
 )
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from clflow.baselines.predictions import load_predictions, save_predictions
 from clflow.config import StreamConfig
 from clflow.errors import ClflowError
-from clflow.predictions import load_predictions, save_predictions
 from clflow.streams import build_stream
 
 

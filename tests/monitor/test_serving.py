@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import clflow_serve, post_json, write_text_stream
 
-from clflow.ops.serving import MAX_DEPTH, read_request, request_problem
+from clflow.monitor.serving import MAX_DEPTH, read_request, request_problem
 
 
 @pytest.mark.parametrize(

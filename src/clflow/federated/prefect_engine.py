@@ -17,8 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from clflow.config import FederatedConfig
 from clflow.federated import ClientUpdate, Encoder, PrototypeServer, client_update, make_encoder
 from clflow.federated.simulate import local_accuracies, partition, round_record
-from clflow.progress import Progress
 from clflow.streams import Stream
+from clflow.util.progress import Progress
 
 
 @task(name="clients", task_run_name="round-{round_}-{clients[0]}+{n_more}")
@@ -105,7 +105,7 @@ def task_runner(runner: str, address: str = ""):
     from prefect_dask import DaskTaskRunner
 
     if address:
-        from clflow.ops.services import default_timeout, wait_for_port
+        from clflow.util.services import default_timeout, wait_for_port
 
         # a scheduler that does not answer: one line in bounded time, not Dask's traceback
         wait_for_port(address, default_timeout(), "the Dask scheduler (federated.address)")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from clflow import progress as progress_mod
-from clflow.progress import Progress
+from clflow.util import progress as progress_mod
+from clflow.util.progress import Progress
 
 
 def lines(caplog) -> list[str]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clflow import parallel
+from clflow.baselines.methods import learner_for_method
 from clflow.config import StreamConfig, TrainConfig
 from clflow.errors import ClflowError
 from clflow.evaluation import run_methods
-from clflow.methods import learner_for_method
-from clflow.parallel import run_parallel
 from clflow.streams import build_stream
+from clflow.util import parallel
+from clflow.util.parallel import run_parallel
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ def taken_ports(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m clflow.ops.services NAME=PORT ...`: exit 1 with one line if a port is taken
+    """`python -m clflow.util.services NAME=PORT ...`: exit 1 with one line if a port is taken
     (`make ui` checks its two ports before it starts a server)."""
     args = sys.argv[1:] if argv is None else argv
     ports = {name: int(port) for name, _, port in (a.partition("=") for a in args)}

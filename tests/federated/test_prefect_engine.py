@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_dask_gives_the_same_prototypes_as_the_thread_pool(prefect_api):
-    import clflow.federated.flow as fed
+    import clflow.federated.prefect_engine as fed
 
     stream = build_stream(StreamConfig(source="digits", experiences=3, seed=0))
     runs = {}
