@@ -1,6 +1,7 @@
 """The settings every entry point starts with, as `make` sets them: telemetry off, offline
-model hubs, a project-local Prefect home, time for Prefect's temporary API to start, and a
-console that shows warnings (run pages in the Prefect UI keep INFO).
+model hubs, a project-local Prefect home, time for Prefect's temporary API to start, a console
+that shows warnings (run pages in the Prefect UI keep INFO), and math kernels that give the same
+bytes on any x86-64 CPU with AVX2.
 
 Importing this module applies them, before Prefect or MLflow read their settings: flow and
 stage scripts import it first. A variable the user has set is left as it is.
@@ -26,6 +27,20 @@ DEFAULTS = {
     # small artifacts (checkpoints, lineage.json): no download bars in logs
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# The same bytes on every x86-64 CPU with AVX2: math libraries pick kernels per instruction set,
+# and AVX-512 kernels sum in another order, so a run on one CPU would rewrite the metrics another
+# committed. Each library is held to its AVX2 kernels (MKL's conditional numerical
+# reproducibility, torch's ATen and oneDNN, OpenBLAS in numpy and scipy, numpy's own loops and
+# FAISS); the cost on make run is measured in docs/operations/dependencies.md.
+SAME_BYTES = {
+    "MKL_CBWR": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    "FAISS_OPT_LEVEL": "avx2",
+}
+DEFAULTS.update(SAME_BYTES)
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 
 
