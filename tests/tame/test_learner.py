@@ -317,3 +317,11 @@ def test_tame_config_declares_the_learners_defaults():
     }
     configured = TameConfig().model_dump(exclude={"match_tolerance", "head", "resume"})
     assert configured == declared
+    # and the router's own defaults are the learner's, under its shorter names
+    from clflow.tame.router import Router
+
+    names = {"hidden": "selector_hidden", "epochs": "selector_epochs", "steps": "selector_steps",
+             "sparsity": "selector_sparsity", "mode": "router", "targets": "selector_targets",
+             "backbone": "selector_backbone", "route_by": "route_by"}  # fmt: skip
+    router = inspect.signature(Router.__init__).parameters
+    assert {names[n]: router[n].default for n in names} == {v: declared[v] for v in names.values()}
