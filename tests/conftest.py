@@ -66,21 +66,35 @@ def copy_project(src: Path, dest: Path) -> Path:
     return dest
 
 
-# Session fixtures that cost a minute or more: under pytest-xdist every worker would build its own,
-# so the tests that share one run on one worker (`--dist loadgroup`); the rest spread freely.
+# Session fixtures that cost a minute or more: under pytest-xdist every worker builds its own, so
+# the tests that share one run on one worker (`--dist loadgroup`); the rest spread freely. A test
+# needing several goes with the first of them here (a built project costs the most). The built
+# project's users are split in two groups, one per worker, since they are half the suite: each
+# worker then builds one (a minute) instead of one worker running them all.
 SHARED = {
-    "built_project": "built",
     "updated_project": "built",
+    "built_project": "built",
     "team_server": "team",
     "prefect_server": "prefect-server",
 }
+SECOND_BUILT = ("test_pipeline.py", "test_reliability.py", "test_stage.py", "federated")
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    names = [SHARED[name] for name in SHARED if name in item.fixturenames]
+    if not names:
+        return None
+    second = "updated_project" not in item.fixturenames and any(
+        part in SECOND_BUILT for part in item.path.parts
+    )
+    return f"{names[0]}-2" if names[0] == "built" and second else names[0]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        groups = [SHARED[name] for name in item.fixturenames if name in SHARED]
-        if groups:
-            item.add_marker(pytest.mark.xdist_group(groups[0]))
+        group = xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

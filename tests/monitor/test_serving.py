@@ -84,7 +84,8 @@ def text_project(tmp_path_factory):
     run_stream(learner, stream, batch_size=8, epochs=5, seed=0)
     save_tame(project / "seed_0.pt", learner, classes=stream.classes)
     use_store(f"sqlite:///{project / 'mlflow.db'}")
-    with mlflow.start_run():
+    # an experiment of its own: another test in this process may have set an active one
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("text")):
         info = log_tame_model(
             project / "seed_0.pt",
             stream.test.text[:2],

@@ -57,7 +57,8 @@ def test_a_live_mlflow_run_gets_the_progress_metric(tmp_path, monkeypatch):
     monkeypatch.setattr(progress_mod, "_detached", False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run() as run:
+        # an experiment of its own: another test in this process may have set an active one
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("progress")) as run:
             with Progress(2, "tame", unit="seeds", every=0) as outer:
                 for _ in range(2):
                     with Progress(3, "seed", every=0) as inner:
