@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from clflow.tracking.store import TRAINING_VIEW, ui_links
 
@@ -25,6 +26,7 @@ def test_the_ui_bundle_reads_the_view_from_the_link():
     assert TRAINING_VIEW == "workflowType=machine_learning"
 
 
+@pytest.mark.slow
 def test_links_name_the_projects_experiment_and_model(built_project, monkeypatch):
     env = {**os.environ, "CLFLOW_MLFLOW_UI": "http://127.0.0.1:5555/"}
     out = subprocess.run(
