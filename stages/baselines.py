@@ -31,8 +31,9 @@ STAGE = StageCommand(
 def main(argv: list[str] | None = None) -> None:
     with STAGE.run(argv) as st:
         # the library loads once the command line is read: `--help` needs no torch
-        from clflow.baselines.methods import memory_used, run_baselines
+        from clflow.baselines.methods import run_baselines
         from clflow.baselines.predictions import save_predictions
+        from clflow.evaluation import most_memory
         from clflow.metrics import mean_std
         from clflow.plots import method_plots
         from clflow.util.io import write_json
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics = {
                 m: {
                     **mean_std([r.metrics() for _, r in seeds]),
-                    **memory_used([learner for learner, _ in seeds]),
+                    **most_memory([result for _, result in seeds]),
                 }
                 for m, seeds in runs.items()
             }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -33,9 +33,18 @@ class RunResult:
     # (T + 1, n_test, n_classes) class probabilities on the test rows, untrained then after
     # each experience; kept only when asked (`keep_proba`: the baselines' predictions file)
     proba: np.ndarray | None = None
+    # what the learner kept from the stream at the end (`memory_report()`: rows and bytes)
+    memory: dict[str, int] | None = None
 
     def metrics(self) -> dict[str, float]:
         return summarize(self.R, self.b)
+
+
+def most_memory(runs: Sequence[RunResult]) -> dict[str, int]:
+    """The most rows and bytes any run's learner kept from the stream, its memory as every
+    method reports it ({} when no learner reported one)."""
+    reports = [r.memory for r in runs if r.memory]
+    return {k: max(m[k] for m in reports) for k in reports[0]} if reports else {}
 
 
 def experience_accuracies(predict: Predict, test: Split, n_experiences: int) -> np.ndarray:
@@ -183,6 +192,8 @@ def run_methods(
             desc=f"{name} seed {seed}",
             keep_proba=keep_proba,
         )
+        report = getattr(learner, "memory_report", None)
+        result.memory = report() if report is not None else None
         return learner, result
 
     names = sorted(makers, key=lambda name: name not in cumulative)

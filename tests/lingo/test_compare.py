@@ -46,9 +46,16 @@ def test_a_named_class_is_predicted_before_its_first_label(text_stream, names):
 
 
 def test_compare_reports_zero_shot_beside_the_names_alone(text_stream, names):
-    cfg = LingoConfig(methods=["finetune"], heads=["linear", "random", "language"])
+    cfg = LingoConfig(methods=["finetune", "replay"], heads=["linear", "random", "language"])
     results = compare(text_stream, names, TrainConfig(seeds=[0], epochs=3), cfg, memory=10)
-    m = head_metrics(results)["finetune"]
+    every = head_metrics(results)
+    m = every["finetune"]
+    # every head's memory, as the baselines report it: replay keeps its 10 rows, finetune none
+    row = text_stream.n_features * 4 + 8 + 8  # float32 features, int64 label, uint64 priority
+    assert {h: (v["memory_rows"], v["memory_bytes"]) for h, v in every["replay"].items()} == {
+        h: (10, 10 * row) for h in cfg.heads
+    }
+    assert m["language"]["memory_rows"] == m["language"]["memory_bytes"] == 0
     baseline = names_alone(text_stream, names)
     assert baseline["names_alone"] >= 0.75  # the names alone know what these documents are about
     assert m["linear"]["zero_shot"] == 0 and m["random"]["zero_shot"] == 0

@@ -6,8 +6,6 @@ import `clflow.config`: a parameter's description is not part of a model's code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from clflow.config import BaselinesConfig, TrainConfig
@@ -85,12 +83,6 @@ def run_baselines(
     return run_methods(
         makers, stream, train, cumulative=["joint"], desc="baselines", keep_proba=True
     )
-
-
-def memory_used(learners: Sequence[ContinualLearner]) -> dict[str, int]:
-    """The most rows and bytes any seed's learner holds from the stream (its memory)."""
-    reports = [learner.memory_report() for learner in learners]
-    return {k: max(r[k] for r in reports) for k in reports[0]}
 
 
 def finetune_accuracy(stream: Stream, train: TrainConfig) -> float:

@@ -7,7 +7,7 @@ import numpy as np
 
 from clflow.baselines.methods import learner_for_method
 from clflow.config import LingoConfig, TrainConfig
-from clflow.evaluation import RunResult, label_accuracies, run_methods
+from clflow.evaluation import RunResult, label_accuracies, most_memory, run_methods
 from clflow.lingo.targets import random_targets
 from clflow.metrics import mean_std, zero_shot
 from clflow.streams import Stream
@@ -75,10 +75,14 @@ def head_metrics(
     results: dict[str, dict[str, list[RunResult]]],
 ) -> dict[str, dict[str, dict[str, float]]]:
     """{method: {head: mean ± std over seeds}} of the DESIGN.md metrics and `zero_shot` (accuracy
-    on each experience before its first label: 0 for heads that mask unseen classes)."""
+    on each experience before its first label: 0 for heads that mask unseen classes), with the
+    most rows and bytes any seed kept (`memory_rows`, `memory_bytes`), as the baselines report."""
     return {
         method: {
-            head: mean_std([{**r.metrics(), "zero_shot": zero_shot(r.R)} for r in runs])
+            head: {
+                **mean_std([{**r.metrics(), "zero_shot": zero_shot(r.R)} for r in runs]),
+                **most_memory(runs),
+            }
             for head, runs in heads.items()
         }
         for method, heads in results.items()
