@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
                 rows["text"] = tr.text
             bank = build_bank(tr.X, tr.y, embed, bank_cfg, rows)
             bank.save(st.outs["bank"])
-            metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind}
+            metrics["bank"] = {"size": len(bank), "dim": bank.dim, "index": bank.kind,
+                               "memory_rows": len(bank), "memory_bytes": bank.nbytes}  # fmt: skip
             write_json(st.outs["metrics"], metrics)
             for method, v in metrics["augmented"].items():
                 log.info(

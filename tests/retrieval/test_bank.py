@@ -32,6 +32,8 @@ def test_save_load_round_trip_returns_identical_neighbours(tmp_path, data, kind,
     s2, i2, l2 = again.search(X[:100], 10)
     assert np.array_equal(i1, i2) and np.array_equal(l1, l2) and np.allclose(s1, s2)
     assert again.meta["experience"].to_list() == bank.meta["experience"].to_list()
+    # its memory: at least every vector in float32, and each row's id, label and experience
+    assert bank.nbytes >= len(X) * (32 * 4 + 3 * 8) and again.nbytes == bank.nbytes
 
 
 @pytest.mark.parametrize("kind,floor", [("ivf", 0.9), ("hnsw", 0.95)])

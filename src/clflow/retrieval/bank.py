@@ -85,6 +85,12 @@ class DemoBank:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the bank keeps: its FAISS index as serialized (vectors, and an IVF's lists and
+        quantiser or an HNSW graph) and each row's id, label and metadata."""
+        return int(faiss.serialize_index(self.index).nbytes) + int(self.meta.estimated_size())
+
     # -- building ------------------------------------------------------------------------
     @property
     def _faiss_metric(self) -> int:
