@@ -5,8 +5,19 @@ these."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import numpy as np
+
+
+def memory_held(buffers: Iterable[ReservoirBuffer | BalancedBuffer]) -> dict[str, int]:
+    """The rows some buffers hold and the bytes they take (features, labels, sampling
+    priorities and stored logits): a method's memory, as every method reports it."""
+    buffers = list(buffers)
+    return {
+        "memory_rows": sum(len(b) for b in buffers),
+        "memory_bytes": sum(b.nbytes for b in buffers),
+    }
 
 
 class ReservoirBuffer:

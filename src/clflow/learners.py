@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clflow.buffers import ClassBalancedBuffer
+from clflow.buffers import ClassBalancedBuffer, memory_held
 from clflow.models import (
     adam,
     make_backbone,
@@ -190,11 +190,7 @@ class ContinualLearner(ParamsMixin):
     def memory_report(self) -> dict[str, int]:
         """Rows it holds from the stream and the bytes they take (features, labels, sampling
         priorities and stored logits): its memory, as every method reports it."""
-        buffers = self.buffers()
-        return {
-            "memory_rows": sum(len(b) for b in buffers),
-            "memory_bytes": sum(b.nbytes for b in buffers),
-        }
+        return memory_held(self.buffers())
 
     def _check(self) -> None:
         if not hasattr(self, "model_"):

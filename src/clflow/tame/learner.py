@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from clflow.buffers import ReservoirBuffer
+from clflow.buffers import ReservoirBuffer, memory_held
 from clflow.learners import ContinualLearner, NotFittedError, ParamsMixin
 from clflow.tame.detector import LossShiftDetector, Status
 from clflow.tame.pruning import count_nonzero, count_parameters, prune_first
@@ -357,14 +357,10 @@ class TameLearner(ParamsMixin):
         of its buffers, and bytes for those rows plus the router's (the selector's weights and
         the class statistics, `router_bytes`)."""
         self._check()
-        self.router_.refresh(self.expert_buffers())  # the selector's size once it is fitted
-        buffers = self.expert_buffers().values()
-        rows = sum(b.nbytes for b in buffers)
-        return {
-            "memory_rows": sum(len(b) for b in buffers),
-            "memory_bytes": rows + self.router_.nbytes,
-            "router_bytes": self.router_.nbytes,
-        }
+        buffers = self.expert_buffers()
+        self.router_.refresh(buffers)  # the selector's size once it is fitted
+        held, router = memory_held(buffers.values()), self.router_.nbytes
+        return {**held, "memory_bytes": held["memory_bytes"] + router, "router_bytes": router}
 
     @property
     def detections_(self) -> list[int]:
