@@ -179,6 +179,7 @@ def store_uri(args: argparse.Namespace) -> str:
 
 def serve(args: argparse.Namespace) -> None:
     from clflow.monitor.served import Rotation
+    from clflow.monitor.serving import default_workers
     from clflow.monitor.serving import serve as run
     from clflow.tracking.store import use_store
 
@@ -189,11 +190,13 @@ def serve(args: argparse.Namespace) -> None:
         int(args.segment_mb * 2**20), args.segment_seconds, int(args.max_mb * 2**20)
     )
     where = f", recording to {record}" if record else ""
+    args.workers = args.workers or default_workers()
     print(
-        f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations{where}",
+        f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations"
+        f" ({args.workers} worker{'s' * (args.workers > 1)}){where}",
         flush=True,
     )
-    run(args.model_uri, args.host, args.port, record, rotation)
+    run(args.model_uri, args.host, args.port, record, rotation, args.workers)
 
 
 def drift(args: argparse.Namespace) -> None:
@@ -441,6 +444,10 @@ def main(argv: list[str] | None = None) -> None:
         "data/served): parquet segments that `clflow drift` reads",
     )  # fmt: skip
     sv.add_argument("--no-record", action="store_true", help="serve without recording")
+    sv.add_argument(
+        "--workers", type=positive_int,
+        help="server processes, each with the model (default: one per CPU this process may use)",
+    )  # fmt: skip
     sv.add_argument("--segment-mb", type=positive, default=4.0, help="segment size (default 4)")
     sv.add_argument(
         "--segment-seconds", type=positive, default=60.0,

@@ -185,3 +185,112 @@ def test_clflow_serve_refuses_what_mlflow_would_convert_and_scores_the_rest(
     assert nan[0] == 400 and "row 1, feature 5: missing (null)" in nan[1]["message"]  # the model's
     assert again[0] == 200  # still serving
     assert text[0] == 400 and "not text" in text[1]["message"]
+
+
+def test_the_usual_request_passes_without_a_parse_and_anything_else_is_checked():
+    rows = json.dumps({"inputs": [[1.5, -2e-3, None], [3, 4, 5]]}).encode()
+    assert read_request(rows) == ("", rows)
+    escaped = b'{"a": "\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "inputs": [[1.0]]}'
+    assert request_problem(escaped) == ""  # brackets inside a string (with an escaped quote)
+    assert "boolean" in request_problem(b'{"inputs": [[1, true]]}')
+
+
+def test_errors_are_one_line_without_server_paths():
+    from clflow.monitor.serving import public_message
+
+    trace = "Failed to parse CSV: bad line\nTraceback (most recent call last):\n  File x"
+    assert public_message(trace) == "Failed to parse CSV: bad line"
+    why = "Failed to predict data '[[0. 1.]\n [2. 3.]]'. \nError: row 1, feature 5: missing"
+    assert public_message(why) == "row 1, feature 5: missing"
+    assert public_message("no file /usr/lib/python3/site-packages/mlflow/x.py here") == (
+        "no file <path> here"
+    )
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+@pytest.mark.slow
+def test_workers_serve_and_a_kill_9_of_the_server_loses_no_row(updated_project, tmp_path):
+    import os
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    from conftest import free_port, stop, wait_http
+
+    from clflow.monitor.served import read_segment, segments
+    from clflow.streams import load_stream
+
+    project, _, _ = updated_project
+    X = load_stream(project / "data" / "stream").test.X[:10]
+    record, port = tmp_path / "served", free_port()
+    cmd = [sys.executable, "-m", "clflow.cli", "serve", "--project", str(project), "--port",
+           str(port), "--workers", "2", "--record", str(record),
+           "--segment-seconds", "1"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/invocations"
+
+    def rows_written() -> int:
+        return sum(read_segment(p).height for p in segments(record))
+
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", 180, proc)
+        workers = [
+            p for p in children(proc.pid) if "spawn_main" in open(f"/proc/{p}/cmdline").read()
+        ]
+        assert len(workers) == 2
+        for i in range(20):
+            assert post_json(url, json.dumps({"inputs": X[i % 5 :][:4].tolist()}))[0] == 200
+        deadline = time.monotonic() + 30
+        while rows_written() < 80 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        before = {p: read_segment(p) for p in segments(record)}
+        assert sum(df.height for df in before.values()) == 80
+        # garbage in a format MLflow parses itself: its 400, one line, no traceback or path
+        req = urllib.request.Request(url, data=b"\x00a,b\n1,2,3,\n\xff", headers={
+            "Content-Type": "text/csv"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=30)
+        answer = err.value.read().decode()
+        assert (
+            err.value.code == 400 and "stack_trace" not in answer and "site-packages" not in answer
+        )
+        assert "\n" not in json.loads(answer)["message"]
+        for _ in range(3):  # rows still in the workers' memory when the server is killed
+            assert post_json(url, json.dumps({"inputs": X[:3].tolist()}))[0] == 200
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{p}") for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop(proc)
+        try:  # workers that outlived their parent (they should not): not left running
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for path, df in before.items():  # every segment written before the kill, intact
+        assert read_segment(path).equals(df)
+    assert rows_written() == 80 + 9  # the workers wrote what they held when their parent died
+    assert not [p for p in record.iterdir() if p not in segments(record)]  # no half-written file

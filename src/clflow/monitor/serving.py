@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +32,18 @@ MAX_DEPTH = 32  # {"inputs": [[...]]} is 3 levels deep
 ROW_KEYS = ("inputs", "instances")
 
 
+_ESCAPED = re.compile(rb"\\.", re.DOTALL)  # a backslash and the byte it escapes
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENS = np.frombuffer(b"[{", dtype=np.uint8)
+
+
 def _depth(data: bytes) -> int:
-    """The deepest nesting of `[` and `{` outside strings (no parsing, no recursion)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
+    """The deepest nesting of `[` and `{` outside strings (no parsing, no recursion; in C:
+    a request is read on the server's event loop)."""
+    brackets = _STRING.sub(b"", _ESCAPED.sub(b"", data)).translate(None, _NOT_BRACKET)
+    steps = np.where(np.isin(np.frombuffer(brackets, dtype=np.uint8), _OPENS), 1, -1)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _value_problem(value: Any, where: str) -> str:
@@ -60,6 +54,19 @@ def _value_problem(value: Any, where: str) -> str:
     if isinstance(value, (list, dict)):
         return f"{where}: a {'list' if isinstance(value, list) else 'JSON object'}, not a number"
     return ""
+
+
+_NUMBERS = {int, float, type(None)}
+# {"inputs": [[numbers or null, ...], ...]} (or "instances"), the usual request: one regular
+# expression in C tells it apart (at most 3 deep, no text, no booleans) without a parse, as
+# MLflow parses it anyway. The inner lists cannot hold brackets, so nothing backtracks far.
+_NUMBER_ROWS = re.compile(
+    rb'\s*\{\s*"(?:inputs|instances)"\s*:\s*\[(?:\s*\[[-0-9eE+.,\snul]*\]\s*,?)*\s*\]\s*\}\s*'
+)
+
+
+def _values(row: Any) -> list:
+    return row if isinstance(row, list) else [row]
 
 
 def _rows(body: dict) -> list | None:
@@ -97,6 +104,8 @@ def read_request(data: bytes, max_text_chars: int | None = None) -> tuple[str, b
     one. {"text": [...]} becomes a `text` column."""
     if len(data) > MAX_REQUEST_BYTES:
         return f"request of {len(data):,} bytes, over the {MAX_REQUEST_BYTES:,} byte limit", data
+    if _NUMBER_ROWS.fullmatch(data):
+        return "", data
     if _depth(data) > MAX_DEPTH:
         return f"JSON nested more than {MAX_DEPTH} levels deep: send rows of numbers", data
     try:
@@ -111,10 +120,11 @@ def read_request(data: bytes, max_text_chars: int | None = None) -> tuple[str, b
         return problem, json.dumps({"dataframe_split": {"columns": [TEXT], "data": rows}}).encode()
     if max_text_chars is not None:  # another format: the model checks its text column
         return "", data
-    rows = _rows(body) if isinstance(body, dict) else None
-    for i, row in enumerate(rows or []):
-        values = row if isinstance(row, list) else [row]
-        for j, value in enumerate(values):
+    rows = (_rows(body) if isinstance(body, dict) else None) or []
+    if _NUMBERS.issuperset({type(v) for row in rows for v in _values(row)}):
+        return "", data  # every value a number or null: the common case, checked in one pass
+    for i, row in enumerate(rows):
+        for j, value in enumerate(_values(row)):
             problem = "" if value is None else _value_problem(value, f"row {i}, feature {j}")
             if problem:
                 return problem, data
@@ -205,12 +215,46 @@ def app(model_uri: str, recorder_for=None):
         )
         return Response(result.response, status_code=result.status, media_type=result.mimetype)
 
-    checked = scoring_server._async_catch_mlflow_exception(invocations)  # MLflow's 400s, as its own
+    checked = without_internals(invocations)
     # the first route that matches wins: this one, ahead of MLflow's own /invocations
     served.router.routes.insert(0, Route("/invocations", checked, methods=["POST"]))
     if recorder is not None:
         close_on_shutdown(served, recorder)
     return served
+
+
+# an absolute path (the server's install, its model directory): never part of an answer
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.@+-]+){2,}")
+
+
+def public_message(message: str) -> str:
+    """The first line of an error message, without server paths and at most 300 characters;
+    for MLflow's "Failed to predict data '<the rows>'. \nError: <why>", the why."""
+    message = message.rpartition("\nError: ")[2]
+    first = next((line for line in message.strip().splitlines() if line.strip()), "bad request")
+    return _PATH.sub("<path>", first.strip())[:300]
+
+
+def without_internals(endpoint):
+    """`endpoint` with MLflow's errors answered as {error_code, message}: one line, no
+    `stack_trace` (MLflow puts the server's traceback, install paths and all, in its 400s)."""
+    import functools
+
+    from fastapi.responses import Response
+    from mlflow.exceptions import MlflowException
+
+    @functools.wraps(endpoint)
+    async def wrapper(request):
+        try:
+            return await endpoint(request)
+        except MlflowException as err:
+            body = {"error_code": err.error_code, "message": public_message(err.message)}
+            return Response(
+                json.dumps(body), status_code=err.get_http_status_code(),
+                media_type="application/json",
+            )  # fmt: skip
+
+    return wrapper
 
 
 def close_on_shutdown(served, recorder) -> None:
@@ -231,15 +275,87 @@ def close_on_shutdown(served, recorder) -> None:
     served.router.lifespan_context = lifespan
 
 
-def serve(model_uri: str, host: str, port: int, record: Path | None, rotation=None) -> None:
-    """Serve until stopped (Ctrl-C, SIGTERM), recording answered rows under `record` (None: not
-    at all); the rows not yet written go to a last segment as the server shuts down."""
-    import uvicorn
+SETTINGS_ENV = "CLFLOW_SERVE_SETTINGS"  # a worker's settings, from the process that starts it
 
+
+def default_workers() -> int:
+    """One worker per CPU this process may use (its affinity, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM when its parent dies (even by SIGKILL): it then
+    stops as if told to, writing its last rows, instead of serving on, orphaned."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (AttributeError, OSError):  # not Linux: workers outlive a killed parent there
+        pass
+
+
+def _recorder_maker(record: Path | None, rotation):
     from clflow.monitor.served import Recorder, Rotation
 
-    def recorder_for(name: str, version: str) -> Recorder:
-        return Recorder(record, name, version, rotation or Rotation())
+    if record is None:
+        return None
+    return lambda name, version: Recorder(record, name, version, rotation or Rotation())
 
-    served = app(model_uri, recorder_for if record is not None else None)
-    uvicorn.run(served, host=host, port=port, log_level="warning")
+
+def worker_app():
+    """The app of one worker process of `serve(workers=N)`: uvicorn imports it by name in each
+    worker, so its settings come from the parent through the environment."""
+    from clflow.monitor.served import Rotation
+    from clflow.tracking.store import use_store
+
+    _die_with_parent()
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    use_store(settings["store"])
+    record = Path(settings["record"]) if settings["record"] else None
+    return app(settings["model_uri"], _recorder_maker(record, Rotation(**settings["rotation"])))
+
+
+def serve(
+    model_uri: str,
+    host: str,
+    port: int,
+    record: Path | None,
+    rotation=None,
+    workers: int = 1,
+) -> None:
+    """Serve until stopped (Ctrl-C, SIGTERM), recording answered rows under `record` (None: not
+    at all); the rows not yet written go to a last segment as the server shuts down.
+
+    With `workers` > 1, uvicorn runs that many processes on one socket, each with the model
+    and its own recorder (segment names carry the process id). The alias is resolved here,
+    once, so every worker serves the same version."""
+    import dataclasses
+
+    import mlflow
+    import uvicorn
+
+    from clflow.monitor.served import Rotation
+
+    if workers == 1:
+        served = app(model_uri, _recorder_maker(record, rotation))
+        uvicorn.run(served, host=host, port=port, log_level="warning")
+        return
+    name, version = registered_version(model_uri)
+    settings = {
+        "model_uri": f"models:/{name}/{version}" if version else model_uri,
+        "store": mlflow.get_tracking_uri(),
+        "record": str(record) if record is not None else "",
+        "rotation": dataclasses.asdict(rotation or Rotation()),
+    }
+    os.environ[SETTINGS_ENV] = json.dumps(settings)
+    uvicorn.run(
+        "clflow.monitor.serving:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
