@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import polars as pl
 import pytest
 from conftest import file_hashes
@@ -27,10 +26,7 @@ from clflow.monitor.served import (
 
 def answered(recorder: Recorder, n: int, start: float = 0.0) -> np.ndarray:
     X = (start + np.arange(n * 4, dtype=np.float32)).reshape(n, 4)
-    answers = pd.DataFrame(
-        {"label": np.arange(n) % 3, "expert": np.arange(n) % 2, "confidence": np.full(n, 0.9)}
-    )
-    recorder.record(X, answers)
+    recorder.record(X, np.arange(n) % 3, np.arange(n) % 2, np.full(n, 0.9))
     return X
 
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from clflow.errors import ClflowError
@@ -86,12 +85,19 @@ class Recorder:
         self._writer = threading.Thread(target=self._run, name="clflow-recorder", daemon=True)
         self._writer.start()
 
-    def record(self, X: np.ndarray, answers: pd.DataFrame, text=None) -> None:
-        """Keep one answered request's rows: its features, the model's `answers` (`label`,
-        `expert`, `confidence` if it has one) and, for a text model, its documents (`text`).
-        Cheap: the frame is kept as it is and read, all at once, by the writer thread."""
+    def record(self, X: np.ndarray, label, expert, confidence, text=None) -> None:
+        """Keep one answered request's rows (cheap: the disk is the writer thread's); `text`:
+        the documents of a text model's request. Arrays, not the model's answer frame: a
+        pandas frame a request holds several times the memory of its rows."""
         X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
-        batch = {"timestamp": datetime.now(UTC), "x": X, "answers": answers, "text": text}
+        batch = {
+            "timestamp": datetime.now(UTC),
+            "x": X,
+            "label": np.asarray(label, dtype=np.int64),
+            "expert": np.asarray(expert, dtype=np.int64),
+            "confidence": np.asarray(confidence, dtype=np.float32),
+            "text": text,
+        }
         with self._lock:
             self._rows.append(batch)
             self._bytes += X.nbytes + 20 * len(X) + sum(len(t) for t in text or ())
@@ -134,12 +140,10 @@ class Recorder:
 
 def segment_frame(batches: list[dict], model: str, version: str) -> pl.DataFrame:
     """The rows of several answered requests as one frame in the log's schema. Built from
-    whole columns, not per request: a server's worker holds the GIL while it runs (a 4 MiB
-    segment: about 30 ms, where per-request lists took 160 ms)."""
+    whole numpy columns, not Python lists: a server's worker holds the GIL while it runs (a
+    4 MiB segment: about 30 ms, where lists took 160 ms)."""
     n = [len(b["x"]) for b in batches]
     X = np.concatenate([b["x"] for b in batches])
-    answers = pd.concat([b["answers"] for b in batches], ignore_index=True)
-    confidence = answers["confidence"] if "confidence" in answers else np.full(len(X), np.nan)
     # UTC datetimes as naive datetime64 (numpy has no time zones), then marked UTC again
     stamps = np.array([b["timestamp"].replace(tzinfo=None) for b in batches], "datetime64[us]")
     texts = [t for b, k in zip(batches, n, strict=True) for t in (b["text"] or [None] * k)]
@@ -149,9 +153,9 @@ def segment_frame(batches: list[dict], model: str, version: str) -> pl.DataFrame
             "model": pl.repeat(model, len(X), eager=True, dtype=pl.String),
             "model_version": pl.repeat(version, len(X), eager=True, dtype=pl.String),
             "x": pl.Series("x", X).cast(pl.List(pl.Float32)),
-            "label": np.asarray(answers["label"], dtype=np.int64),
-            "expert": np.asarray(answers["expert"], dtype=np.int64),
-            "confidence": np.asarray(confidence, dtype=np.float32),
+            "label": np.concatenate([b["label"] for b in batches]),
+            "expert": np.concatenate([b["expert"] for b in batches]),
+            "confidence": np.concatenate([b["confidence"] for b in batches]),
             "text": pl.Series("text", texts, dtype=pl.String),
         },
         schema=COLUMNS,
