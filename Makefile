@@ -76,7 +76,7 @@ ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
 	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"
 	@trap 'kill 0' INT TERM EXIT; \
 	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
-	PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(SERVER_AUTH) \
 	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
 	--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) & \
@@ -84,7 +84,7 @@ ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
 	echo "error: make ui: a server stopped (exit $$status); stopping the other" >&2; exit 1
 
 serve: install .dvc/config  ## serve the deployments of prefect.yaml against the `make ui` server
-	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
+	$(CLIENT_AUTH) PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
 	CLFLOW_MLFLOW_UI=$${CLFLOW_MLFLOW_UI:-http://127.0.0.1:$(MLFLOW_PORT)} $(BIN)/python flows/serve.py
 
 MODEL_PORT ?= 5001
@@ -98,6 +98,11 @@ drift-watch: install  ## score the newest window of served traffic once (the dri
 # the data in TEAM_DIR (kept by team-down); a DVC remote (TEAM_REMOTE, default TEAM_DIR/dvc-remote;
 # s3://bucket/path with TEAM_ENDPOINT for an S3-compatible one). docs/how-to/team-setup.md
 TEAM_DIR ?= $(CURDIR)/.team
+# team mode (after `make team-up`): the Prefect server of `make ui` requires the team's auth
+# string, and `make serve` / `make worker` send it (a value already exported wins)
+PREFECT_AUTH_FILE = $(TEAM_DIR)/prefect-auth
+SERVER_AUTH = $(if $(wildcard $(PREFECT_AUTH_FILE)),PREFECT_SERVER_API_AUTH_STRING="$$(cat $(PREFECT_AUTH_FILE))")
+CLIENT_AUTH = $(if $(wildcard $(PREFECT_AUTH_FILE)),PREFECT_API_AUTH_STRING="$${PREFECT_API_AUTH_STRING:-$$(cat $(PREFECT_AUTH_FILE))}")
 TEAM_PG_PORT ?= 5433
 TEAM_MLFLOW_PORT ?= 5050
 TEAM_REMOTE ?=
@@ -128,7 +133,8 @@ pull: install .dvc/config  ## fetch the outs dvc.lock names from the DVC remote 
 # One worker per clone, all on one Prefect server (`make ui`, or PREFECT_API_URL): deploy the
 # deployments of prefect.yaml to the `clflow` process pool, then run what it is given, here.
 worker: install .dvc/config  ## a `clflow` pool process worker that runs flows in this clone
-	@export PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api}; \
+	@export PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} \
+		$(CLIENT_AUTH); \
 	$(BIN)/prefect work-pool inspect clflow >/dev/null 2>&1 || \
 		$(BIN)/prefect work-pool create clflow --type process >/dev/null && \
 	$(BIN)/prefect --no-prompt deploy --all >/dev/null && \

@@ -178,15 +178,16 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_prefect_server(home: Path) -> Iterator[dict[str, str]]:
-    """A real `prefect server start` on a free 127.0.0.1 port, its database in `home`; yields the
-    env that points at it."""
+def running_prefect_server(home: Path, **settings: str) -> Iterator[dict[str, str]]:
+    """A real `prefect server start` on a free 127.0.0.1 port, its database in `home`, `settings`
+    in its environment; yields the env that points at it."""
     port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        **settings,
     }
     log = open(home / "server.log", "w")
     proc = subprocess.Popen(

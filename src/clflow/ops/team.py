@@ -64,6 +64,10 @@ class Team:
         return self.home / "dvc-remote"
 
     @property
+    def prefect_auth(self) -> Path:
+        return self.home / "prefect-auth"
+
+    @property
     def mlflow_pid(self) -> Path:
         return self.home / "mlflow.pid"
 
@@ -135,13 +139,31 @@ def postgres_state(team: Team) -> ServiceState:
     return "running" if proc.returncode == 0 else "stopped"
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner alone (mode 0600 from the start, never wider)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
+
+
+def ensure_prefect_auth(team: Team) -> Path:
+    """The team Prefect server's auth string (`clflow:<random>`, made once, mode 0600): `make ui`
+    starts the server with it as PREFECT_SERVER_API_AUTH_STRING, and every client (flows,
+    workers, `make serve`) sends it as PREFECT_API_AUTH_STRING; without it the API answers 401,
+    event websockets included."""
+    if not team.prefect_auth.exists():
+        team.home.mkdir(parents=True, exist_ok=True)
+        tmp = team.prefect_auth.with_name(".prefect-auth.tmp")
+        _write_private(tmp, f"clflow:{secrets.token_urlsafe(24)}")
+        tmp.replace(team.prefect_auth)  # whole or absent: a reader never sees half a secret
+    return team.prefect_auth
+
+
 def _init_postgres(team: Team) -> None:
     """A new cluster whose superuser is `team.user`, with a random password in `team.pgpass`."""
     password = secrets.token_urlsafe(24)
     team.pgdata.mkdir(parents=True, exist_ok=True)
     pwfile = team.home / ".initdb-password"  # mode 0600, its owner the database owner
-    with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        out.write(password + "\n")
+    _write_private(pwfile, password + "\n")
     try:
         if os.geteuid() == 0:
             shutil.chown(team.pgdata, DB_OWNER)
@@ -174,8 +196,7 @@ def _init_postgres(team: Team) -> None:
     finally:
         pwfile.unlink(missing_ok=True)
     # libpq ignores a password file that others can read
-    with os.fdopen(os.open(team.pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        out.write(f"127.0.0.1:*:*:{team.user}:{password}\n")
+    _write_private(team.pgpass, f"127.0.0.1:*:*:{team.user}:{password}\n")
 
 
 def start_postgres(team: Team) -> None:
@@ -420,6 +441,9 @@ def up(
             )
         else:
             lines.append(f"# DVC remote (default, kept): {current}")
+    auth = ensure_prefect_auth(team)
+    lines.append(f"# the team Prefect server (make ui) requires this auth string: {auth}")
+    lines.append(f'export PREFECT_API_AUTH_STRING="$(cat {auth})"')
     lines.append(f"export MLFLOW_TRACKING_URI={team.tracking_uri}")
     return lines
 

@@ -85,10 +85,13 @@ def check_tracking_uri(uri: str, timeout: float | None = None) -> None:
         )
 
 
-def check_prefect_api(url: str | None = None, timeout: float | None = None) -> str | None:
-    """A configured PREFECT_API_URL must answer /health; unset means the ephemeral API (nothing to
-    check)."""
-    from prefect.settings import PREFECT_API_URL
+def check_prefect_api(
+    url: str | None = None, timeout: float | None = None, auth: str | None = None
+) -> str | None:
+    """A configured PREFECT_API_URL must answer /health and take this client's credentials
+    (`auth`, default PREFECT_API_AUTH_STRING: a team server started with an auth string answers
+    401 without it); unset means the ephemeral API (nothing to check)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
     url = url or PREFECT_API_URL.value()
     if url:
@@ -97,7 +100,29 @@ def check_prefect_api(url: str | None = None, timeout: float | None = None) -> s
             default_timeout() if timeout is None else timeout,
             "the Prefect API",
         )
+        auth = PREFECT_API_AUTH_STRING.value() if auth is None else auth
+        if _refused(url.rstrip("/") + "/admin/version", auth):
+            said = "a wrong auth string" if auth else "no auth string"
+            raise ServiceUnavailable(
+                f"the Prefect API refused {said} (HTTP 401): export PREFECT_API_AUTH_STRING, "
+                'the server\'s (team mode: "$(cat .team/prefect-auth)")',
+                file=url,
+            )
     return url
+
+
+def _refused(url: str, auth: str | None) -> bool:
+    """Does `url` answer 401 to these credentials (HTTP basic, as Prefect's clients send)?"""
+    import base64
+
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=15):
+            return False
+    except urllib.error.HTTPError as err:
+        return err.code == 401
+    except (urllib.error.URLError, OSError):
+        return False  # /health answered: a flaky probe is not a refusal
 
 
 def taken_ports(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
