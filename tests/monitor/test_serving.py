@@ -193,6 +193,13 @@ def test_the_usual_request_passes_without_a_parse_and_anything_else_is_checked()
     escaped = b'{"a": "\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "inputs": [[1.0]]}'
     assert request_problem(escaped) == ""  # brackets inside a string (with an escaped quote)
     assert "boolean" in request_problem(b'{"inputs": [[1, true]]}')
+    # rows that almost match, then fail: rejected at once, not by trying every way to split the
+    # blanks between rows (exponential: 60 rows would never finish). Run apart, so a regression
+    # fails here instead of hanging the suite.
+    almost = "print(request_problem(b'{\"inputs\": [' + b'[1]  ' * 60 + b'x'))"
+    code = f"from clflow.monitor.serving import request_problem\n{almost}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "not JSON" in done.stdout
 
 
 def test_errors_are_one_line_without_server_paths():
