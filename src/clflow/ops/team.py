@@ -151,10 +151,9 @@ def ensure_prefect_auth(team: Team) -> Path:
     workers, `make serve`) sends it as PREFECT_API_AUTH_STRING; without it the API answers 401,
     event websockets included."""
     if not team.prefect_auth.exists():
-        team.home.mkdir(parents=True, exist_ok=True)
-        tmp = team.prefect_auth.with_name(".prefect-auth.tmp")
-        _write_private(tmp, f"clflow:{secrets.token_urlsafe(24)}")
-        tmp.replace(team.prefect_auth)  # whole or absent: a reader never sees half a secret
+        # whole or absent: a reader never sees half a secret (mkstemp's file is 0600 already)
+        with atomic_path(team.prefect_auth) as tmp:
+            _write_private(tmp, f"clflow:{secrets.token_urlsafe(24)}")
     return team.prefect_auth
 
 
