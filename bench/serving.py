@@ -271,13 +271,13 @@ def recording_cost(args, uri: str, X: np.ndarray, tmp: Path) -> None:
 
 
 def main() -> None:
-    from clflow.monitor.serving import default_workers
+    from clflow.util.parallel import cpu_budget
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=cpu_budget())
     parser.add_argument("--seconds", type=float, default=10.0, help="a cell (default 10)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of every cell (default 3)")
     parser.add_argument("--rows", type=int, default=10, help="rows a request (default 10)")

@@ -179,9 +179,9 @@ def store_uri(args: argparse.Namespace) -> str:
 
 def serve(args: argparse.Namespace) -> None:
     from clflow.monitor.served import Rotation
-    from clflow.monitor.serving import default_workers
     from clflow.monitor.serving import serve as run
     from clflow.tracking.store import use_store
+    from clflow.util.parallel import cpu_budget
 
     use_store(store_uri(args))  # the registry the model URI names
     args.model_uri = args.model_option or args.model_uri
@@ -190,7 +190,7 @@ def serve(args: argparse.Namespace) -> None:
         int(args.segment_mb * 2**20), args.segment_seconds, int(args.max_mb * 2**20)
     )
     where = f", recording to {record}" if record else ""
-    args.workers = args.workers or default_workers()
+    args.workers = args.workers or cpu_budget()  # affinity and cgroup quota, as learners
     print(
         f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations"
         f" ({args.workers} worker{'s' * (args.workers > 1)}){where}",

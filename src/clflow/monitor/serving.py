@@ -280,13 +280,6 @@ def close_on_shutdown(served, recorder) -> None:
 SETTINGS_ENV = "CLFLOW_SERVE_SETTINGS"  # a worker's settings, from the process that starts it
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may use (its affinity, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def _die_with_parent() -> None:
     """Ask Linux to send this worker SIGTERM when its parent dies (even by SIGKILL): it then
     stops as if told to, writing its last rows, instead of serving on, orphaned."""
