@@ -26,6 +26,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
+# the Prefect server's address: anything beyond loopback is refused unless team mode gave it an
+# auth string (make team-up); serve it to others through a TLS proxy (docs/how-to/team-setup.md)
+UI_HOST ?= 127.0.0.1
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,14 +73,15 @@ update: install .dvc/config  ## continual update: take in data/incoming/, update
 # PREFECT_UI_API_URL say where it is); one MLflow worker and no job runner (4 uvicorn workers and
 # 7 huey consumers by default, for GenAI jobs clflow does not use) keep `make ui` light.
 ui: install  ## Prefect server and MLflow UI on 127.0.0.1 (Ctrl-C stops both)
-	@$(BIN)/python -m clflow.util.services PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT)
+	@$(BIN)/python -m clflow.util.services --host $(UI_HOST) $(if $(wildcard $(PREFECT_AUTH_FILE)),--auth) \
+		PREFECT_PORT=$(PREFECT_PORT) MLFLOW_PORT=$(MLFLOW_PORT)
 	@echo "Prefect UI: http://127.0.0.1:$(PREFECT_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
 	@CLFLOW_MLFLOW_UI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/clflow links || true
 	@echo "in another shell: make serve   (schedules the deployments of prefect.yaml)"
 	@trap 'kill 0' INT TERM EXIT; \
-	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
-	PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(SERVER_AUTH) \
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT) & \
+	PREFECT_SERVER_API_HOST=$(UI_HOST) PREFECT_SERVER_API_PORT=$(PREFECT_PORT) \
+	PREFECT_UI_API_URL=http://$(UI_HOST):$(PREFECT_PORT)/api $(SERVER_AUTH) \
+	$(BIN)/prefect server start --host $(UI_HOST) --port $(PREFECT_PORT) & \
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --workers 1 \
 	--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) & \
 	wait -n; status=$$?; \

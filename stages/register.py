@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> None:
         from clflow.tame.persist import read_tame
         from clflow.tame.pyfunc import log_tame_model, scorer
         from clflow.tracking.provenance import TAG_FLOW_URL
-        from clflow.tracking.registry import TAG_EVIDENCE, Registry, version_description
+        from clflow.tracking.registry import (
+            TAG_DECISION,
+            TAG_EVIDENCE,
+            Registry,
+            version_description,
+        )
         from clflow.tracking.store import run_url, tracking_uri
         from clflow.util.io import write_json
 
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             numbers = {k: float(v) for k, v in out.items() if k not in ("reason", "per_experience")}
             mlflow.log_metrics(numbers)
-            verdict = "promoted" if decision.promote else "rejected"
+            # promoted, rejected, or awaiting_maintainer (team mode: a member's better model)
+            verdict = registry.get(version).tags.get(TAG_DECISION, "rejected")
             mlflow.set_tags({"clflow.decision": verdict, "clflow.reason": decision.reason})
             link = run_url(run.info.experiment_id, run.info.run_id)
             flow_url = run.data.tags.get(TAG_FLOW_URL, "")

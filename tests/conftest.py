@@ -318,6 +318,15 @@ def team_server():
         shutil.rmtree(home, ignore_errors=True)
 
 
+def teammate(team, name: str, role: str = "maintainer") -> dict[str, str]:
+    """`clflow team user add NAME --role ROLE` on the team server; the two exports it prints."""
+    from clflow.ops import team as services
+
+    secret = services.add_user(team, name, role)  # type: ignore[arg-type]
+    password = secret.read_text().strip()
+    return {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": password}
+
+
 @contextmanager
 def scoring_server(command, env: dict, log: Path, cwd: Path | None = None) -> Iterator[str]:
     """Start `command(port)` on a free loopback port, wait for its /ping, yield its /invocations
@@ -335,12 +344,13 @@ def scoring_server(command, env: dict, log: Path, cwd: Path | None = None) -> It
             stop(proc)
 
 
-def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path):
+def mlflow_models_serve(tracking_uri: str, model_uri: str, cwd: Path, **extra: str):
     """`mlflow models serve -m MODEL_URI --env-manager local`, the model taken from
-    `tracking_uri`'s registry (a context manager yielding its /invocations URL)."""
+    `tracking_uri`'s registry (a context manager yielding its /invocations URL); `extra`: more
+    environment (a team server's credentials)."""
     bin_dir = str(Path(sys.executable).parent)  # `--env-manager local` execs uvicorn from here
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": bin_dir + os.pathsep + os.environ["PATH"]}  # fmt: skip
+           "PATH": bin_dir + os.pathsep + os.environ["PATH"], **extra}  # fmt: skip
     cmd = [f"{bin_dir}/mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
     return scoring_server(lambda port: [*cmd, "-h", "127.0.0.1", "-p", str(port)], env,
                           cwd / "serve.log", cwd)  # fmt: skip

@@ -19,11 +19,12 @@ import clflow.ops.quiet  # noqa: F401  (first: telemetry off before MLflow or Pr
 # isort: split
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 
-from clflow.errors import ClflowError, StreamError, cli_errors
+from clflow.errors import ClflowError, StreamError, cli_errors, refusals_named
 from clflow.ops.entry import count, finite, positive, positive_int, probability, window_rows
 
 
@@ -118,9 +119,15 @@ def query_embeddings(texts: list[str], encoder_path: str, dim: int):
 
 
 def registry(args: argparse.Namespace) -> None:
+    uri = store_uri(args)
+    with refusals_named(uri):  # a 401 or 403 names this server, not the environment's
+        _registry(args, uri)
+
+
+def _registry(args: argparse.Namespace, uri: str) -> None:
     from clflow.tracking.registry import Registry
 
-    reg = Registry(args.model, store_uri(args))
+    reg = Registry(args.model, uri)
     if args.action == "promote":
         if args.version is None:
             raise StreamError("which version? e.g. `clflow registry promote 3`", field="version")
@@ -159,12 +166,43 @@ def team(args: argparse.Namespace) -> None:
     home = Path(args.dir) if args.dir else project / ".team"
     crew = services.Team.load(home, pg_port=args.pg_port, mlflow_port=args.mlflow_port)
     if args.action == "up":
-        lines = services.up(crew, project, args.remote, args.endpoint_url)
+        if (project / "params.yaml").exists():  # the experiment and model the team shares
+            from clflow.config import load_params
+
+            params = load_params(project / "params.yaml")
+            crew = replace(
+                crew, experiment=params.tracking.experiment, model=params.registry.model_name
+            )
+        lines = services.up(replace(crew, host=args.host or crew.host), project, args.remote,
+                            args.endpoint_url)  # fmt: skip
     elif args.action == "down":
         lines = services.down(crew)
+    elif args.action == "user":
+        lines = team_user(crew, args)
     else:
         lines = [f"{name}: {state}" for name, state in services.status(crew).items()]
     print("\n".join(lines))
+
+
+def team_user(crew, args: argparse.Namespace) -> list[str]:
+    """`clflow team user add|remove|list [NAME] [--role R]` (as the team's MLflow admin)."""
+    from clflow.ops import team as services
+
+    if args.user_action != "list" and not args.name:
+        raise StreamError(f"which user? e.g. `clflow team user {args.user_action} alice`",
+                          field="name")  # fmt: skip
+    if args.user_action == "add":
+        secret = services.add_user(crew, args.name, args.role)
+        return [
+            f"# {args.name}: {args.role} on experiment {crew.experiment} and model {crew.model}",
+            f"# their password is in {secret} (mode 0600): hand it over, then they export",
+            f"export MLFLOW_TRACKING_USERNAME={args.name}",
+            f'export MLFLOW_TRACKING_PASSWORD="$(cat {secret})"',
+        ]
+    if args.user_action == "remove":
+        services.remove_user(crew, args.name)
+        return [f"# {args.name} removed (their runs and versions keep their name)"]
+    return [f"{row['user']}\t{row['role']}" for row in services.list_users(crew)]
 
 
 def store_uri(args: argparse.Namespace) -> str:
@@ -480,7 +518,26 @@ def main(argv: list[str] | None = None) -> None:
         "DVC remote, print the exports; down: stop both (the data stays); status; pull: fetch "
         "the outs dvc.lock names from the remote (a fresh clone then retrains nothing).",
     )  # fmt: skip
-    tm.add_argument("action", choices=["up", "down", "status", "pull"])
+    tm.add_argument("action", choices=["up", "down", "status", "pull", "user"])
+    tm.add_argument(
+        "user_action",
+        nargs="?",
+        choices=["add", "remove", "list"],
+        help="user: add NAME --role R, remove NAME, list (as the MLflow admin)",
+    )
+    tm.add_argument("name", nargs="?", help="user: the teammate's user name")
+    tm.add_argument(
+        "--role",
+        choices=["viewer", "member", "maintainer"],
+        default="member",
+        help="user add: viewer reads; member logs runs and registers versions; "
+        "maintainer also moves `champion` (default member)",
+    )
+    tm.add_argument(
+        "--host",
+        help="up: the MLflow server's address (default 127.0.0.1; any "
+        "other is reached through a TLS proxy: docs/how-to/team-setup.md)",
+    )
     tm.add_argument("--project", default=".", help="the clflow project (default .)")
     tm.add_argument("--dir", help="where the team's data lives (default PROJECT/.team)")
     tm.add_argument("--pg-port", type=positive_int, help="PostgreSQL port (default 5433)")

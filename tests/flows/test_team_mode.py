@@ -5,6 +5,7 @@ lease, and the two clones' workers share one Prefect server's deployments."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -25,48 +26,56 @@ from conftest import (
     run,
     running_prefect_server,
     stop,
+    teammate,
 )
 
 from clflow.ops.remote import configure_remote
+from clflow.ops.team import as_admin
 
 pytestmark = pytest.mark.slow
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 BIN = Path(sys.executable).parent
 
 
-def team_env(team, **extra: str) -> dict[str, str]:
-    """What a teammate exports after `make team-up` (and nothing else)."""
-    return {**os.environ, "MLFLOW_TRACKING_URI": team.tracking_uri, **extra}
+def team_env(team, user: dict[str, str]) -> dict[str, str]:
+    """What a teammate exports after `make team-up` and `clflow team user add` (nothing else)."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": team.tracking_uri, **user}
 
 
-def make_run(project: Path, team, flow: str = "pipeline") -> str:
+@pytest.fixture(scope="module")
+def users(team_server) -> dict[str, dict[str, str]]:
+    """Two maintainers, each with their own MLflow user: alice's clone and bob's."""
+    return {name: teammate(team_server, name) for name in ("alice", "bob")}
+
+
+def make_run(project: Path, team, user: dict[str, str], flow: str = "pipeline") -> str:
     """`make run` / `make update`: the flow's entry point, as the Makefile runs it."""
     return run(
-        [sys.executable, f"flows/{flow}.py"], project, env=team_env(team), timeout=900
+        [sys.executable, f"flows/{flow}.py"], project, env=team_env(team, user), timeout=900
     ).stdout
 
 
 @pytest.fixture(scope="module")
-def alice(tmp_path_factory, team_server) -> Path:
+def alice(tmp_path_factory, team_server, users) -> Path:
     """The clone that ran the pipeline against the team server and pushed its outs; results
     committed as a teammate would."""
     project = make_project(tmp_path_factory.mktemp("alice") / "project")
     configure_remote(project, str(team_server.remote))  # what make team-up writes
-    make_run(project, team_server)
+    make_run(project, team_server, users["alice"])
     run(["git", "add", "-A"], project)
     run([*GIT, "commit", "-qm", "results"], project)
     return project
 
 
 @pytest.fixture(scope="module")
-def bob(tmp_path_factory, alice, team_server) -> tuple[Path, dict, str]:
+def bob(tmp_path_factory, alice, team_server, users) -> tuple[Path, dict, str]:
     """A fresh clone of alice's repository: `make pull`, then `make run`."""
     project = tmp_path_factory.mktemp("bob") / "project"
     run(["git", "clone", "-q", str(alice), str(project)], project.parent)
     pulled = run([str(BIN / "clflow"), "team", "pull"], project).stdout
     status = run([sys.executable, "-m", "dvc", "status"], project).stdout
     before = {"files": written(project), "runs": mlflow_runs(team_server)}
-    out = make_run(project, team_server)
+    out = make_run(project, team_server, users["bob"])
     return project, {"pulled": pulled, "status": status, "before": before}, out
 
 
@@ -79,25 +88,36 @@ def written(project: Path) -> dict[str, tuple[str, int]]:
 def mlflow_runs(team) -> int:
     from mlflow import MlflowClient
 
-    client = MlflowClient(team.tracking_uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return len(client.search_runs(ids, max_results=1000))
+    with as_admin(team):
+        client = MlflowClient(team.tracking_uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return len(client.search_runs(ids, max_results=1000))
 
 
-def test_pipeline_logs_to_the_team_server_and_pushes(alice, team_server):
+def test_pipeline_logs_to_the_team_server_and_pushes(alice, team_server, users):
     from mlflow import MlflowClient
 
     client = MlflowClient(team_server.tracking_uri)
-    champion = client.get_model_version_by_alias("clflow-tame", "champion")
+    with as_admin(team_server):
+        champion = client.get_model_version_by_alias("clflow-tame", "champion")
+        run_info = client.get_run(champion.run_id).info
+        leases = client.search_registered_models("name='clflow-tame.lease'")
     assert champion.tags["clflow.decision"] == "promoted"
-    run_info = client.get_run(champion.run_id).info
+    # who did it, named by the server's own login: the decision and "Created by"
+    assert champion.tags["clflow.decided_by"] == "alice" == champion.user_id
+    assert run_info.user_id == "alice"
     assert run_info.artifact_uri.startswith("mlflow-artifacts:")  # proxied: every teammate reads
     assert any(team_server.artifacts.rglob("MLmodel"))
     assert any((team_server.remote / "files" / "md5").iterdir())  # update.push: true
-    assert not client.search_registered_models("name='clflow-tame.lease'")
-    # what the MLflow UI of that server asks for to list the registry
+    assert not leases
+    # what the MLflow UI of that server asks for to list the registry: a login first
     search = f"{team_server.tracking_uri}/ajax-api/2.0/mlflow/registered-models/search"
-    with urllib.request.urlopen(search, timeout=10) as resp:
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(search, timeout=10)
+    assert anonymous.value.code == 401
+    login = base64.b64encode(b"alice:" + users["alice"]["MLFLOW_TRACKING_PASSWORD"].encode())
+    request = urllib.request.Request(search, headers={"Authorization": f"Basic {login.decode()}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
         assert "clflow-tame" in [m["name"] for m in json.load(resp)["registered_models"]]
 
 
@@ -114,11 +134,11 @@ def test_a_fresh_clone_pulls_and_retrains_nothing(bob, team_server):
     assert run(["git", "status", "--porcelain"], project).stdout == ""
 
 
-def test_registry_lineage_and_serving_from_the_other_clone(bob, team_server, tmp_path):
+def test_registry_lineage_and_serving_from_the_other_clone(bob, team_server, users, tmp_path):
     from clflow.streams import load_stream
 
     project = bob[0]
-    env = team_env(team_server)
+    env = team_env(team_server, users["bob"])
     listed = run([str(BIN / "clflow"), "registry", "list"], project, env=env).stdout
     assert "champion" in listed
     [chain] = json.loads(
@@ -129,7 +149,7 @@ def test_registry_lineage_and_serving_from_the_other_clone(bob, team_server, tmp
     assert chain["stream"]["dvc_md5"] in (project / "dvc.lock").read_text()
     X = load_stream(project / "data" / "stream").test.X[:5]
     with mlflow_models_serve(team_server.tracking_uri, "models:/clflow-tame@champion",
-                             tmp_path) as url:  # fmt: skip
+                             tmp_path, **users["bob"]) as url:  # fmt: skip
         status, answer = post_json(url, json.dumps({"inputs": X.tolist()}))
     assert status == 200 and len(answer["predictions"]) == 5
 
@@ -149,15 +169,19 @@ def api(prefect: dict, path: str, body: dict | None = None):
             time.sleep(1 + attempt)
 
 
-def test_two_workers_on_two_clones_share_one_prefect_server(alice, bob, team_server, tmp_path):
+def test_two_workers_on_two_clones_share_one_prefect_server(
+    alice, bob, team_server, users, tmp_path
+):
     # a server of its own: no other test's scheduled runs in its `clflow` pool
     with running_prefect_server(tmp_path) as prefect_server:
-        two_workers(alice, bob[0], team_server, prefect_server, tmp_path)
+        two_workers(alice, bob[0], team_server, users, prefect_server, tmp_path)
 
 
-def two_workers(alice: Path, bob: Path, team_server, prefect_server: dict, tmp_path: Path):
+def two_workers(
+    alice: Path, bob: Path, team_server, users: dict, prefect_server: dict, tmp_path: Path
+):
     clones = {"alice": alice, "bob": bob}
-    env = {**team_env(team_server), **prefect_server, "PREFECT_WORKER_QUERY_SECONDS": "2",
+    env = {**prefect_server, "PREFECT_WORKER_QUERY_SECONDS": "2",
            "PREFECT_WORKER_PREFETCH_SECONDS": "0"}  # fmt: skip
     prefect = str(BIN / "prefect")
     run([prefect, "work-pool", "create", "clflow", "--type", "process"], alice, env=env)
@@ -174,7 +198,8 @@ def two_workers(alice: Path, bob: Path, team_server, prefect_server: dict, tmp_p
     workers = [
         subprocess.Popen(
             [prefect, "worker", "start", "--pool", "clflow", "--name", name],
-            cwd=clone, env={**env, "CLFLOW_WORKSPACE": str(clone)},
+            cwd=clone, env={**team_env(team_server, users[name]), **env,
+                            "CLFLOW_WORKSPACE": str(clone)},
             stdout=open(tmp_path / f"{name}.log", "w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -211,19 +236,22 @@ def two_workers(alice: Path, bob: Path, team_server, prefect_server: dict, tmp_p
 
 
 # last: the update leaves bob's other stages to rerun (their stream changed)
-def test_continual_update_in_the_other_clone_registers_under_the_lease(bob, team_server):
+def test_continual_update_in_the_other_clone_registers_under_the_lease(bob, team_server, users):
     from mlflow import MlflowClient
 
     project = bob[0]
     pushed = set(team_server.remote.rglob("*"))
     drop_experience(project, "rotated.parquet")
-    make_run(project, team_server, flow="continual")
+    make_run(project, team_server, users["bob"], flow="continual")
     assert set(team_server.remote.rglob("*")) > pushed  # the update pushed its new outs
     client = MlflowClient(team_server.tracking_uri)
-    versions = client.search_model_versions("name='clflow-tame'")
-    newest = max(versions, key=lambda v: int(v.version))
+    with as_admin(team_server):
+        versions = client.search_model_versions("name='clflow-tame'")
+        newest = client.get_model_version(
+            "clflow-tame", max(versions, key=lambda v: int(v.version)).version
+        )
+        leases = client.search_registered_models("name='clflow-tame.lease'")
     assert int(newest.version) >= 2
-    assert client.get_model_version("clflow-tame", newest.version).tags["clflow.decision"] in (
-        "promoted", "rejected",
-    )  # fmt: skip
-    assert not client.search_registered_models("name='clflow-tame.lease'")
+    assert newest.tags["clflow.decision"] in ("promoted", "rejected")
+    assert newest.tags["clflow.registered_by"] == "bob" == newest.user_id
+    assert not leases

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -70,10 +71,13 @@ def test_team_up_down_keeps_data_upgrades_old_schema_and_names_faults(tmp_path):
         assert services.schema_state(crew) == "current"
         remote = (project / ".dvc" / "config").read_text()
         assert f"url = {crew.remote}" in remote and "remote = team" in remote
+        assert (crew.admin_password.stat().st_mode & 0o777) == 0o600
         client = MlflowClient(crew.tracking_uri)
-        client.create_registered_model("kept")
-        with urllib.request.urlopen(crew.tracking_uri, timeout=10) as page:  # the UI
-            assert page.status == 200 and b"<html" in page.read().lower()
+        with services.as_admin(crew):
+            client.create_registered_model("kept")
+        with pytest.raises(urllib.error.HTTPError) as anonymous:  # the UI asks for a login
+            urllib.request.urlopen(crew.tracking_uri, timeout=10)
+        assert anonymous.value.code == 401
 
         assert "data kept" in team_cli("down", crew, project).stdout
         status = team_cli("status", crew, project).stdout
@@ -102,7 +106,8 @@ def test_team_up_down_keeps_data_upgrades_old_schema_and_names_faults(tmp_path):
         assert f"port {crew.mlflow_port} is in use" in taken.stderr
 
         team_cli("up", crew, project)  # the data survived down and a failed up
-        assert client.get_registered_model("kept").name == "kept"
+        with services.as_admin(crew):  # the admin too: its password was made once
+            assert client.get_registered_model("kept").name == "kept"
         assert "(default, kept)" in team_cli("up", crew, project).stdout  # idempotent
     finally:
         services.down(crew)

@@ -5,13 +5,16 @@ MLflow server never promote a worse model."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
-from conftest import make_project
+from conftest import make_project, teammate
 
+from clflow.ops.team import as_admin
 from clflow.tracking.lease import SUFFIX, TAG_EXPIRES, TAG_OWNER, LeaseLost, registry_lease
 from clflow.tracking.registry import CHAMPION, Registry
 from clflow.util.locks import LockTimeout
@@ -85,29 +88,37 @@ json.dump(done, open(out, "w"))
 
 @pytest.mark.slow
 def test_two_workspaces_register_into_one_server_concurrently(team_server, tmp_path):
-    from mlflow import MlflowClient
 
     uri = team_server.tracking_uri
-    MlflowClient(uri).create_registered_model("clflow-team")
-    clones = [make_project(tmp_path / name) for name in ("alice", "bob")]
+    team = replace(team_server, model="clflow-team")  # made by the admin, as team up makes it
+    names = ("carla", "dan")  # two maintainers, each with their own MLflow user and clone
+    clones = [make_project(tmp_path / name) for name in names]
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKSPACE, uri, str(seed), clone / "done.json", str(ROUNDS)],
             cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **teammate(team, name)},
         )
-        for seed, clone in enumerate(clones)
+        for seed, (name, clone) in enumerate(zip(names, clones))
     ]  # fmt: skip
     for proc in procs:
         out, _ = proc.communicate(timeout=400)
         assert proc.returncode == 0, out
     accs = {v: acc for c in clones for v, acc in json.loads((c / "done.json").read_text())}
     assert len(accs) == 2 * ROUNDS
-    reg = Registry("clflow-team", uri)
+    with as_admin(team_server):
+        lease_race_verdict(Registry("clflow-team", uri), accs)
+
+
+def lease_race_verdict(reg: Registry, accs: dict[str, float]) -> None:
+    """The champion is the best; every promotion beat the one it replaced; the lease is gone;
+    each decision names the user who made it."""
     champion = str(reg.version(CHAMPION).version)
     assert accs[champion] == max(accs.values())  # always the better one
     for v in accs:  # no decision lost; every promotion beat the champion it replaced
         tags = reg.get(v).tags
         assert tags["clflow.decision"] in ("promoted", "rejected"), (v, tags)
+        assert tags["clflow.decided_by"] in ("carla", "dan")
         previous = tags.get("clflow.previous_champion")
         if tags["clflow.decision"] == "promoted" and previous:
             assert accs[v] >= accs[previous]

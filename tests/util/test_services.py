@@ -56,3 +56,13 @@ def test_a_dask_scheduler_address_is_checked_in_bounded_time():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         wait_for_port(f"tcp://127.0.0.1:{listening.getsockname()[1]}", 1.0, "the scheduler")
+
+
+def test_beyond_loopback_a_server_needs_its_auth(capsys):
+    from clflow.util.services import bind_refusal, main
+
+    assert bind_refusal("127.0.0.1", auth=False) is None
+    assert bind_refusal("0.0.0.0", auth=True) is None
+    assert "loopback only" in bind_refusal("0.0.0.0", auth=False)
+    assert main(["--host", "0.0.0.0", "PREFECT_PORT=1"]) == 1
+    assert capsys.readouterr().err.startswith("error: 0.0.0.0: a server without authentication")

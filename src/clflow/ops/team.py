@@ -5,18 +5,27 @@ stops them and keeps the data (`.team/` by default): the database, the proxied a
 local DVC remote and the ports in `team.json`. PostgreSQL refuses to run as root, so as root its
 commands run as the `postgres` user (`runuser`), which then owns the data directory. Passwords
 never reach a command line: the MLflow server and clflow read `pgpass` (libpq's PGPASSFILE).
+
+The MLflow server requires a user (MLflow's basic auth, its users in the team's PostgreSQL, and
+clflow's rule that only a maintainer moves `champion`: clflow.tracking.authz). `team up` makes
+the admin (password in `mlflow-admin`, mode 0600) and the team's experiment and model;
+`clflow team user add NAME --role R` gives a teammate a password and R's permissions on both.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -31,6 +40,15 @@ DB_OWNER = "postgres"  # the unprivileged user PostgreSQL runs as when clflow ru
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
 SchemaState = Literal["empty", "current", "stale"]
 ServiceState = Literal["running", "stopped"]
+Role = Literal["viewer", "member", "maintainer"]
+# MLflow permission on the team's (experiment, registered model) for each role: a viewer reads,
+# a member logs runs and registers versions, a maintainer also moves `champion` (MANAGE)
+ROLES: dict[Role, tuple[str, str]] = {
+    "viewer": ("READ", "READ"),
+    "member": ("EDIT", "EDIT"),
+    "maintainer": ("MANAGE", "MANAGE"),
+}
+ADMIN = "admin"
 
 
 class TeamError(ClflowError):
@@ -46,6 +64,10 @@ class Team:
     mlflow_port: int = 5050
     user: str = "mlflow"
     database: str = "mlflow"
+    auth_database: str = "mlflow_auth"  # MLflow's users and permissions
+    host: str = "127.0.0.1"  # where the MLflow server listens (beyond loopback: TLS proxy)
+    experiment: str = "clflow"  # params.yaml tracking.experiment
+    model: str = "clflow-tame"  # params.yaml register.model_name
 
     @property
     def pgdata(self) -> Path:
@@ -68,6 +90,17 @@ class Team:
         return self.home / "prefect-auth"
 
     @property
+    def admin_password(self) -> Path:
+        return self.home / "mlflow-admin"
+
+    @property
+    def auth_config(self) -> Path:
+        return self.home / "mlflow-auth.ini"
+
+    def password_file(self, user: str) -> Path:
+        return self.home / "users" / user
+
+    @property
     def mlflow_pid(self) -> Path:
         return self.home / "mlflow.pid"
 
@@ -77,7 +110,8 @@ class Team:
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://127.0.0.1:{self.mlflow_port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.mlflow_port}"
 
     @property
     def backend_uri(self) -> str:
@@ -145,16 +179,41 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+def _ensure_secret(path: Path, text: str) -> str:
+    """The secret in `path`, made once from `text` (mode 0600); whole or absent: a reader never
+    sees half a secret (mkstemp's file is 0600 already)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            _write_private(tmp, text)
+    return path.read_text().strip()
+
+
 def ensure_prefect_auth(team: Team) -> Path:
     """The team Prefect server's auth string (`clflow:<random>`, made once, mode 0600): `make ui`
     starts the server with it as PREFECT_SERVER_API_AUTH_STRING, and every client (flows,
     workers, `make serve`) sends it as PREFECT_API_AUTH_STRING; without it the API answers 401,
     event websockets included."""
-    if not team.prefect_auth.exists():
-        # whole or absent: a reader never sees half a secret (mkstemp's file is 0600 already)
-        with atomic_path(team.prefect_auth) as tmp:
-            _write_private(tmp, f"clflow:{secrets.token_urlsafe(24)}")
+    _ensure_secret(team.prefect_auth, f"clflow:{secrets.token_urlsafe(24)}")
     return team.prefect_auth
+
+
+def _write_auth_config(team: Team) -> None:
+    """MLflow's auth settings: users in the team's PostgreSQL, READ for whoever has no grant.
+    No secret in it: the admin's first password comes from the environment."""
+    text = (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = postgresql://{team.user}@127.0.0.1:{team.pg_port}/{team.auth_database}\n"
+        f"admin_username = {ADMIN}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # a login checked once a minute, not on every request (PBKDF2 is slow by design: a
+        # pipeline makes hundreds of requests). One server worker, so a password change or a
+        # removed user takes effect at once on the server that made it
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    with atomic_path(team.auth_config) as tmp:
+        tmp.write_text(text)
 
 
 def _init_postgres(team: Team) -> None:
@@ -267,9 +326,10 @@ def connect(team: Team, database: str | None = None):
 def _ensure_database(team: Team) -> None:
     with connect(team, "postgres") as conn:
         conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (team.database,))
-        if found.fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{team.database}"')
+        for name in (team.database, team.auth_database):
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if found.fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def stop_postgres(team: Team) -> None:
@@ -352,22 +412,37 @@ def start_mlflow(team: Team, timeout: float = 120.0) -> None:
             file=team.tracking_uri,
         )
     team.artifacts.mkdir(parents=True, exist_ok=True)
+    _write_auth_config(team)
     cmd = [
         _bin("mlflow"),
         "server",
+        "--app-name",
+        "clflow-auth",  # MLflow's basic auth + clflow's champion rule (clflow.tracking.authz)
         "--backend-store-uri",
         team.backend_uri,
         "--artifacts-destination",
         str(team.artifacts),
         "--host",
-        "127.0.0.1",
+        team.host,
         "--port",
         str(team.mlflow_port),
         "--workers",
         "1",
     ]
     # no GenAI job runner (clflow has no jobs for it): a lighter server
-    env = {**team.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **team.env(),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_AUTH_CONFIG_PATH": str(team.auth_config),
+        # read once, when the user store is new (the admin is made then)
+        "MLFLOW_AUTH_ADMIN_PASSWORD": _ensure_secret(
+            team.admin_password, secrets.token_urlsafe(24)
+        ),
+        # the auth app's CSRF key (its sign-up form): the same across restarts
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": _ensure_secret(
+            team.home / "mlflow-secret-key", secrets.token_urlsafe(32)
+        ),
+    }
     with open(team.mlflow_log, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -440,11 +515,133 @@ def up(
             )
         else:
             lines.append(f"# DVC remote (default, kept): {current}")
+    ensure_team_resources(team)
+    lines.append(
+        f"# MLflow requires a user; you are its admin ({team.admin_password}). Give teammates "
+        "their own: clflow team user add NAME --role viewer|member|maintainer"
+    )
     auth = ensure_prefect_auth(team)
     lines.append(f"# the team Prefect server (make ui) requires this auth string: {auth}")
     lines.append(f'export PREFECT_API_AUTH_STRING="$(cat {auth})"')
+    lines.append(f"export MLFLOW_TRACKING_USERNAME={ADMIN}")
+    lines.append(f'export MLFLOW_TRACKING_PASSWORD="$(cat {team.admin_password})"')
     lines.append(f"export MLFLOW_TRACKING_URI={team.tracking_uri}")
     return lines
+
+
+@contextmanager
+def as_admin(team: Team) -> Iterator[None]:
+    """MLflow clients in this block talk to the team server as its admin (they read the
+    credentials from the environment); the caller's own are put back afterwards."""
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(zip(keys, (ADMIN, team.admin_password.read_text().strip()), strict=True))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def ensure_team_resources(team: Team) -> str:
+    """The team's experiment and registered model, made by the admin (whoever creates one in
+    MLflow manages it, so a member must not be first); returns the experiment id."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from clflow.tracking.store import EXPERIMENT_KIND
+
+    with as_admin(team):
+        client = MlflowClient(team.tracking_uri)
+        found = client.get_experiment_by_name(team.experiment)
+        experiment = (
+            found.experiment_id
+            if found is not None
+            else client.create_experiment(team.experiment, tags=EXPERIMENT_KIND)
+        )
+        try:
+            client.create_registered_model(team.model)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    return experiment
+
+
+def _check_user_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", name) or name == ADMIN:
+        raise TeamError(
+            f"user name {name!r}: 1 to 64 letters, digits, '.', '_', '@' or '-', not '{ADMIN}'",
+            field="user",
+        )
+
+
+def _users(team: Team):
+    """MLflow's client of the auth app's REST API (imported quietly: its Starlette
+    deprecation warning is MLflow's, not the user's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.client import AuthServiceClient
+    return AuthServiceClient(team.tracking_uri)
+
+
+def add_user(team: Team, name: str, role: Role) -> Path:
+    """Make user `name` with a new password (in `users/NAME`, mode 0600) and `role`'s
+    permissions; an existing user keeps their password and gets `role` instead of theirs."""
+    from mlflow.exceptions import MlflowException
+
+    _check_user_name(name)
+    experiment = ensure_team_resources(team)
+    with as_admin(team):
+        users = _users(team)
+        try:
+            users.get_user(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            password = secrets.token_urlsafe(18)
+            users.create_user(name, password)
+            with atomic_path(team.password_file(name)) as tmp:
+                _write_private(tmp, password + "\n")
+        for kind, key, permission in zip(
+            ("experiment", "registered_model"), (experiment, team.model), ROLES[role], strict=True
+        ):
+            try:
+                users.revoke_user_permission(name, kind, key)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+            users.grant_user_permission(name, kind, key, permission)
+    return team.password_file(name)
+
+
+def remove_user(team: Team, name: str) -> None:
+    """Delete user `name` (their runs and versions stay, with their name on them)."""
+    _check_user_name(name)
+    with as_admin(team):
+        _users(team).delete_user(name)
+    team.password_file(name).unlink(missing_ok=True)
+
+
+def list_users(team: Team) -> list[dict[str, str]]:
+    """Every user with their role (read back from their permission on the team's model)."""
+    by_permission = {model: role for role, (_, model) in ROLES.items()}
+    with as_admin(team):
+        users = _users(team)
+        from mlflow.server.auth.routes import LIST_USERS
+
+        rows = []
+        for user in users._request(LIST_USERS, "GET")["users"]:
+            name = user["username"]
+            if user["is_admin"]:
+                role = "admin"
+            else:
+                held = users.get_user_permission(name, "registered_model", team.model)
+                role = by_permission.get(held.permission, f"({held.permission})")
+            rows.append({"user": name, "role": role})
+    return rows
 
 
 def down(team: Team) -> list[str]:

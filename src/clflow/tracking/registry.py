@@ -61,6 +61,13 @@ class RegistryError(ClflowError):
     """A registry request that cannot be done (no such version, nothing to roll back to)."""
 
 
+class NotAllowed(RegistryError):
+    """The server refused to move `champion` for this user (team mode: not a maintainer)."""
+
+
+AWAITING = "awaiting_maintainer"  # the gate would promote; the user may not move the alias
+
+
 @dataclass(frozen=True)
 class Decision:
     promote: bool
@@ -148,8 +155,8 @@ class Registry:
     def record_creator(self, version: str) -> str:
         """Name who registered `version`: a tag everywhere, and the version's own creator (the
         registry page's "Created by") in a local SQLite store. MLflow's REST API has no way to
-        set it, and none of its handlers fills it, so a tracking server's versions keep only
-        the tag. Returns the name."""
+        set it; the team's server writes the logged-in user there itself
+        (clflow.tracking.authz.stamp_creator). Returns the name."""
         user = acting_user()
         self.tag(version, **{TAG_REGISTERED_BY: user})
         if urlparse(self.uri).scheme == "sqlite":
@@ -226,13 +233,22 @@ class Registry:
                 **{TAG_EVIDENCE: json.dumps({"challenger": scores, "champion": champ_scores})},
             )
             if decision.promote:
-                self._promote(
-                    version,
-                    str(champ.version) if champ else "",
-                    "promoted",
-                    decision.reason,
-                    still_held,
-                )
+                try:
+                    self._promote(
+                        version,
+                        str(champ.version) if champ else "",
+                        "promoted",
+                        decision.reason,
+                        still_held,
+                    )
+                except NotAllowed:  # team mode, a member: a maintainer promotes it by hand
+                    decision = Decision(
+                        False,
+                        f"{decision.reason}; {acting_user()} may not move `{CHAMPION}`: a "
+                        f"maintainer promotes it (clflow registry promote {version})",
+                    )
+                    self.tag(version, **{TAG_DECISION: AWAITING, TAG_REASON: decision.reason,
+                                         TAG_BY: acting_user()})  # fmt: skip
             else:
                 self.tag(version, **{TAG_DECISION: "rejected", TAG_REASON: decision.reason,
                                      TAG_BY: acting_user()})  # fmt: skip
@@ -262,19 +278,40 @@ class Registry:
         # checked before both, so a lost lease leaves no "promoted" tag on a version it did not move
         from datetime import UTC, datetime
 
+        tags = {
+            TAG_DECISION: decision,
+            TAG_REASON: reason,
+            TAG_BY: acting_user(),
+            TAG_PREVIOUS: previous,
+            TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self._move_champion(version, version, tags, still_held)
+
+    def _move_champion(
+        self, target: str, tagged: str, tags: dict[str, str], still_held: Callable[[], None]
+    ) -> None:
+        """Tag `tagged`, then point `champion` at `target`. When the server refuses this user the
+        move (403), the tags are put back and NotAllowed is raised."""
+        from mlflow.exceptions import MlflowException
+
+        before = self.get(tagged).tags
         still_held()
-        self.tag(
-            version,
-            **{
-                TAG_DECISION: decision,
-                TAG_REASON: reason,
-                TAG_BY: acting_user(),
-                TAG_PREVIOUS: previous,
-                TAG_PROMOTED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
+        self.tag(tagged, **tags)
         still_held()
-        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        try:
+            self.client.set_registered_model_alias(self.name, CHAMPION, target)
+        except MlflowException as exc:
+            if exc.error_code != "PERMISSION_DENIED":
+                raise
+            # as it was: the alias did not move. A tag that was absent becomes "" (every reader
+            # takes "" for absent), since deleting a tag needs more than this user may have
+            self.tag(tagged, **{key: before.get(key, "") for key in tags})
+            raise NotAllowed(
+                f"user '{acting_user()}' may not move `{CHAMPION}` (the maintainer role may); "
+                "nothing was moved",
+                file=self.uri,
+                field=self.name,
+            ) from None
 
     def promote(self, version: str | int, reason: str = "promoted by hand") -> str | None:
         """Make `version` the champion regardless of metrics (the previous one is recorded).
@@ -305,12 +342,8 @@ class Registry:
                     field=self.name,
                 )
             self.get(previous)
-            self.tag(
-                str(champ.version),
-                **{TAG_DECISION: "rolled_back", TAG_REASON: reason, TAG_BY: acting_user()},
-            )
-            still_held()
-            self.client.set_registered_model_alias(self.name, CHAMPION, previous)
+            tags = {TAG_DECISION: "rolled_back", TAG_REASON: reason, TAG_BY: acting_user()}
+            self._move_champion(previous, str(champ.version), tags, still_held)
         return previous
 
     def table(self) -> list[dict[str, str]]:

@@ -139,10 +139,32 @@ def taken_ports(ports: dict[str, int], host: str = "127.0.0.1") -> list[str]:
     return taken
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def bind_refusal(host: str, auth: bool) -> str | None:
+    """Why a server must not listen on `host` (None: it may): beyond loopback, anyone who
+    reaches the address could use it, so it needs its auth on."""
+    if host in LOOPBACK or auth:
+        return None
+    return (
+        f"{host}: a server without authentication listens on loopback only: run make team-up "
+        "first (its Prefect auth string), or keep UI_HOST=127.0.0.1"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m clflow.util.services NAME=PORT ...`: exit 1 with one line if a port is taken
-    (`make ui` checks its two ports before it starts a server)."""
-    args = sys.argv[1:] if argv is None else argv
+    """`python -m clflow.util.services [--host H [--auth]] NAME=PORT ...`: exit 1 with one line
+    if a port is taken, or if H is beyond loopback without auth (`make ui` checks before it
+    starts a server)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    host = args.pop(args.index("--host") + 1) if "--host" in args else "127.0.0.1"
+    auth = "--auth" in args
+    refused = bind_refusal(host, auth)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 1
+    args = [a for a in args if a not in ("--host", "--auth")]
     ports = {name: int(port) for name, _, port in (a.partition("=") for a in args)}
     taken = taken_ports(ports)
     if taken:
