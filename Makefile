@@ -53,8 +53,9 @@ export CLFLOW_FLOWER_VENV ?= $(CURDIR)/$(FLOWER_VENV)
 
 $(FLOWER_STAMP): $(FLOWER_APP)
 	$(PYTHON) -m venv $(FLOWER_VENV)
-	$(FLOWER_VENV)/bin/pip install -q $$($(PYTHON) -c "import tomllib; \
-	print(' '.join(tomllib.load(open('$(FLOWER_APP)', 'rb'))['project']['dependencies']))")
+	$(PYTHON) -c "import subprocess, tomllib; \
+	deps = tomllib.load(open('$(FLOWER_APP)', 'rb'))['project']['dependencies']; \
+	subprocess.run(['$(FLOWER_VENV)/bin/pip', 'install', '-q', *deps], check=True)"
 	@touch $@
 
 install: $(STAMP) $(FLOWER_STAMP)  ## create .venv (clflow) and .venv-flower (Flower), pinned

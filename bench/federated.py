@@ -3,6 +3,7 @@
     python bench/federated.py [--clients 10 100 1000] [--runners thread dask]
     python bench/federated.py --encoders [--seeds 0 1 2]   # raw / random / trained encoders
     python bench/federated.py --flower --clients 10 30     # Flower on loopback (.venv-flower)
+    python bench/federated.py --engines flower flower-sim --clients 10 100 1000
 
 Each simulated client holds 2 of 100 classes with 20-80 rows of 64 features (uneven).
 Client updates run as mapped Prefect tasks (clflow.federated.prefect_engine's client task) on the
@@ -13,7 +14,11 @@ clients < 5 s). Peak memory of the merge is measured with tracemalloc.
 `--flower` runs the same clients as SuperNodes of a loopback Flower deployment (one SuperLink,
 clflow's PrototypeStrategy and ClientApp), `--rounds` rounds in which every client sends
 its update: round time (server sends to all replies merged), payload bytes each client sends,
-and the resident memory of the SuperLink with the ServerApp it starts.
+and the resident memory of the SuperLink with the ServerApp it starts. `--engines flower
+flower-sim` adds Flower's Simulation Engine (virtual clients on Ray, one process tree: its whole
+resident memory); a client count the deployment engine refuses on this machine is a row saying
+so. Each run's merged sums and counts are checked against the central ones (exact counts, sums
+to 1e-9).
 """
 
 from __future__ import annotations
@@ -71,9 +76,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--flower", action="store_true", help="Flower round time, bytes, memory")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each --flower run")
+    parser.add_argument(
+        "--engines", nargs="+", choices=["flower", "flower-sim"],
+        help="Flower engines to run --clients on (deployment, Simulation Engine)",
+    )  # fmt: skip
     args = parser.parse_args()
-    if args.flower:
-        flower_table(args.clients, args.rounds)
+    if args.flower or args.engines:
+        flower_table(args.clients, args.rounds, tuple(args.engines or ["flower"]))
         return
     if args.encoders:
         encoder_table(args.seeds)
@@ -169,44 +178,62 @@ def encoder_table(seeds: list[int]) -> None:
             )
 
 
-def flower_table(clients: list[int], n_rounds: int) -> None:
-    """Each client count on a fresh loopback deployment; server memory per 1,000 clients is
-    extrapolated from the growth between the smallest and the largest count."""
+def flower_table(clients: list[int], n_rounds: int, engines: tuple[str, ...] = ("flower",)):
+    """Each client count on each Flower engine, a fresh run each; deployment server memory per
+    1,000 clients is extrapolated from the growth between the smallest and the largest count."""
     import tempfile
 
+    from clflow.errors import ClflowError
     from clflow.federated.faults import client_name
-    from clflow.federated.flower.engine import run_job
+    from clflow.federated.flower.engine import check_clients, run_job
     from clflow.federated.flower.job import Job, read_result
 
     rows = []
-    for n in clients:
-        Xs, ys = client_data(n)
-        rounds = [{client_name(i): (Xs[i], ys[i]) for i in range(n)} for _ in range(n_rounds)]
-        job = Job(n_rounds, N_CLASSES, DIM, "raw", "", 0, "cosine", nodes=n, timeout=1800)
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                run = run_job(Path(tmp), job, rounds)
-            except Exception:
-                for f in sorted((Path(tmp) / "logs").glob("s[eu]*.log"))[:3]:  # the first logs
-                    print(f"== {f.name}\n{f.read_text()[-3000:]}", file=sys.stderr)
-                raise
-            _, _, report = read_result(Path(tmp))
-        assert all(r["accepted"] == n for r in report), [r["rejected"] for r in report]
-        sent = [b for r in report for b in r["bytes"].values()]
-        rows.append((n, [r["seconds"] for r in report], np.mean(sent), run.server_peak_rss))
-        print(f"  {n} Flower clients: done", file=sys.stderr)
+    for engine in engines:
+        for n in clients:
+            if engine == "flower":
+                try:
+                    check_clients(n)
+                except ClflowError as refused:
+                    rows.append((engine, n, None, 0.0, 0, str(refused).split(";")[0]))
+                    continue
+            Xs, ys = client_data(n)
+            rounds = [{client_name(i): (Xs[i], ys[i]) for i in range(n)} for _ in range(n_rounds)]
+            job = Job(n_rounds, N_CLASSES, DIM, "raw", "", 0, "cosine", nodes=n, timeout=1800)
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    run = run_job(Path(tmp), job, rounds, engine=engine)
+                except Exception:
+                    for f in sorted((Path(tmp) / "logs").glob("s[eiu]*.log"))[:3]:  # first logs
+                        print(f"== {f.name}\n{f.read_text()[-3000:]}", file=sys.stderr)
+                    raise
+                sums, counts, report = read_result(Path(tmp))
+            assert all(r["accepted"] == n for r in report), [r["rejected"] for r in report]
+            X, y = np.concatenate(Xs).astype(np.float64), np.concatenate(ys)
+            central = np.stack([np.bincount(y, X[:, d], N_CLASSES) for d in range(DIM)], 1)
+            exact = np.array_equal(counts[-1], n_rounds * np.bincount(y, minlength=N_CLASSES))
+            exact &= bool(np.abs(sums[-1] - n_rounds * central).max() <= 1e-9)
+            sent = [b for r in report for b in r["bytes"].values()]
+            each = ", ".join(f"{r['seconds']:.1f}" for r in report)
+            rows.append((engine, n, each, float(np.mean(sent)), run.server_peak_rss,
+                         "yes" if exact else "**no**"))  # fmt: skip
+            print(f"  {engine}: {n} clients done", file=sys.stderr)
     print(
-        "\n| clients | round time, s (each round) | payload bytes sent per client and round "
-        "| server memory (SuperLink + ServerApp RSS), MiB |"
+        "\n| engine | clients | round time, s (each round) | payload bytes per client and round "
+        "| peak memory, MiB | merged = central |"
     )
-    print("|---|---|---|---|")
-    for n, seconds, sent, rss in rows:
-        each = ", ".join(f"{s:.1f}" for s in seconds)
-        print(f"| {n} | {each} | {sent:.0f} | {rss / 2**20:.0f} |")
-    if len(rows) > 1:
-        (n0, *_, r0), (n1, *_, r1) = rows[0], rows[-1]
-        print(f"\nserver memory growth: {(r1 - r0) / (n1 - n0) * 1000 / 2**20:.0f} MiB "
-              f"per 1,000 clients (from {n0} to {n1})")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for engine, n, each, sent, rss, exact in rows:
+        if each is None:
+            print(f"| {engine} | {n} | refused: {exact} | | | |")
+        else:
+            print(f"| {engine} | {n} | {each} | {sent:.0f} | {rss / 2**20:.0f} | {exact} |")
+    ran = [r for r in rows if r[0] == "flower" and r[2] is not None]
+    if len(ran) > 1:
+        (_, n0, *_, r0, _), (_, n1, *_, r1, _) = ran[0], ran[-1]
+        growth = (r1 - r0) / (n1 - n0) * 1000 / 2**20
+        print(f"\nflower (deployment) server memory growth: {growth:.0f} MiB per 1,000 clients "
+              f"(from {n0} to {n1})")  # fmt: skip
 
 
 if __name__ == "__main__":

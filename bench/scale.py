@@ -16,6 +16,10 @@
 3. Sharing: `baselines` and `tame` each alone, then both at once, in copies of the 17.5k
    project (forced reruns, TAME from scratch): each should keep >= 0.4x its speed alone.
    `--sharing-only --workdir DIR` repeats this step on a project an earlier run left in DIR.
+4. `--runner dask` (default size: digits-1.8k): after the growth run, every stage whose jobs go
+   through `train.runner` (baselines, lingo, tame, retrieval) is rerun in two copies, with
+   2 forked processes (`local`) and on a 2-worker Dask LocalCluster (`dask`); wall time and
+   peak RSS of each beside the other, and whether their metrics are the same numbers.
 """
 
 from __future__ import annotations
@@ -197,6 +201,48 @@ def together(project: Path, stages: tuple[str, str]) -> dict[str, tuple[float, f
     return {s: (alone[s], ended[s]) for s in stages}
 
 
+JOB_STAGES = ("baselines", "lingo", "tame", "retrieval")  # their jobs go through train.runner
+NOT_RESULTS = ("time", "seconds", "rss", "run_id", "url")  # keys that differ run to run
+
+
+def results_only(value):
+    """A metrics file without its timings and run ids: what must be equal across runners."""
+    if isinstance(value, dict):
+        return {
+            k: results_only(v) for k, v in value.items() if not any(w in k for w in NOT_RESULTS)
+        }
+    return [results_only(v) for v in value] if isinstance(value, list) else value
+
+
+def runner_rows(project: Path) -> list[str]:
+    """Each job stage forced in a copy per runner, 2 workers each: a markdown table."""
+    import json
+
+    from clflow.scaffold import update_params
+
+    os.environ["CLFLOW_WORKERS"] = "2"  # 2 processes, or a LocalCluster of 2 workers
+    timed, copies = {}, {}
+    for runner in ("local", "dask"):
+        copies[runner] = copy = fresh_copy(project, runner)
+        update_params(copy, {"train": {"runner": runner}})
+        for stage in (s for s in JOB_STAGES if s in stage_names(copy)):
+            timed[runner, stage] = measure(repro(stage, copy, force=True), copy)
+            print(f"  {runner:5s} {stage:10s} {timed[runner, stage][0]:7.1f} s", flush=True)
+    rows = ["| stage | local, 2 processes | dask, 2-worker LocalCluster | dask / local | same "
+            "metrics |", "|---|---|---|---|---|"]  # fmt: skip
+    for stage in (s for s in JOB_STAGES if ("local", s) in timed):
+        (lt, lm), (dt, dm) = timed["local", stage], timed["dask", stage]
+        same = all(
+            results_only(json.loads((copies["local"] / f).read_text()))
+            == results_only(json.loads((copies["dask"] / f).read_text()))
+            for f in (f"metrics/{stage}.json",)
+            if (copies["local"] / f).exists()
+        )
+        rows.append(f"| {stage} | {lt:.1f} s, {lm:.0f} MB | {dt:.1f} s, {dm:.0f} MB | "
+                    f"{dt / lt:.2f} | {'yes' if same else '**no**'} |")  # fmt: skip
+    return rows
+
+
 def sharing_rows(project: Path) -> list[tuple[str, str, str, bool]]:
     rows = []
     for stage, (alone, beside) in together(project, ("baselines", "tame")).items():
@@ -266,7 +312,16 @@ def main() -> None:
     )
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "scale.png")
     parser.add_argument("--workdir", type=Path, help="keep the projects here (default: temp)")
+    parser.add_argument(
+        "--runner",
+        choices=["local", "dask"],
+        default="local",
+        help="dask: step 4 only (local beside a 2-worker Dask LocalCluster), on --sizes "
+        "(default digits-1.8k)",
+    )
     args = parser.parse_args()
+    if args.runner == "dask" and "--sizes" not in sys.argv:
+        args.sizes = ["digits-1.8k"]
     if any("fmnist" in s for s in args.sizes) and not FASHION_MNIST_DEBIAN.exists():
         sys.exit(f"Fashion-MNIST is not installed: `make bench-data` or `{FASHION_MNIST_INSTALL}`")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="clflow-scale-"))
@@ -287,6 +342,11 @@ def main() -> None:
     results, projects = {}, {}
     for name in args.sizes:
         projects[name], results[name] = run_size(name, SIZES[name][1], work)
+    if args.runner == "dask":
+        for name in args.sizes:
+            print(f"\n{name}: the job stages on each runner (forced reruns, 2 workers)\n")
+            print("\n".join(runner_rows(projects[name])))
+        return
     stages = list(next(iter(results.values())))
     fm = [n for n in results if n.startswith("fmnist")]
 

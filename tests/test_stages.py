@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
-from conftest import ROOT, run
+from conftest import ROOT, free_port, run
 
 
 def entry_points() -> list[str]:
@@ -66,6 +67,23 @@ def test_bad_stream_dir_is_one_line_and_exit_2(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: stream directory not found"
+
+
+def test_an_unreachable_dask_scheduler_is_one_line_naming_it_and_outs_stay(tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    (tmp_path / "params.yaml").write_text(f"train:\n  runner: dask\n  address: {address}\n")
+    metrics = tmp_path / "metrics" / "baselines.json"
+    metrics.parent.mkdir()
+    metrics.write_text('{"kept": 1}')
+    proc = run(
+        [sys.executable, str(ROOT / "stages" / "baselines.py")],
+        tmp_path, check=False, env={**os.environ, "CLFLOW_SERVICE_TIMEOUT": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(
+        f"error: {address}: field 'train.address': the Dask scheduler did not answer"
+    )
+    assert metrics.read_text() == '{"kept": 1}'
 
 
 def test_prepare_rejects_impossible_split(tmp_path):

@@ -119,6 +119,18 @@ class TrainConfig(Section):
         description="one run per seed; metrics are their mean and std",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    # where the jobs run changes no result (bit-identical), so dvc.yaml does not track these two
+    runner: Literal["local", "dask"] = Field(
+        "local",
+        description="where each (method, seed) job runs: forked local processes, or a Dask "
+        "cluster (docs/how-to/scale-out.md)",
+    )
+    address: str = Field(
+        "",
+        max_length=256,
+        description="dask: a scheduler (tcp://host:8786); empty: a local cluster sized to the "
+        "free CPUs",
+    )
 
     @model_validator(mode="after")
     def _distinct_seeds(self) -> TrainConfig:
@@ -335,10 +347,11 @@ class FederatedConfig(Section):
     metric: Literal["cosine", "l2"] = Field(
         "cosine", description="nearest merged prototype by cosine or L2"
     )
-    engine: Literal["prefect", "flower"] = Field(
+    engine: Literal["prefect", "flower", "flower-sim"] = Field(
         "prefect",
         description="prefect: clients as Prefect tasks (quick simulation); flower: a SuperLink "
-        "and one SuperNode per client on loopback (.venv-flower)",
+        "and one SuperNode per client on loopback (.venv-flower); flower-sim: Flower's "
+        "Simulation Engine, virtual clients on Ray (thousands per round)",
     )
     runner: Literal["thread", "dask"] = Field(
         "thread", description="task runner of the Prefect engine: thread pool or Dask"

@@ -93,10 +93,12 @@ def test_strategy_decodes_merges_and_reports_bad_replies():
     ]
 
 
-def test_flower_merge_equals_in_process_and_central_and_rejects_bad_clients(tmp_path):
+@pytest.mark.parametrize("engine", ["flower", "flower-sim"])
+def test_flower_merge_equals_in_process_and_central_and_rejects_bad_clients(tmp_path, engine):
     """An honest client and one of each fault, every client holding rows in both rounds: the
     server rejects each fault with its reason, merges the rest, and its prototypes are the
-    in-process merge's and the centrally computed ones (of the honest rows)."""
+    in-process merge's and the centrally computed ones (of the honest rows). On SuperNodes
+    (`flower`) and on the Simulation Engine's virtual clients (`flower-sim`)."""
     stream = build_stream(StreamConfig(source="digits", experiences=2, seed=0))
     tr, n = stream.train, 7
     rounds = [
@@ -105,7 +107,7 @@ def test_flower_merge_equals_in_process_and_central_and_rejects_bad_clients(tmp_
         for r in range(2)
     ]  # fmt: skip
     out = federated_on_flower(
-        stream, rounds, n, ("random", 0, ""), "cosine", tmp_path / "job", faults=FAULTS
+        stream, rounds, n, ("random", 0, ""), "cosine", tmp_path / "job", FAULTS, engine
     )
     flower = out["flower"]
     assert flower["max_diff_vs_in_process"] is not None

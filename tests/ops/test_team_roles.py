@@ -35,18 +35,9 @@ def people(crew) -> dict[str, dict[str, str]]:
 
 @contextmanager
 def acting(crew, who: dict[str, str]) -> Iterator[Registry]:
-    """The team's registry, this process talking to it as `who` (MLflow reads the
-    environment on every request)."""
-    saved = {k: os.environ.get(k) for k in who}
-    os.environ.update(who)
-    try:
+    """The team's registry, this process talking to it as `who`."""
+    with services.logged_in(who["MLFLOW_TRACKING_USERNAME"], who["MLFLOW_TRACKING_PASSWORD"]):
         yield Registry(crew.model, crew.tracking_uri, lock_timeout=30)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def registry_cli(crew, who: dict[str, str], *args: str):

@@ -1,9 +1,18 @@
-"""Independent learners in forked processes: same results as in one process, in order."""
+"""Independent learners in forked processes or on a Dask cluster: the same results as in one
+process, in order; a worker that dies has its job rerun."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import free_port
 
 from clflow.baselines.methods import learner_for_method
 from clflow.config import StreamConfig, TrainConfig
@@ -11,7 +20,8 @@ from clflow.errors import ClflowError
 from clflow.evaluation import run_methods
 from clflow.streams import build_stream
 from clflow.util import parallel
-from clflow.util.parallel import run_parallel
+from clflow.util.parallel import Cluster, run_parallel, using_cluster
+from clflow.util.services import ServiceUnavailable
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +67,58 @@ def test_workers_follow_the_setting_and_the_free_cpus(monkeypatch):
     assert parallel.workers_for(10) == 1
     monkeypatch.setattr(parallel, "busy_cpus", lambda: 0)
     assert parallel.workers_for(10) == parallel.cpu_budget()
+
+
+def test_dask_gives_the_bytes_local_gives(stream, monkeypatch):
+    """`train.runner: dask` on a LocalCluster of 2 one-thread workers: the same numbers."""
+    train = TrainConfig(seeds=[0, 1], epochs=1)
+    makers = {"replay": lambda seed: learner_for_method("replay", stream, train, seed, 50)}
+    monkeypatch.setenv(parallel.WORKERS_ENV, "1")
+    here = run_methods(makers, stream, train, keep_proba=True)
+    monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    with using_cluster(Cluster("dask")):
+        remote = run_methods(makers, stream, train, keep_proba=True)
+    for (la, ra), (lb, rb) in zip(here["replay"], remote["replay"]):
+        np.testing.assert_array_equal(ra.R, rb.R)
+        np.testing.assert_array_equal(ra.proba, rb.proba)
+        np.testing.assert_array_equal(la.predict(stream.test.X), lb.predict(stream.test.X))
+
+
+def slow_square(i: int, marks: Path) -> int:
+    """A job that says where it runs (a file named after its index and its worker's pid)."""
+    (marks / f"{i}.{os.getpid()}").touch()
+    time.sleep(4 if i == 0 else 0.5)
+    return i * i
+
+
+def test_a_worker_killed_mid_job_has_its_job_rerun_elsewhere(tmp_path):
+    import cloudpickle
+    from distributed import LocalCluster
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    jobs = [lambda i=i: slow_square(i, tmp_path) for i in range(6)]
+
+    def kill_the_first_job_s_worker():
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("0.*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(int(next(tmp_path.glob("0.*")).suffix[1:]), signal.SIGKILL)
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        killer = threading.Thread(target=kill_the_first_job_s_worker)
+        killer.start()
+        with using_cluster(Cluster("dask", cluster.scheduler_address)):
+            assert run_parallel(jobs, "squares") == [i * i for i in range(6)]
+        killer.join()
+    assert len(list(tmp_path.glob("0.*"))) == 2  # job 0 started twice, on two worker processes
+
+
+def test_an_unreachable_scheduler_is_one_line_naming_train_address(monkeypatch):
+    monkeypatch.setenv("CLFLOW_SERVICE_TIMEOUT", "1")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ServiceUnavailable) as err:
+        with using_cluster(Cluster("dask", address)):
+            pytest.fail("nothing runs")
+    line = err.value.line()
+    assert line.startswith(f"{address}: field 'train.address': the Dask scheduler did not answer")
+    assert "\n" not in line

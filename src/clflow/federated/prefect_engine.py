@@ -129,14 +129,16 @@ def run_rounds(
 ) -> dict:
     """The rounds on the configured engine: history, merged server, local accuracies, encoder.
     (`params`: the file `cfg` came from, named when it asks for more than the machine runs.)"""
-    if cfg.engine == "flower":
+    if cfg.engine in ("flower", "flower-sim"):
         from clflow.federated.flower.engine import check_clients, federated_on_flower
 
-        check_clients(cfg.clients, params)
-
+        if cfg.engine == "flower":  # one SuperNode process per client
+            check_clients(cfg.clients, params)
         rounds = partition(stream, cfg.clients, cfg.overlap, cfg.seed)
         spec = (cfg.encoder, cfg.seed, encoder_path)
-        return federated_on_flower(stream, rounds, cfg.clients, spec, cfg.metric, flower_dir)
+        return federated_on_flower(
+            stream, rounds, cfg.clients, spec, cfg.metric, flower_dir, engine=cfg.engine
+        )
     # a bad encoder file is one line here, not a failed flow run's traceback
     make_encoder(cfg.encoder, stream.n_features, cfg.seed, encoder_path)
     run = federated.with_options(task_runner=task_runner(cfg.runner, cfg.address))

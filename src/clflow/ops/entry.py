@@ -108,12 +108,15 @@ class StageCommand:
         args = self.parse(argv)
         from clflow.config import load_params
         from clflow.util.io import StagedOuts
+        from clflow.util.parallel import Cluster, using_cluster
         from clflow.util.progress import duration
 
         t0 = time.monotonic()
-        with StagedOuts(*(getattr(args, o) for o in self.outs)) as staged:
+        params = load_params(args.params)
+        cluster = Cluster(params.train.runner, params.train.address)
+        with StagedOuts(*(getattr(args, o) for o in self.outs)) as staged, using_cluster(cluster):
             outs = {o: staged[getattr(args, o)] for o in self.outs}
-            yield StageRun(self.name, args, load_params(args.params), outs)
+            yield StageRun(self.name, args, params, outs)
         # one line a person (or clflow.ops.console, reading dvc's output) sees at the end
         logging.getLogger("clflow.stage").info(
             "%s: done in %s", self.name, duration(time.monotonic() - t0)

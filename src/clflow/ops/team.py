@@ -530,12 +530,12 @@ def up(
 
 
 @contextmanager
-def as_admin(team: Team) -> Iterator[None]:
-    """MLflow clients in this block talk to the team server as its admin (they read the
-    credentials from the environment); the caller's own are put back afterwards."""
+def logged_in(username: str, password: str) -> Iterator[None]:
+    """MLflow clients in this block talk to a server as `username` (they read the credentials
+    from the environment on every request); the caller's own are put back afterwards."""
     keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(zip(keys, (ADMIN, team.admin_password.read_text().strip()), strict=True))
+    os.environ.update(zip(keys, (username, password), strict=True))
     try:
         yield
     finally:
@@ -544,6 +544,11 @@ def as_admin(team: Team) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def as_admin(team: Team):
+    """`logged_in` as the team server's admin."""
+    return logged_in(ADMIN, team.admin_password.read_text().strip())
 
 
 def ensure_team_resources(team: Team) -> str:

@@ -8,6 +8,14 @@ bit-identical across machines and loads. The cores are used instead by training 
 learners (seeds, methods) in forked processes, as many at once as there are CPUs free.
 
 `CLFLOW_WORKERS` sets the number of processes (1 = everything in this process).
+
+`train.runner: dask` hands the same jobs to a Dask cluster instead (`using_cluster`, set by the
+stage for its whole run): a `LocalCluster` of one-thread worker processes sized to the free CPUs,
+or the scheduler at `train.address`. Each job runs with one thread there too, so its results are
+the bytes `local` gives; a worker that dies mid-job has its job rerun on another worker (Dask's
+scheduler does this). Workers on other machines need clflow installed, the project at the same
+path (TAME's jobs write their checkpoints there) and clflow's settings:
+`dask worker ADDRESS --nthreads 1 --preload clflow.ops.quiet`.
 """
 
 from __future__ import annotations
@@ -16,15 +24,51 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from clflow.util.progress import Progress, detach
 
 T = TypeVar("T")
 log = logging.getLogger("clflow.parallel")
 WORKERS_ENV = "CLFLOW_WORKERS"
+Runner = Literal["local", "dask"]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where independent jobs run: forked local processes, or a Dask cluster (`address` empty:
+    a LocalCluster made for the call)."""
+
+    runner: Runner = "local"
+    address: str = ""
+    field: str = "train.address"  # what a scheduler that does not answer is named by
+
+
+_CLUSTER = Cluster()
+
+
+@contextmanager
+def using_cluster(cluster: Cluster) -> Iterator[None]:
+    """Run every `run_parallel` of this block on `cluster` (a stage sets it for its run)."""
+    global _CLUSTER
+    if cluster.runner == "dask" and cluster.address:
+        from clflow.util.services import ServiceUnavailable, default_timeout, wait_for_port
+
+        try:  # before any work: the outs stay as they were
+            wait_for_port(cluster.address, default_timeout(), "the Dask scheduler")
+        except ServiceUnavailable as exc:
+            raise ServiceUnavailable(
+                exc.message, file=cluster.address, field=cluster.field
+            ) from None
+    saved, _CLUSTER = _CLUSTER, cluster
+    try:
+        yield
+    finally:
+        _CLUSTER = saved
 
 
 def cpu_budget() -> int:
@@ -98,6 +142,8 @@ def run_parallel(
     """
     global _JOBS
     one_thread()
+    if _CLUSTER.runner == "dask" and jobs:
+        return _run_dask(jobs, desc, unit, _CLUSTER.address, workers)
     n = workers if workers is not None else workers_for(len(jobs))
     results: dict[int, T] = {}
     with Progress(len(jobs), desc, unit=unit) as progress:
@@ -119,4 +165,47 @@ def run_parallel(
                         progress.update(1)
             finally:
                 _JOBS = ()
+    return [results[i] for i in range(len(jobs))]
+
+
+def _on_worker(job: Callable[[], T]) -> T:
+    """A job on a Dask worker, with one thread everywhere as in a forked child."""
+    from threadpoolctl import threadpool_limits
+
+    one_thread()
+    with threadpool_limits(1):
+        return job()
+
+
+def _run_dask(
+    jobs: Sequence[Callable[[], T]], desc: str, unit: str, address: str, workers: int | None
+) -> list[T]:
+    """`run_parallel` on a Dask cluster: the scheduler at `address`, else a LocalCluster of
+    one-thread worker processes (as many as CPUs are free, or `workers`). Jobs travel by
+    cloudpickle (closures included); their results come back by pickle, in order."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if not address:
+        n = workers if workers is not None else workers_for(len(jobs))
+        # no dashboard, and no "Starting worker" INFO lines in the stage's log
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+        )
+    results: dict[int, T] = {}
+    try:
+        with Client(address or cluster) as client:
+            log.info("%s: %d %s on Dask (%s)", desc, len(jobs), unit, client.scheduler.address)
+            futures = {client.submit(_on_worker, job, pure=False): i for i, job in enumerate(jobs)}
+            with Progress(len(jobs), desc, unit=unit) as progress:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()  # a job's error is raised here
+                    progress.update(1)
+    finally:
+        if cluster is not None:
+            cluster.close()
     return [results[i] for i in range(len(jobs))]

@@ -7,6 +7,7 @@ optional fault come from its node config (`data`, `fault`). Runs in Flower's env
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, Message
@@ -14,21 +15,30 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from clflow.federated.faults import client_name, corrupt
-from clflow.federated.flower.job import client_rows, read_job, write_result
+from clflow.federated.flower.job import client_file, client_rows, read_job, write_result
 from clflow.federated.flower.strategy import PrototypeStrategy, encode_update
 from clflow.federated.protocol import PrototypeServer, client_update, make_encoder
 
 client_app = ClientApp()
 server_app = ServerApp()
+JOB_ENV = "CLFLOW_FLOWER_JOB_DIR"  # the Simulation Engine's runs have no run config
+
+
+def job_dir_of(context: Context) -> Path:
+    """The job directory: the run config's `job-dir` (deployment), else the environment's."""
+    return Path(str(context.run_config.get("job-dir") or os.environ[JOB_ENV]))
 
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """This client's update for the round the server asks for."""
-    job = read_job(context.run_config["job-dir"])
+    job_dir = job_dir_of(context)
+    job = read_job(job_dir)
     round_ = int(msg.content.config_records["config"]["round"])
-    partition, data = int(context.node_config["partition-id"]), context.node_config["data"]
-    fault = str(context.node_config.get("fault", ""))
+    partition = int(context.node_config["partition-id"])
+    # a SuperNode is started with its rows file and fault; a simulated client looks them up
+    data = context.node_config.get("data") or str(client_file(job_dir, partition))
+    fault = str(context.node_config.get("fault") or job.faults.get(str(partition), ""))
     if fault == "crash":
         raise RuntimeError("this client crashed (fault injection)")
     encoder = make_encoder(job.encoder_kind, job.n_features, job.seed, job.encoder_path)
@@ -44,7 +54,7 @@ def train(msg: Message, context: Context) -> Message:
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     """All rounds of the job; the merged state after each goes to the job directory."""
-    job_dir = Path(str(context.run_config["job-dir"]))
+    job_dir = job_dir_of(context)
     job = read_job(job_dir)
     encoder = make_encoder(job.encoder_kind, job.n_features, job.seed, job.encoder_path)
     server = PrototypeServer(encoder.dim, job.n_classes, encoder.hash, job.metric)

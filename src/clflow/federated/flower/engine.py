@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,22 @@ def flower_venv() -> Path:
             file=venv,
         )
     return venv
+
+
+def flower_env(venv: Path, home: Path) -> dict[str, str]:
+    """The environment of Flower's processes: its venv first, clflow's src/ importable, quiet
+    and offline (no telemetry, no update check, no Ray usage report)."""
+    env = {
+        **os.environ,
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(SRC),
+        "FLWR_HOME": str(home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    return env
 
 
 @dataclass
@@ -86,15 +102,7 @@ class Loopback:
         self.venv = flower_venv()
         self.procs: list[subprocess.Popen] = []
         self.home = self.job_dir / "flwr-home"
-        self.env = {
-            **os.environ,
-            "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(SRC),
-            "FLWR_HOME": str(self.home),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-        }
-        self.env.pop("VIRTUAL_ENV", None)
+        self.env = flower_env(self.venv, self.home)
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.job_dir / "logs" / f"{name}.log").open("wb")
@@ -234,19 +242,67 @@ class Loopback:
             return 0
 
 
-def run_job(job_dir: Path, job: Job, rounds: list, faults: dict[int, str] | None = None):
-    """Write the job, run it on a loopback Flower deployment, and check it completed."""
+def simulate(job_dir: Path, job: Job) -> FlowerRun:
+    """The job on Flower's Simulation Engine: virtual clients in one process tree (Ray), as many
+    at once as this process may use CPUs; peak RSS of the whole tree, polled."""
+    from clflow.util.parallel import cpu_budget
+
+    venv = flower_venv()
+    (job_dir / "logs").mkdir(parents=True, exist_ok=True)
+    cmd = [str(venv / "bin" / "python"), "-m", "clflow.federated.flower.simulation",
+           str(job_dir), str(cpu_budget())]  # fmt: skip
+    t0, peak = time.monotonic(), 0
+    with (job_dir / "logs" / "simulation.log").open("wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=flower_env(venv, job_dir / "home")
+        )
+        try:
+            while proc.poll() is None:
+                if time.monotonic() - t0 > job.timeout:
+                    raise ClflowError(
+                        f"the Flower simulation ran past {job.timeout:g} s", file=job_dir
+                    )
+                try:
+                    peak = max(peak, sum(p.memory_info().rss for p in process_tree(proc.pid)))
+                except psutil.Error:
+                    pass
+                time.sleep(0.5)
+        finally:
+            for p in reversed(process_tree(proc.pid)):  # Ray's daemons too
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            proc.wait()
+    done = proc.returncode == 0 and (job_dir / "result.npz").exists()
+    status = "finished:completed" if done else f"exited {proc.returncode}"
+    return FlowerRun(0, status, time.monotonic() - t0, peak)
+
+
+def run_job(
+    job_dir: Path,
+    job: Job,
+    rounds: list,
+    faults: dict[int, str] | None = None,
+    engine: str = "flower",
+) -> FlowerRun:
+    """Write the job, run it on a loopback Flower deployment (`flower`) or Flower's Simulation
+    Engine (`flower-sim`), and check it completed."""
     unknown = {f for f in (faults or {}).values() if f and f not in FAULTS}
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)} (one of {', '.join(FAULTS)})")
+    if engine == "flower-sim":  # virtual clients find their fault in the job
+        job = replace(job, faults={str(k): f for k, f in (faults or {}).items() if f})
     write_job(job_dir, job, rounds)
-    with Loopback(job_dir, job.nodes, faults) as flower:
-        run = flower.run(job.timeout)
+    if engine == "flower-sim":
+        run, see = simulate(job_dir, job), "logs/simulation.log"
+    else:
+        with Loopback(job_dir, job.nodes, faults) as flower:
+            run, see = flower.run(job.timeout), "logs/serverapp.log"
     if run.status != "finished:completed" or not (job_dir / "result.npz").exists():
         raise ClflowError(
-            f"the Flower run {run.run_id} ended {run.status!r}; see logs/serverapp.log",
-            file=job_dir,
-        )  # fmt: skip
+            f"the Flower run {run.run_id} ended {run.status!r}; see {see}", file=job_dir
+        )
     return run
 
 
@@ -286,11 +342,14 @@ def federated_on_flower(
     metric: str,
     job_dir: Path,
     faults: dict[int, str] | None = None,
+    engine: str = "flower",
 ) -> dict:
-    """The federated rounds on Flower: one SuperNode per client holding its rows of `rounds`
+    """The federated rounds on Flower: one SuperNode per client (`flower`), or as many virtual
+    clients on the Simulation Engine (`flower-sim`), each holding its rows of `rounds`
     (`simulate.partition`), encoder (kind, seed, path). Returns what the Prefect flow returns,
-    plus `flower` (run time, per-round seconds, bytes, rejections, server memory)."""
-    check_clients(n_clients)
+    plus `flower` (run time, per-round seconds, bytes, rejections, memory)."""
+    if engine == "flower":
+        check_clients(n_clients)
     kind, seed, path = encoder_spec
     encoder = make_encoder(kind, stream.n_features, seed, path)
     tr = stream.train
@@ -298,9 +357,8 @@ def federated_on_flower(
               seed, metric, nodes=n_clients)  # fmt: skip
     if job_dir.exists():
         shutil.rmtree(job_dir)  # the last run's job: its logs are kept until the next run
-    run = run_job(
-        job_dir, job, [{c: (tr.X[r], tr.y[r]) for c, r in rd.items()} for rd in rounds], faults
-    )
+    held = [{c: (tr.X[r], tr.y[r]) for c, r in rd.items()} for rd in rounds]
+    run = run_job(job_dir, job, held, faults, engine)
     sums, counts, report = read_result(job_dir)
     history, all_rows = [], []
     for r, clients in enumerate(rounds):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class Job:
     metric: str
     nodes: int
     timeout: float = 600.0
+    faults: dict[str, str] = field(default_factory=dict)  # partition id -> fault (simulation)
 
 
 def write_job(job_dir: Path, job: Job, rounds: list[dict[str, tuple[np.ndarray, np.ndarray]]]):
