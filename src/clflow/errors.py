@@ -74,8 +74,9 @@ def access_refused(err: BaseException, server: str | None = None) -> ClflowError
 
 
 @contextmanager
-def refusals_named(server: str) -> Iterator[None]:
-    """A 401 or 403 of the MLflow server at `server`, raised in the block, as one line."""
+def refusals_named(server: str | None = None) -> Iterator[None]:
+    """A 401 or 403 of the MLflow server at `server` (default: the tracking URI), raised in the
+    block, as one line (a ClflowError)."""
     try:
         yield
     except ClflowError:
@@ -94,15 +95,10 @@ def cli_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with refusals_named():
+                return func(*args, **kwargs)
         except ClflowError as err:
             print(f"error: {err.line()}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except Exception as err:
-            refused = access_refused(err)
-            if refused is None:
-                raise
-            print(f"error: {refused.line()}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]

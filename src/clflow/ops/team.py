@@ -634,7 +634,7 @@ def list_users(team: Team) -> list[dict[str, str]]:
     """Every user with their role (read back from their permission on the team's model)."""
     by_permission = {model: role for role, (_, model) in ROLES.items()}
     with as_admin(team):
-        users = _users(team)
+        users = _users(team)  # first: it imports MLflow's auth package quietly
         from mlflow.server.auth.routes import LIST_USERS
 
         rows = []
