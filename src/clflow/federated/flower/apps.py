@@ -2,7 +2,9 @@
 runs `PrototypeStrategy` for the job's rounds and writes the merged state.
 
 Both read the job directory named by the run config (`job-dir`); a client's rows file and its
-optional fault come from its node config (`data`, `fault`). Runs in Flower's environment.
+optional fault come from its node config (`data`, `fault`). On the Simulation Engine, which has
+neither, the job directory comes from the environment and a client finds its rows file and fault
+there by its partition id. Runs in Flower's environment.
 """
 
 from __future__ import annotations

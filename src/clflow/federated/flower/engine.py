@@ -1,11 +1,14 @@
-"""Run a federated job on Flower for real: a SuperLink and one SuperNode per client on loopback,
-started from Flower's own environment (.venv-flower), the app submitted with `flwr run`.
+"""Run a federated job on Flower for real, from Flower's own environment (.venv-flower) with
+clflow's `src/` on PYTHONPATH.
 
-Flower's Deployment Engine, not its simulation (which needs Ray) and not `flwr run`'s
-per-run dependency install (which needs the network): every process runs with
-`--disable-runtime-dependency-installation` from .venv-flower, with clflow's `src/` on
-PYTHONPATH. `flwr run` exits 0 even when the ServerApp fails, so the run's status is read back
-with `flwr ls` and its result files must exist.
+`flower`: the Deployment Engine, a SuperLink and one SuperNode per client on loopback, the app
+submitted with `flwr run`. Not `flwr run`'s per-run dependency install (it needs the network):
+every process runs with `--disable-runtime-dependency-installation`. `flwr run` exits 0 even
+when the ServerApp fails, so the run's status is read back with `flwr ls` and its result files
+must exist.
+
+`flower-sim`: the Simulation Engine, the same apps on virtual clients in one Ray process tree
+(clflow.federated.flower.simulation); no process per client, so no client limit.
 """
 
 from __future__ import annotations
