@@ -3,6 +3,7 @@ process, in order; a worker that dies has its job rerun."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -85,13 +86,15 @@ def test_dask_gives_the_bytes_local_gives(stream, monkeypatch):
 
 
 def slow_square(i: int, marks: Path) -> int:
-    """A job that says where it runs (a file named after its index and its worker's pid)."""
+    """A job that says where it runs (a file named after its index and its worker's pid), and
+    logs a progress line."""
     (marks / f"{i}.{os.getpid()}").touch()
+    logging.getLogger("clflow.progress").info("square %d on pid %d", i, os.getpid())
     time.sleep(4 if i == 0 else 0.5)
     return i * i
 
 
-def test_a_worker_killed_mid_job_has_its_job_rerun_elsewhere(tmp_path):
+def test_a_worker_killed_mid_job_has_its_job_rerun_elsewhere(tmp_path, caplog):
     import cloudpickle
     from distributed import LocalCluster
 
@@ -107,10 +110,14 @@ def test_a_worker_killed_mid_job_has_its_job_rerun_elsewhere(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
         killer = threading.Thread(target=kill_the_first_job_s_worker)
         killer.start()
+        caplog.set_level(logging.INFO, logger="clflow")
         with using_cluster(Cluster("dask", cluster.scheduler_address)):
             assert run_parallel(jobs, "squares") == [i * i for i in range(6)]
         killer.join()
     assert len(list(tmp_path.glob("0.*"))) == 2  # job 0 started twice, on two worker processes
+    # the jobs' own log lines came back from the workers into this process's log
+    lines = {r.getMessage().split(" on pid")[0] for r in caplog.records}
+    assert {f"square {i}" for i in range(6)} <= lines
 
 
 def test_an_unreachable_scheduler_is_one_line_naming_train_address(monkeypatch):

@@ -168,11 +168,14 @@ def run_parallel(
     return [results[i] for i in range(len(jobs))]
 
 
-def _on_worker(job: Callable[[], T]) -> T:
-    """A job on a Dask worker, with one thread everywhere as in a forked child."""
+def _on_worker(job: Callable[[], T], level: int) -> T:
+    """A job on a Dask worker, with one thread everywhere as in a forked child; its clflow log
+    lines (progress) at the stage's `level`, which the client forwards to the stage's log."""
     from threadpoolctl import threadpool_limits
 
+    detach()
     one_thread()
+    logging.getLogger("clflow").setLevel(level)
     with threadpool_limits(1):
         return job()
 
@@ -200,7 +203,12 @@ def _run_dask(
     try:
         with Client(address or cluster) as client:
             log.info("%s: %d %s on Dask (%s)", desc, len(jobs), unit, client.scheduler.address)
-            futures = {client.submit(_on_worker, job, pure=False): i for i, job in enumerate(jobs)}
+            # each job's progress lines, from whichever machine runs it, into this stage's log
+            level = logging.getLogger("clflow.progress").getEffectiveLevel()
+            client.forward_logging("clflow", level=level)
+            futures = {
+                client.submit(_on_worker, job, level, pure=False): i for i, job in enumerate(jobs)
+            }
             with Progress(len(jobs), desc, unit=unit) as progress:
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()  # a job's error is raised here
