@@ -25,8 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-CHAMPION = "champion"  # clflow.tracking.registry.CHAMPION: the one alias only maintainers move
-LEASE_SUFFIX = ".lease"  # clflow.tracking.lease.SUFFIX
+from clflow.tracking.lease import SUFFIX as LEASE_SUFFIX
+from clflow.tracking.registry import CHAMPION  # the one alias only maintainers move
+
 REGISTRY_ROUTES = "/mlflow/registered-models/"
 Created = Literal["run", "model_version"]
 CREATE_ROUTES: dict[str, Created] = {

@@ -171,13 +171,9 @@ def run_parallel(
 def _on_worker(job: Callable[[], T], level: int) -> T:
     """A job on a Dask worker, with one thread everywhere as in a forked child; its clflow log
     lines (progress) at the stage's `level`, which the client forwards to the stage's log."""
-    from threadpoolctl import threadpool_limits
-
-    detach()
-    one_thread()
+    _child()  # idempotent: a worker process runs many jobs
     logging.getLogger("clflow").setLevel(level)
-    with threadpool_limits(1):
-        return job()
+    return job()
 
 
 def _run_dask(
