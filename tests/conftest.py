@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,9 +35,14 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 # Stages run as `python stages/...`: make that this interpreter.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
-# Small but real: one seed, two epochs. TAME's selector is the MLP: `auto` trains a CNN candidate
-# each time experts are added (+6 s a TAME run on digits); tests/tame/test_learner.py tests `auto`.
-FAST_PARAMS = {"train": {"seeds": [0], "epochs": 2}, "tame": {"selector_backbone": "mlp"}}
+# Small but real: one seed, two epochs, three for the prototype encoder. TAME's selector is the
+# MLP: `auto` trains a CNN candidate each time experts are added (+6 s a TAME run on digits);
+# tests/tame/test_learner.py tests `auto`.
+FAST_PARAMS = {
+    "train": {"seeds": [0], "epochs": 2},
+    "tame": {"selector_backbone": "mlp"},
+    "federated": {"encoder_epochs": 3},
+}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -68,42 +74,155 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 # Session fixtures that cost a minute or more: under pytest-xdist every worker builds its own, so
 # the tests that share one run on one worker (`--dist loadgroup`); the rest spread freely. A test
-# needing several goes with the first of them here (a built project costs the most). The built
-# project's users are split in two groups, one per worker, since they are half the suite: each
-# worker then builds one (a minute) instead of one worker running them all.
+# needing several goes with the first of them here. The built project is not among them: it is
+# built once for all workers (see start_shared_build).
 SHARED = {
-    "updated_project": "built",
-    "built_project": "built",
+    "updated_project": "updated",
     "team_server": "team",
     "prefect_server": "prefect-server",
 }
-SECOND_BUILT = ("test_pipeline.py", "test_reliability.py", "test_stage.py", "federated")
 
 
 def xdist_group(item: pytest.Item) -> str | None:
     names = [SHARED[name] for name in SHARED if name in item.fixturenames]
-    if not names:
-        return None
-    second = "updated_project" not in item.fixturenames and any(
-        part in SECOND_BUILT for part in item.path.parts
-    )
-    return f"{names[0]}-2" if names[0] == "built" and second else names[0]
+    return names[0] if names else None
 
 
+def run_order(item: pytest.Item) -> int:
+    """Where a test goes in the run (the Makefile turns xdist's own reordering off): the team group
+    first (the longest unit), then the tests that need no built project while it is built in
+    the background, then the updated project's group, then the built project's readers."""
+    group = xdist_group(item)
+    if group == "team":
+        return 0
+    if group == "updated":
+        return 2
+    return 3 if "built_project" in item.fixturenames else 1
+
+
+# tryfirst: xdist reads the groups in its own pytest_collection_modifyitems, which pluggy would
+# otherwise call before this conftest's (later registration, earlier call): the marks came too
+# late and every group was split over the workers, each building its own fixtures.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = xdist_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=run_order)  # stable: collection order within each part
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    grouped = [i for i in session.items if i.get_closest_marker("xdist_group")]
+    on_worker = hasattr(config, "workerinput") and config.getoption("loadgroup", False)
+    if on_worker and grouped and "@" not in grouped[0].nodeid:
+        # pytest 9.2 ignores the group suffix xdist 3.8 writes: the groups would silently split
+        raise pytest.UsageError("pytest-xdist ignored the xdist_group marks: check the pins")
+    if any("built_project" in item.fixturenames for item in session.items):
+        start_shared_build(config)
+
+
+def shared_dir(config: pytest.Config) -> Path:
+    """The session's directory that every xdist worker sees (basetemp's parent on a worker)."""
+    base = config._tmp_path_factory.getbasetemp()  # the tmp_path_factory fixture's own
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+BUILD = """
+import os, subprocess, sys
+from pathlib import Path
+from conftest import free_port, make_project, wait_http
+root = Path(sys.argv[1])
+try:
+    # a real Prefect server that outlives this build (the session's last process stops it), so
+    # the tests can read the flow run, its task logs and the links the stages wrote
+    port, home = free_port(), root / "prefect-home"
+    home.mkdir()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+         str(port)], env=env, stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (root / "server.pid").write_text(str(server.pid))
+    api = f"http://127.0.0.1:{port}/api"
+    wait_http(api + "/health", 180, server)
+    (root / "api").write_text(api)
+    make_project(root / "project")
+    subprocess.run([sys.executable, "flows/pipeline.py", "--project", str(root / "project")],
+                   cwd=root / "project", check=True, env={**os.environ, "PREFECT_API_URL": api})
+except BaseException:
+    (root / "failed").touch()
+    raise
+(root / "done").touch()
+"""
+
+
+def start_shared_build(config: pytest.Config) -> None:
+    """Start the built project's pipeline in the background, once for all workers (whoever
+    creates the marker starts it): the tests that need no built project run meanwhile."""
+    root = shared_dir(config) / "built"
+    root.mkdir(exist_ok=True)
+    try:
+        (root / "started").open("x").close()
+    except FileExistsError:
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    for name in ("PREFECT_API_URL", "PREFECT_HOME"):  # its own API and home, as `make run` has
+        env.pop(name, None)
+    with open(root / "build.log", "w") as log:
+        build = subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(root)], env=env, cwd=root,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    (root / "build.pid").write_text(str(build.pid))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The build's Prefect server lives until the session's last process ends: the controller
+    under xdist (after every worker), else the one process; an unfinished build goes too."""
+    if hasattr(session.config, "workerinput"):
+        return
+    root = shared_dir(session.config) / "built"
+    for name in ("build.pid", "server.pid"):
+        try:
+            os.killpg(int((root / name).read_text()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass  # not started, or gone
+
+
+def built_origin(request: pytest.FixtureRequest) -> tuple[Path, str]:
+    """The shared built project itself and the Prefect API its flow ran on, once the background
+    build is done (its flow run names this path, not a worker's copy). Read, never change, it."""
+    root = shared_dir(request.config) / "built"
+    deadline = time.monotonic() + 1200
+    while not (root / "done").exists():
+        if (root / "failed").exists() or time.monotonic() > deadline:
+            log = (root / "build.log").read_text()[-4000:]
+            raise AssertionError(f"the shared built project failed:\n{log}")
+        time.sleep(2)
+    return root / "project", (root / "api").read_text()
+
+
+@pytest.fixture
+def built_api(request) -> Iterator[Path]:
+    """The shared built project (see built_origin), with PREFECT_API_URL set to the Prefect
+    server its pipeline flow ran on for the test's duration, for tests that read that flow run."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    origin, api = built_origin(request)
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        yield origin
 
 
 @pytest.fixture(scope="session")
-def built_project(tmp_path_factory, prefect_api) -> Path:
-    """One project on which the pipeline flow (every stage through `dvc repro`) has run, shared:
-    the pipeline takes a minute or more. Tests that change it work on a copy_project."""
-    dest = make_project(tmp_path_factory.mktemp("built") / "project")
-    load_flow(dest, "pipeline", "pipeline")(project=str(dest))
-    return dest
+def built_project(request, tmp_path_factory) -> Path:
+    """A project on which the pipeline flow (every stage through `dvc repro`) has run: built once
+    for the session, in the background; each worker gets its own copy of it (tests that change
+    it work on a further copy_project)."""
+    root = built_origin(request)[0].parent
+    return copy_project(root / "project", tmp_path_factory.mktemp("built") / "project")
 
 
 @pytest.fixture(scope="session", autouse=True)

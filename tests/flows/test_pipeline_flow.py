@@ -114,7 +114,7 @@ def test_user_errors_are_not_retried_but_crashes_are():
     assert _retryable(None, None, Failed(data=crash))
 
 
-def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_project):
+def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_api):
     """The pipeline run that built the shared project: every stage task logs DVC's output at
     INFO to the Prefect API and ends in a state saying "ran N s" (or "cached")."""
     import re
@@ -131,7 +131,7 @@ def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_proj
         runs = [
             r
             for r in client.read_flow_runs()
-            if r.parameters.get("project") == str(built_project) and r.name
+            if r.parameters.get("project") == str(built_api) and r.name
         ]
         assert runs, "the pipeline flow run that built the project is not in the API"
         run_id = runs[0].id
@@ -165,6 +165,6 @@ def test_the_run_page_shows_each_stages_dvc_output_and_whether_it_ran(built_proj
             if a.type == "markdown"
         ]
     assert len(md) == 1
-    registry = json.loads((built_project / "metrics" / "register.json").read_text())
+    registry = json.loads((built_api / "metrics" / "register.json").read_text())
     assert f"**Registry:** version {registry['version']}, alias `champion`: promoted" in md[0]
     assert "**Federated:** merged prototypes" in md[0]

@@ -48,8 +48,8 @@ def prefect_run_of(project) -> str:
     return str(runs[0].id)
 
 
-def test_the_champions_chain_names_every_link(built_project, clflow):
-    project = built_project
+def test_the_champions_chain_names_every_link(built_api, clflow):
+    project = built_api  # read only: the project its flow run names
     _, out, _ = clflow(project, "lineage", "models:/clflow-tame@champion")
     found = chain(clflow, project, "models:/clflow-tame@champion")
     register = json.loads((project / "metrics" / "register.json").read_text())

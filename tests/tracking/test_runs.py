@@ -60,8 +60,8 @@ def test_runs_carry_the_data_version_and_the_prefect_flow_run(built_project):
         assert len(run.data.tags["clflow.prefect_flow_run_id"]) == 36
 
 
-def test_the_registry_version_describes_the_decision_and_links_its_runs(built_project):
-    client = client_of(built_project)
+def test_the_registry_version_describes_the_decision_and_links_its_runs(built_api):
+    client = client_of(built_api)  # the flow ran on a real Prefect server: its UI is linked
     [register] = stage_runs(client, "register")
     version = client.get_model_version_by_alias("clflow-tame", "champion")
     text = version.description
