@@ -41,10 +41,12 @@ FAISS_EXTRA ?= cpu
 
 # uv installs the pins (a minute; pip takes five on 2 cores). It is told pip's configured wheel
 # folders (find-links), where a CPU torch lies: without them torch==2.13.0 is PyPI's CUDA build.
-# Where uv cannot be had, pip installs the same pins.
+# --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (these machines), a module
+# left uncompiled is compiled again by every process that imports it (the suite took 36 min, not
+# 20). Where uv cannot be had, pip installs the same pins.
 UV_VERSION := 0.13.10
 PIP_FIND_LINKS_CFG = $(shell $(BIN)/pip config get global.find-links 2>/dev/null)
-UV_PIP = $(BIN)/uv pip install --quiet $(addprefix --find-links ,$(sort $(PIP_FIND_LINKS) $(PIP_FIND_LINKS_CFG)))
+UV_PIP = $(BIN)/uv pip install --quiet --compile-bytecode $(addprefix --find-links ,$(sort $(PIP_FIND_LINKS) $(PIP_FIND_LINKS_CFG)))
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/pip install -q uv==$(UV_VERSION) || echo "install: no uv; pip installs (slower)" >&2

@@ -90,14 +90,17 @@ def xdist_group(item: pytest.Item) -> str | None:
 
 def run_order(item: pytest.Item) -> int:
     """Where a test goes in the run (the Makefile turns xdist's own reordering off): the team group
-    first (the longest unit), then the tests that need no built project while it is built in
-    the background, then the updated project's group, then the built project's readers."""
+    first (the longest unit); while the built project is built in the background, the quick
+    tests, then the slow ones that need no built project; then the updated project's group, then
+    the built project's readers."""
     group = xdist_group(item)
     if group == "team":
         return 0
     if group == "updated":
-        return 2
-    return 3 if "built_project" in item.fixturenames else 1
+        return 3
+    if "built_project" in item.fixturenames or "built_api" in item.fixturenames:
+        return 4
+    return 2 if item.get_closest_marker("slow") else 1
 
 
 # tryfirst: xdist reads the groups in its own pytest_collection_modifyitems, which pluggy would

@@ -43,6 +43,20 @@ def test_rows_reach_a_segment_on_close_with_every_column(tmp_path):
     assert df["label"].to_list() == [0, 1, 2, 0, 1]
 
 
+def test_the_window_keeps_answer_order_across_the_workers_segments(tmp_path):
+    """Two serving workers, two recorders: the one that answered first flushes last, so its
+    segment is named after the other's; the window still lists the rows as they were answered."""
+    first, second = Recorder(tmp_path, "m", "1"), Recorder(tmp_path, "m", "1")
+    early = answered(first, 3)
+    late = answered(second, 2, start=100.0)
+    second.close()
+    time.sleep(0.01)  # a later name
+    first.close()
+    assert [pl.read_parquet(p).height for p in segments(tmp_path)] == [2, 3]
+    window = read_window(tmp_path, 10)
+    assert np.array_equal(np.stack(window.rows["x"].to_list()), np.concatenate([early, late]))
+
+
 def test_segments_rotate_by_size_and_age_and_the_log_is_bounded(tmp_path):
     by_size = Recorder(tmp_path / "s", "m", "1", Rotation(segment_bytes=100, max_bytes=10**9))
     for i in range(3):

@@ -247,7 +247,9 @@ def read_window(directory: str | Path, window: int, since: datetime | None = Non
     if not count:
         after = f" after {since.isoformat()}" if since is not None else ""
         raise EmptyWindow(f"no served rows{after}: an empty window", file=directory)
-    rows = pl.concat(list(reversed(taken))).tail(window)
+    # answer order: `clflow serve --workers N` writes one segment per worker, named when it is
+    # flushed, so one worker's rows may be older than another's earlier-named segment
+    rows = pl.concat(list(reversed(taken))).sort("timestamp", maintain_order=True).tail(window)
     widths = rows["x"].list.len().unique()
     if len(widths) != 1:
         raise ServedLogError(
