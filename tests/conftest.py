@@ -88,6 +88,11 @@ def xdist_group(item: pytest.Item) -> str | None:
     return names[0] if names else None
 
 
+def needs_build(item: pytest.Item) -> bool:
+    """Whether a test reads the shared built project (a copy of it, or the build itself)."""
+    return "built_project" in item.fixturenames or "built_api" in item.fixturenames
+
+
 def run_order(item: pytest.Item) -> int:
     """Where a test goes in the run (the Makefile turns xdist's own reordering off): the team group
     first (the longest unit); while the built project is built in the background, the quick
@@ -98,7 +103,7 @@ def run_order(item: pytest.Item) -> int:
         return 0
     if group == "updated":
         return 3
-    if "built_project" in item.fixturenames or "built_api" in item.fixturenames:
+    if needs_build(item):
         return 4
     return 2 if item.get_closest_marker("slow") else 1
 
@@ -122,7 +127,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if on_worker and grouped and "@" not in grouped[0].nodeid:
         # pytest 9.2 ignores the group suffix xdist 3.8 writes: the groups would silently split
         raise pytest.UsageError("pytest-xdist ignored the xdist_group marks: check the pins")
-    if any("built_project" in item.fixturenames for item in session.items):
+    if any(needs_build(item) for item in session.items):
         start_shared_build(config)
 
 
@@ -135,22 +140,16 @@ def shared_dir(config: pytest.Config) -> Path:
 BUILD = """
 import os, subprocess, sys
 from pathlib import Path
-from conftest import free_port, make_project, wait_http
+from conftest import make_project, start_prefect_server
 root = Path(sys.argv[1])
 try:
     # a real Prefect server that outlives this build (the session's last process stops it), so
     # the tests can read the flow run, its task logs and the links the stages wrote
-    port, home = free_port(), root / "prefect-home"
+    home = root / "prefect-home"
     home.mkdir()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-         str(port)], env=env, stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server, env = start_prefect_server(home)
     (root / "server.pid").write_text(str(server.pid))
-    api = f"http://127.0.0.1:{port}/api"
-    wait_http(api + "/health", 180, server)
+    api = env["PREFECT_API_URL"]
     (root / "api").write_text(api)
     make_project(root / "project")
     subprocess.run([sys.executable, "flows/pipeline.py", "--project", str(root / "project")],
@@ -224,8 +223,7 @@ def built_project(request, tmp_path_factory) -> Path:
     """A project on which the pipeline flow (every stage through `dvc repro`) has run: built once
     for the session, in the background; each worker gets its own copy of it (tests that change
     it work on a further copy_project)."""
-    root = built_origin(request)[0].parent
-    return copy_project(root / "project", tmp_path_factory.mktemp("built") / "project")
+    return copy_project(built_origin(request)[0], tmp_path_factory.mktemp("built") / "project")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -299,10 +297,10 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@contextmanager
-def running_prefect_server(home: Path, **settings: str) -> Iterator[dict[str, str]]:
-    """A real `prefect server start` on a free 127.0.0.1 port, its database in `home`, `settings`
-    in its environment; yields the env that points at it."""
+def start_prefect_server(home: Path, **settings: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """A real `prefect server start` on a free 127.0.0.1 port (its own process group), its
+    database in `home`, `settings` in its environment, once it answers; returns it and the env
+    that points at it. The caller stops it."""
     port = free_port()
     env = {
         **os.environ,
@@ -311,18 +309,28 @@ def running_prefect_server(home: Path, **settings: str) -> Iterator[dict[str, st
         "PREFECT_LOGGING_LEVEL": "WARNING",
         **settings,
     }
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    with open(home / "server.log", "w") as log:  # the server holds its own descriptor
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
+             "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/api/health", 120, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, env
+
+
+@contextmanager
+def running_prefect_server(home: Path, **settings: str) -> Iterator[dict[str, str]]:
+    """start_prefect_server for the block; yields the env that points at it."""
+    proc, env = start_prefect_server(home, **settings)
+    try:
         yield env
     finally:
         stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="session")
