@@ -29,6 +29,13 @@ QUIET = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 os.environ.update(QUIET)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers share the cores, and each one's stages and servers as well: a second
+    # OpenMP/BLAS thread per process spins for a core it does not get. Measured beside one busy
+    # process: the CNN-selector test took 140 s with two torch threads, 46 s with one. The
+    # library trains on one thread anyway (clflow.util.parallel), so results do not change.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 # Flower's own environment (built by `make install`), also for the temp copies of the project
 os.environ.setdefault("CLFLOW_FLOWER_VENV", str(ROOT / ".venv-flower"))
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -85,7 +92,15 @@ SHARED = {
 
 def xdist_group(item: pytest.Item) -> str | None:
     names = [SHARED[name] for name in SHARED if name in item.fixturenames]
-    return names[0] if names else None
+    if names:
+        return names[0]
+    # A module's own module-scoped fixture (a trained model, a CLI run, a project) is built once
+    # per worker that runs one of its tests: the module's tests that use one go to one worker.
+    for name in item.fixturenames:
+        defs = item._fixtureinfo.name2fixturedefs.get(name) or ()
+        if defs and defs[-1].scope == "module" and defs[-1].baseid == item.parent.nodeid:
+            return item.parent.nodeid.replace("/", ".")
+    return None
 
 
 def needs_build(item: pytest.Item) -> bool:
@@ -227,13 +242,27 @@ def built_project(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api(tmp_path_factory):
-    """One ephemeral Prefect API for the whole session (it takes ~10 s to start).
+def prefect_home(tmp_path_factory) -> None:
+    """Prefect's home (its database, its settings) in the session's temp directory."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
+
+
+@pytest.fixture(autouse=True)
+def _prefect_api_for_slow_tests(request) -> None:
+    """Slow tests run stages and flows in subprocesses: they share the session's API. A quick
+    test that calls Prefect in-process gets Prefect's own ephemeral API, started on first use;
+    the other quick tests start none (its start cost `make test-fast` ~20 s a worker)."""
+    if request.node.get_closest_marker("slow"):
+        request.getfixturevalue("prefect_api")
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_home):
+    """One ephemeral Prefect API for the session's slow tests (it takes ~10 s to start).
 
     Exported as PREFECT_API_URL too, so the flows that stages run in subprocesses (the
     federated stage's) use it instead of each starting an API of its own.
     """
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 

@@ -236,6 +236,7 @@ def test_report_width_is_bounded(tmp_path, capsys, width):
     assert exit_.value.code == 2 and "must be 40 to 1000 columns" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # encodes a text stream with the sentence encoder
 def test_retrieve_text_shows_readable_demonstrations(tmp_path):
     from conftest import TEXT_CLASSES, write_text_stream
 

@@ -104,6 +104,7 @@ def test_mnist1d_is_generated_offline_and_deterministic(mnist1d_raw):
     assert sorted(np.unique(mnist1d_raw.y_train).tolist()) == list(range(10))
 
 
+@pytest.mark.slow  # generates MNIST-1D twice (~5 s each)
 def test_split_and_permuted_mnist1d():
     split = build_stream(StreamConfig(source="mnist1d", experiences=5, limit=3000))
     assert split.n_features == 40 and split.n_experiences == 5 and len(split.classes) == 10

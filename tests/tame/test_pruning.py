@@ -69,6 +69,7 @@ def dense_and_pruned():
     return stream, runs
 
 
+@pytest.mark.slow  # with the next: two TAME runs on Split-Digits (the fixture)
 def test_five_experts_fit_in_twice_one_dense_expert(dense_and_pruned):
     _, runs = dense_and_pruned
     learner, _ = runs[0.8]
@@ -80,6 +81,7 @@ def test_five_experts_fit_in_twice_one_dense_expert(dense_and_pruned):
     assert counts["selector_nonzero_parameters"] < dense["selector_nonzero_parameters"]
 
 
+@pytest.mark.slow  # the same two TAME runs
 def test_a_pruned_expert_predicts_what_it_did_dense(dense_and_pruned):
     """Same seed, same batches: the pruned run takes the same decisions, and each expert
     left behind (pruned) agrees with its dense twin on its task's test rows."""

@@ -143,6 +143,7 @@ def test_the_selector_network_follows_the_experts_unless_set(expert_net, selecto
     assert any(isinstance(m, torch.nn.Conv1d) for m in experts) == (expert_net == "cnn")
 
 
+@pytest.mark.slow  # trains a CNN selector on MNIST-1D
 def test_a_conv1d_selector_routes_mnist1d_where_an_mlp_cannot():
     """The same 100 buffered rows per task of Split-MNIST-1D: the MLP selector routes ~0.4 of
     the test rows to their task, the Conv1d one ~0.8 (bench/tame.py: the MLP's ceiling with all

@@ -131,6 +131,7 @@ def _register(uri: str, version: str, acc: float, start) -> None:
     Registry("m", uri, lock_timeout=120).consider(version, [acc, acc], 0.05)
 
 
+@pytest.mark.slow  # four spawned processes, each importing MLflow
 @pytest.mark.parametrize("order", [[0.7, 0.9, 0.8, 0.6], [0.9, 0.6, 0.7, 0.8]])
 def test_concurrent_registrations_never_leave_a_worse_champion(registry, order):
     versions = [new_version(registry) for _ in order]

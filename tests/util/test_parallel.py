@@ -70,6 +70,7 @@ def test_workers_follow_the_setting_and_the_free_cpus(monkeypatch):
     assert parallel.workers_for(10) == parallel.cpu_budget()
 
 
+@pytest.mark.slow  # a Dask LocalCluster: scheduler and worker processes
 def test_dask_gives_the_bytes_local_gives(stream, monkeypatch):
     """`train.runner: dask` on a LocalCluster of 2 one-thread workers: the same numbers."""
     train = TrainConfig(seeds=[0, 1], epochs=1)
@@ -94,6 +95,7 @@ def slow_square(i: int, marks: Path) -> int:
     return i * i
 
 
+@pytest.mark.slow  # a Dask LocalCluster, one worker killed
 def test_a_worker_killed_mid_job_has_its_job_rerun_elsewhere(tmp_path, caplog):
     import cloudpickle
     from distributed import LocalCluster
