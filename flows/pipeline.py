@@ -55,7 +55,9 @@ def pipeline(
         # every stage cached: no new, empty MLflow run; link the one that made the results
         cached = not overrides and up_to_date(root, to_run)
         with pipeline_run(root, cached=cached) as env:
-            done, metrics = run_pipeline(root, to_run, timeouts, overrides, experiment, env, stages)
+            done, metrics = run_pipeline(
+                root, to_run, timeouts, overrides, experiment, env, stages, cached
+            )
         # an experiment leaves the workspace (and its outs) as they were: nothing to push
         pushed = "" if overrides else f"\n{push_outs(str(root))}."
         note = "\nEvery stage was cached: the MLflow link is the run that made these results."
@@ -73,15 +75,16 @@ def run_pipeline(
     experiment: str | None,
     env: dict[str, str],
     stages: list[str] | None,
+    cached: bool = False,
 ) -> tuple[dict[str, str], dict]:
     """The stages in order (or one DVC experiment with `overrides`): what each did, and the
-    metrics."""
+    metrics. `cached`: `dvc status` found every stage up to date (none is started)."""
     if overrides:
         budget = sum(timeouts.values())  # every stage may run
         name = run_experiment(str(root), overrides, experiment, env, stages, budget)
         done = {f"dvc exp run {name}": ", ".join(f"{k}={v}" for k, v in overrides.items())}
         return done, experiment_metrics(root, name)
-    done = {s: run_stage(s, str(root), env, timeouts[s]) for s in to_run}
+    done = {s: run_stage(s, str(root), env, timeouts[s], cached) for s in to_run}
     return done, read_metrics(root / "metrics")
 
 

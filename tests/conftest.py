@@ -109,17 +109,18 @@ def needs_build(item: pytest.Item) -> bool:
 
 
 def run_order(item: pytest.Item) -> int:
-    """Where a test goes in the run (the Makefile turns xdist's own reordering off): the team group
-    first (the longest unit); while the built project is built in the background, the quick
-    tests, then the slow ones that need no built project; then the updated project's group, then
-    the built project's readers."""
+    """Where a test goes in the run (the Makefile turns xdist's own reordering off): while the
+    built project is built in the background, the quick tests, then the slow ones that need no
+    built project; then the two longest units, each on a worker of its own, the team group (its
+    clones start from the built project) and the updated project's group; then the built
+    project's readers."""
     group = xdist_group(item)
     if group == "team":
-        return 0
-    if group == "updated":
         return 3
-    if needs_build(item):
+    if group == "updated":
         return 4
+    if needs_build(item):
+        return 5
     return 2 if item.get_closest_marker("slow") else 1
 
 
@@ -247,12 +248,14 @@ def prefect_home(tmp_path_factory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _prefect_api_for_slow_tests(request) -> None:
-    """Slow tests run stages and flows in subprocesses: they share the session's API. A quick
-    test that calls Prefect in-process gets Prefect's own ephemeral API, started on first use;
-    the other quick tests start none (its start cost `make test-fast` ~20 s a worker)."""
-    if request.node.get_closest_marker("slow"):
+    """Slow tests run stages and flows in subprocesses: they share the session's API, started
+    before any of their module or session fixtures runs a flow (one that found no API started
+    a Prefect server of its own). A quick test that calls Prefect in-process gets Prefect's own
+    ephemeral API, started on first use; a session of quick tests starts none (its start cost
+    `make test-fast` ~20 s a worker)."""
+    if any(item.get_closest_marker("slow") for item in request.session.items):
         request.getfixturevalue("prefect_api")
 
 

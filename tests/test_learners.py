@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,21 @@ def test_partial_fit_learns_and_returns_self():
     assert (learner.predict(X) == y).mean() > 0.95
     assert learner.n_features_in_ == 4 and learner.n_steps_ == 30
     assert learner.predict_proba(X[:5]).sum(1) == pytest.approx(np.ones(5), abs=1e-5)
+
+
+def test_a_restored_learner_makes_its_optimizer_with_the_saved_state_when_it_trains():
+    X, y = blobs()
+    trained = ContinualLearner(3, hidden=16, lr=1e-2, seed=0)
+    for _ in range(3):
+        trained.partial_fit(X, y)
+    state = copy.deepcopy(trained.get_state())  # as a checkpoint holds it: no shared tensor
+    restored = ContinualLearner(3, hidden=16, lr=1e-2, seed=1).set_state(state)
+    assert np.array_equal(restored.predict(X), trained.predict(X))
+    assert restored._optimizer is None  # predicting needs none
+    trained.partial_fit(X, y)
+    restored.partial_fit(X, y)  # Adam's moments and step count from the state, not fresh
+    for a, b in zip(trained.model_.parameters(), restored.model_.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_seed_makes_training_deterministic():

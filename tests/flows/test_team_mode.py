@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import (
+    copy_project,
     drop_experience,
     file_hashes,
-    make_project,
     mlflow_models_serve,
     post_json,
     run,
@@ -55,11 +56,29 @@ def make_run(project: Path, team, user: dict[str, str], flow: str = "pipeline") 
     ).stdout
 
 
+def unbuilt(project: Path, *stages: str) -> Path:
+    """`project` as if `stages` had never run: their dvc.lock entries and their outs gone."""
+    lock_file = project / "dvc.lock"
+    lock = yaml.safe_load(lock_file.read_text())
+    for stage in stages:
+        for out in lock["stages"].pop(stage).get("outs", []):
+            target = project / out["path"]
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    lock_file.write_text(yaml.safe_dump(lock, sort_keys=False))
+    return project
+
+
 @pytest.fixture(scope="module")
-def alice(tmp_path_factory, team_server, users) -> Path:
+def alice(tmp_path_factory, built_project, team_server, users) -> Path:
     """The clone that ran the pipeline against the team server and pushed its outs; results
-    committed as a teammate would."""
-    project = make_project(tmp_path_factory.mktemp("alice") / "project")
+    committed as a teammate would.
+
+    It starts from a copy of the session's built project in which `tame` and `register` have not
+    run: `make run` runs those two against the team server (the runs these tests read: the
+    champion, its lineage, the registry's decision, who made them), finds the other stages
+    cached, and pushes every out. A whole pipeline run here cost ~5 min of the suite."""
+    project = copy_project(built_project, tmp_path_factory.mktemp("alice") / "project")
+    unbuilt(project, "tame", "register")
     configure_remote(project, str(team_server.remote))  # what make team-up writes
     make_run(project, team_server, users["alice"])
     run(["git", "add", "-A"], project)

@@ -4,6 +4,7 @@ real run times, a described registry version; a cached rerun adds no empty run."
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import copy_project, load_flow
 
 pytestmark = pytest.mark.slow
@@ -98,5 +99,12 @@ def test_a_cached_rerun_links_the_run_that_made_the_results(built_project, tmp_p
             )
             if a.type == "markdown"
         ]
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[runs[0].id])))  # fmt: skip
     assert f"/runs/{parent.info.run_id}" in md and "Every stage was cached" in md
     assert "| tame | cached |" in md
+    # the flow's `dvc status` found them all up to date: no `dvc repro` was started to skip one
+    skipped = [log.message for log in logs if "(dvc status: up to date)" in log.message]
+    assert len(skipped) == len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])

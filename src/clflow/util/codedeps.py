@@ -107,12 +107,19 @@ def module_level_imports(files: set[Path] | list[Path]) -> set[str]:
 def pinned_requirements(modules: set[str]) -> list[str]:
     """`dist==version` for the installed distribution of each module (a local build tag like +cpu
     dropped)."""
-    from importlib.metadata import packages_distributions, version
+    from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 
-    dists = packages_distributions()
-    out = set()
+    out, rest = set(), []
     for module in modules:
-        candidates = dists.get(module) or [module]
-        dist = module if module in candidates else candidates[0]  # `mlflow`, not mlflow-skinny
-        out.add(f"{dist}=={version(dist).split('+')[0]}")
+        try:  # a distribution named as its module (`mlflow`, not mlflow-skinny; numpy, torch)
+            found = distribution(module)
+        except PackageNotFoundError:
+            rest.append(module)
+            continue
+        out.add(f"{found.metadata['Name']}=={found.version.split('+')[0]}")
+    if rest:  # `yaml` is PyYAML's: only these need the scan of every installed file list (~1 s)
+        dists = packages_distributions()
+        for module in rest:
+            found = distribution((dists.get(module) or [module])[0])
+            out.add(f"{found.metadata['Name']}=={found.version.split('+')[0]}")
     return sorted(out)
