@@ -44,10 +44,11 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 
 # Small but real: one seed, two epochs, three for the prototype encoder. TAME's selector is the
 # MLP: `auto` trains a CNN candidate each time experts are added (+6 s a TAME run on digits);
-# tests/tame/test_learner.py tests `auto`.
+# tests/tame/test_learner.py tests `auto`. Its 30 epochs a refit, not 100: refits were a third
+# of a TAME run here, and the suite runs ~20.
 FAST_PARAMS = {
     "train": {"seeds": [0], "epochs": 2},
-    "tame": {"selector_backbone": "mlp"},
+    "tame": {"selector_backbone": "mlp", "selector_epochs": 30},
     "federated": {"encoder_epochs": 3},
 }
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_project, file_hashes, free_port, run, update_params
+from conftest import FAST_PARAMS, copy_project, file_hashes, free_port, run, update_params
 
 from clflow.ops.dvcrun import own_errors
 
@@ -66,6 +66,9 @@ class Unchanged:
         if exc[0] is None:
             assert file_hashes(self.project, *WATCHED) == self.hashes
             assert champion(self.project) == self.registry
+
+
+SELECTOR_EPOCHS = f"selector_epochs: {FAST_PARAMS['tame']['selector_epochs']}"  # a test edits it
 
 
 def edit(path: Path, old: str, new: str) -> str:
@@ -141,8 +144,8 @@ def test_a_stage_killed_at_any_write_or_rename_keeps_the_previous_outs(project):
     from clflow.util.io import StagedOuts
 
     outs = ("models/tame", "metrics/tame.json", "plots/tame")
-    # a cheaper selector (10 epochs, not 100): every run retrains, and is killed after it
-    before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 10")
+    # a cheaper selector (10 epochs): every run retrains, and is killed after it
+    before_params = edit(project / "params.yaml", SELECTOR_EPOCHS, "selector_epochs: 10")
     try:
         before, registry = file_hashes(project, *outs, "dvc.lock"), champion(project)
         for point in KILL_POINTS:  # SIGKILL by a test-only hook
@@ -216,7 +219,7 @@ def in_project(project: Path):
 def test_a_stage_past_its_timeout_is_stopped_and_the_project_freed(project):
     from clflow.util.locks import project_lock
 
-    before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 102")
+    before_params = edit(project / "params.yaml", SELECTOR_EPOCHS, "selector_epochs: 32")
     try:
         with Unchanged(project):
             cmd = ["flows/pipeline.py", "--stage", "tame", "--stage-timeout", "2"]
@@ -250,7 +253,7 @@ def test_sigterm_stops_a_flow_its_stage_and_its_temporary_prefect_api(project, t
     def has_home(proc):
         return f"PREFECT_HOME={home}".encode() in (proc / "environ").read_bytes()
 
-    before_params = edit(project / "params.yaml", "selector_epochs: 100", "selector_epochs: 103")
+    before_params = edit(project / "params.yaml", SELECTOR_EPOCHS, "selector_epochs: 33")
     try:
         with Unchanged(project):
             flow = subprocess.Popen(
