@@ -109,17 +109,14 @@ def pinned_requirements(modules: set[str]) -> list[str]:
     dropped)."""
     from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 
-    out, rest = set(), []
-    for module in modules:
-        try:  # a distribution named as its module (`mlflow`, not mlflow-skinny; numpy, torch)
-            found = distribution(module)
+    def named(module: str):  # a distribution named as its module: `mlflow`, not mlflow-skinny
+        try:
+            return distribution(module)
         except PackageNotFoundError:
-            rest.append(module)
-            continue
-        out.add(f"{found.metadata['Name']}=={found.version.split('+')[0]}")
-    if rest:  # `yaml` is PyYAML's: only these need the scan of every installed file list (~1 s)
-        dists = packages_distributions()
-        for module in rest:
-            found = distribution((dists.get(module) or [module])[0])
-            out.add(f"{found.metadata['Name']}=={found.version.split('+')[0]}")
-    return sorted(out)
+            return None
+
+    found = {module: named(module) for module in modules}
+    if missing := [module for module, dist in found.items() if dist is None]:
+        dists = packages_distributions()  # `yaml` is PyYAML's: reads every file list (~1 s)
+        found.update({m: distribution((dists.get(m) or [m])[0]) for m in missing})
+    return sorted({f"{d.metadata['Name']}=={d.version.split('+')[0]}" for d in found.values()})
