@@ -12,6 +12,7 @@ from torch import nn
 
 from clflow.buffers import ClassBalancedBuffer, memory_held
 from clflow.models import (
+    Optimizer,
     adam,
     make_backbone,
     make_head,
@@ -100,18 +101,16 @@ class ContinualLearner(ParamsMixin):
             head = make_head(body.out_dim, self.n_classes, self.targets, self.anchored)
             self.model_ = make_model(body, head).to(self.device_)
         self.seen_ = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device_)
-        self._optimizer: torch.optim.Adam | None = None  # made on first use: optimizer_
+        self._optimizer: Optimizer | None = None  # made on first use: optimizer_
         self._optimizer_state: dict | None = None  # a checkpoint's, for when it is made
         self.n_features_in_ = n_features
         self.n_steps_ = 0
         return self
 
     @property
-    def optimizer_(self) -> torch.optim.Adam:
+    def optimizer_(self) -> Optimizer:
         """Adam over the model's parameters, made on first use (with the checkpoint's state when
-        one was loaded). A learner loaded only to predict makes none: creating one imports
-        torch._dynamo, ~1.8 s and ~70 MB in every process that loads a model (each `clflow
-        serve` worker, each load of a logged model)."""
+        one was loaded): a learner loaded only to predict makes none."""
         if self._optimizer is None:
             self._optimizer = adam(self.model_.parameters(), lr=self.lr)
             if self._optimizer_state is not None:

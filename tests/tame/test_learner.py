@@ -120,8 +120,8 @@ def test_checkpoint_reload_gives_identical_predictions(trained, split_digits, tm
     X = split_digits.test.X
     assert np.array_equal(again.route(X), learner.route(X))
     assert np.array_equal(again.predict(X), learner.predict(X))
-    # loaded to predict, it makes no optimiser: a fresh process (a serving worker) never imports
-    # torch._dynamo, which creating one does (~1.8 s, ~70 MB)
+    # loaded to predict, it makes no optimiser, and a fresh process (a serving worker) never
+    # imports torch._dynamo (~1.8 s, ~70 MB)
     code = (
         "import sys; import numpy as np; from clflow.tame.persist import load_tame; "
         f"load_tame(sys.argv[1])[0].predict(np.zeros((2, {X.shape[1]}), np.float32)); "

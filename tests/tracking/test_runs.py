@@ -3,6 +3,8 @@ real run times, a described registry version; a cached rerun adds no empty run."
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 from conftest import copy_project, load_flow
@@ -101,10 +103,17 @@ def test_a_cached_rerun_links_the_run_that_made_the_results(built_project, tmp_p
         ]
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[runs[0].id])))  # fmt: skip
+        # the flow's `dvc status` found them all up to date: no `dvc repro` was started to skip
+        # one. Prefect sends logs in batches, after the run too: wait for them (up to 30 s).
+        stages = len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+        deadline = time.monotonic() + 30
+        while True:
+            logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[runs[0].id])))  # fmt: skip
+            skipped = [log.message for log in logs if "(dvc status: up to date)" in log.message]
+            if len(skipped) >= stages or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     assert f"/runs/{parent.info.run_id}" in md and "Every stage was cached" in md
     assert "| tame | cached |" in md
-    # the flow's `dvc status` found them all up to date: no `dvc repro` was started to skip one
-    skipped = [log.message for log in logs if "(dvc status: up to date)" in log.message]
-    assert len(skipped) == len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    assert len(skipped) == stages, skipped

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from clflow.models import (
+    Optimizer,
     Standardize,
     adam,
     make_backbone,
@@ -70,7 +71,7 @@ class Selector:
                 )
             self.body_ = body.to(self.device_)
         self.head_: nn.Linear | None = None  # grows with the experts
-        self.opt_: torch.optim.Adam | None = None  # continual training (partial_fit)
+        self.opt_: Optimizer | None = None  # continual training (partial_fit)
         self.n_features_in_ = n_features
         return self
 
@@ -156,7 +157,7 @@ class Selector:
         """Output position (expert slot) for each row."""
         return self.log_proba(X).argmax(1)
 
-    def _optimizer(self) -> torch.optim.Adam:
+    def _optimizer(self) -> Optimizer:
         """The continual-training optimiser (fresh after a resize: the parameters changed)."""
         if self.opt_ is None:
             params = [*self.body_.parameters(), *self.head_.parameters()]
