@@ -1,5 +1,5 @@
 """Entry-point settings (`ops/quiet.py`): the math kernels every entry point holds to AVX2, so
-a run writes the same bytes on any x86-64 CPU that has it."""
+a run writes the same bytes on CPUs of one kind (docs/operations/dependencies.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The settings every entry point starts with, as `make` sets them: telemetry off, offline
 model hubs, a project-local Prefect home, time for Prefect's temporary API to start, a console
-that shows warnings (run pages in the Prefect UI keep INFO), and math kernels that give the same
-bytes on any x86-64 CPU with AVX2.
+that shows warnings (run pages in the Prefect UI keep INFO), and math kernels held to AVX2, so
+that CPUs of one kind give the same bytes (not an Intel and an AMD one: see
+docs/operations/dependencies.md).
 
 Importing this module applies them, before Prefect or MLflow read their settings: flow and
 stage scripts import it first. A variable the user has set is left as it is.
@@ -27,7 +28,7 @@ DEFAULTS = {
     # small artifacts (checkpoints, lineage.json): no download bars in logs
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
-# The same bytes on every x86-64 CPU with AVX2: math libraries pick kernels per instruction set,
+# The same bytes on CPUs of one kind: math libraries pick kernels per instruction set,
 # and AVX-512 kernels sum in another order, so a run on one CPU would rewrite the metrics another
 # committed. Each library is held to its AVX2 kernels (MKL's conditional numerical
 # reproducibility, torch's ATen and oneDNN, OpenBLAS in numpy and scipy, numpy's own loops and
