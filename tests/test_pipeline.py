@@ -188,10 +188,13 @@ def test_mlflow_holds_the_runs_with_tags(built_project):
     assert base.data.tags["clflow.dvc_lock"] != ""
     models = client.search_logged_models([exp.experiment_id])
     assert {m.name for m in models} >= {"finetune", "replay", "joint"}
+    replay = next(m for m in models if m.name == "replay")
+    # each method's model carries its own numbers, not the other methods' (nor their curves)
+    linked = {metric.key for metric in replay.metrics}
+    assert "replay.avg_accuracy" in linked
+    assert not [key for key in linked if key.split(".")[0] in {m.name for m in models} - {"replay"}]
     # the logged model loads and predicts
-    model = mlflow.pytorch.load_model(
-        f"models:/{next(m.model_id for m in models if m.name == 'replay')}"
-    )
+    model = mlflow.pytorch.load_model(f"models:/{replay.model_id}")
     assert model is not None
 
 

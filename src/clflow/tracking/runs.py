@@ -99,8 +99,9 @@ def log_curves(R: Any, prefix: str = "", loss: Any = None) -> None:
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
-def log_torch_model(model: Any, name: str, example: Any) -> None:
-    """Log a torch module as an MLflow model with a signature from `example` (a few input rows).
+def log_torch_model(model: Any, name: str, example: Any) -> str:
+    """Log a torch module as an MLflow model with a signature from `example` (a few input rows);
+    returns its model id.
 
     Requirements are pinned here because inferring them imports the world (slow).
     """
@@ -108,12 +109,12 @@ def log_torch_model(model: Any, name: str, example: Any) -> None:
     import numpy as np
     import torch
 
-    mlflow.pytorch.log_model(
+    return mlflow.pytorch.log_model(
         model.cpu().eval(),
         name=name,
         input_example=np.asarray(example, dtype=np.float32),
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )
+    ).model_id
 
 
 @contextmanager
