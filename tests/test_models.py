@@ -93,3 +93,11 @@ def test_training_never_imports_torch_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+def test_adam_falls_back_to_torch_where_one_kernel_call_cannot_serve():
+    from clflow.models import FusedAdam, adam
+
+    assert isinstance(adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3), FusedAdam)
+    mixed = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2).double())]
+    assert isinstance(adam(mixed, lr=1e-3), torch.optim.Adam)

@@ -93,9 +93,12 @@ Optimizer = FusedAdam | torch.optim.Adam
 def adam(params, lr: float) -> Optimizer:
     """Adam with its fused kernel: one call per step for all parameters instead of six tensor ops
     per parameter (the unfused step was 40 % of a training step of the default MLP, profiled on
-    Split-Fashion-MNIST); torch.optim.Adam where the kernel does not apply."""
+    Split-Fashion-MNIST); torch.optim.Adam where the kernel does not apply. FusedAdam makes one
+    kernel call for all parameters, so they must share one device and one float dtype."""
     params = list(params)
-    if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+    kinds = {(p.device, p.dtype) for p in params}
+    if len(kinds) == 1 and all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                               for p in params):  # fmt: skip
         return FusedAdam(params, lr=lr)
     return torch.optim.Adam(params, lr=lr)
 
