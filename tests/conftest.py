@@ -317,6 +317,15 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
+def until(what, timeout: float, step: float = 1.0):
+    """Poll `what()` until it returns something truthy (returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (found := what()):
+        assert time.monotonic() < deadline, f"{what.__name__}: not within {timeout} s"
+        time.sleep(step)
+    return found
+
+
 def stop(proc: subprocess.Popen) -> None:
     """Terminate a service process group and wait for it."""
     import signal

@@ -8,14 +8,22 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import copy_project, delivered, free_port, post_json, run, stop, wait_http
+from conftest import (
+    copy_project,
+    delivered,
+    free_port,
+    post_json,
+    run,
+    stop,
+    until,
+    wait_http,
+)
 
 from clflow.scaffold import update_params
 
@@ -39,14 +47,6 @@ def drift_events(env: dict) -> list[dict]:
 
 def update_runs(env: dict) -> list[dict]:
     return api(env, "/flow_runs/filter", {"deployments": {"name": {"any_": ["continual-update"]}}})
-
-
-def until(what, timeout: float, step: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while not (found := what()):
-        assert time.monotonic() < deadline, f"{what.__name__}: not within {timeout} s"
-        time.sleep(step)
-    return found
 
 
 def automation_fired(env: dict, automation_id: str) -> list:

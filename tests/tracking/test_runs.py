@@ -3,11 +3,9 @@ real run times, a described registry version; a cached rerun adds no empty run."
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import yaml
-from conftest import copy_project, load_flow
+from conftest import copy_project, load_flow, until
 
 pytestmark = pytest.mark.slow
 
@@ -106,14 +104,14 @@ def test_a_cached_rerun_links_the_run_that_made_the_results(built_project, tmp_p
         # the flow's `dvc status` found them all up to date: no `dvc repro` was started to skip
         # one. Prefect sends logs in batches, after the run too: wait for them (up to 30 s).
         stages = len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
-        deadline = time.monotonic() + 30
-        while True:
+
+        def skip_lines() -> list[str] | None:
             logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
                 any_=[runs[0].id])))  # fmt: skip
-            skipped = [log.message for log in logs if "(dvc status: up to date)" in log.message]
-            if len(skipped) >= stages or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+            found = [log.message for log in logs if "(dvc status: up to date)" in log.message]
+            return found if len(found) >= stages else None
+
+        skipped = until(skip_lines, 30)
     assert f"/runs/{parent.info.run_id}" in md and "Every stage was cached" in md
     assert "| tame | cached |" in md
     assert len(skipped) == stages, skipped
