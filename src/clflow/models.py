@@ -78,9 +78,10 @@ class FusedAdam:
         if len(group["params"]) != len(self.params):
             raise ValueError("the optimizer state is for a different number of parameters")
         self.lr, self.betas, self.eps = group["lr"], tuple(group["betas"]), group["eps"]
+        param = dict(zip(group["params"], self.params, strict=True))  # saved id -> parameter
         self.state = {}
         for i, saved in state_dict["state"].items():
-            p = self.params[group["params"].index(i)]
+            p = param[i]
             self.state[p] = {
                 k: v.to(device=p.device) if k == "step" else v.to(dtype=p.dtype, device=p.device)
                 for k, v in saved.items()
