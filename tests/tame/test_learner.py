@@ -264,12 +264,16 @@ def test_two_class_unscaled_tabular_stream_gets_its_shifts_and_no_false_alarm():
 
 def buffered_tame(source: str, experiences: int):
     """TAME over a 5-experience stream with one expert per experience whose buffer holds that
-    experience's rows (as after a run with perfect detection): what the selector learns from."""
+    experience's rows (as after a run with perfect detection): what the selector learns from.
+    Its refits take 30 epochs, not 100: the choice compares both candidates trained alike, and
+    the margins are those of 100 (measured on MNIST-1D: cnn 0.69 vs mlp 0.34 at 30 epochs, 0.76
+    vs 0.38 at 100), in a third of the time."""
     from clflow.config import TameConfig, TrainConfig
     from clflow.tame.training import make_tame
 
     stream = build_stream(StreamConfig(source=source, experiences=5))
-    learner = make_tame(stream, TrainConfig(), TameConfig(), seed=0).initialize(stream.n_features)
+    config = TameConfig(selector_epochs=30)
+    learner = make_tame(stream, TrainConfig(), config, seed=0).initialize(stream.n_features)
     for e in range(experiences):
         add_expert(learner, stream, e)
     return stream, learner
@@ -292,7 +296,7 @@ def test_auto_selector_is_a_cnn_where_it_routes_signals_better(tmp_path):
     assert [c["experts"] for c in learner.router_.choices_] == [4, 5]
     choice = learner.router_.choices_[-1]
     assert choice["chosen"] == "cnn" == learner.router_.selector_.backbone
-    assert choice["scores"]["cnn"] > choice["scores"]["mlp"] + 0.2  # measured 0.76 vs 0.38
+    assert choice["scores"]["cnn"] > choice["scores"]["mlp"] + 0.2  # measured 0.69 vs 0.34
     assert np.mean(routed == stream.test.experience) > 0.7
     save_tame(tmp_path / "c.pt", learner)  # the chosen network comes back from a checkpoint
     again, _ = load_tame(tmp_path / "c.pt")
@@ -309,7 +313,7 @@ def test_auto_selector_stays_an_mlp_where_locality_is_gone():
     learner.route(stream.test.X[:5])
     [choice] = learner.router_.choices_
     assert choice["chosen"] == "mlp" == learner.router_.selector_.backbone
-    assert choice["scores"]["mlp"] > choice["scores"]["cnn"] + 0.1  # measured 0.89 vs 0.66
+    assert choice["scores"]["mlp"] > choice["scores"]["cnn"] + 0.1  # measured 0.86 vs 0.64
 
 
 def test_auto_selector_without_a_shape_is_an_mlp(split_digits):

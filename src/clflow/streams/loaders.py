@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,16 @@ def load_mnist1d(test_size: float, n_samples: int = MNIST1D_SAMPLES) -> RawData:
 
     `make_dataset` builds it offline with the package's fixed seed (42), so every run
     gets the same data; its `get_dataset` would download a pickle and is never called.
-    It seeds numpy's global generator, which is restored afterwards.
+    It seeds numpy's global generator, which is restored afterwards. The arrays are
+    kept for the process (a caller gets its own copies): generating takes 3 to 7 s, and
+    a benchmark or a test session builds the same streams many times.
     """
+    X, y, X_test, y_test = (a.copy() for a in _generate_mnist1d(test_size, n_samples))
+    return RawData(X, y, X_test, y_test, DIGIT_NAMES, (1, X.shape[1]))
+
+
+@lru_cache(maxsize=4)
+def _generate_mnist1d(test_size: float, n_samples: int) -> tuple[np.ndarray, ...]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -77,16 +86,15 @@ def load_mnist1d(test_size: float, n_samples: int = MNIST1D_SAMPLES) -> RawData:
         d = make_dataset(args)
     finally:
         np.random.set_state(state)
-    as_x = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    as_y = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
-    return RawData(
-        as_x(d["x"]),
-        as_y(d["y"]),
-        as_x(d["x_test"]),
-        as_y(d["y_test"]),
-        DIGIT_NAMES,
-        (1, as_x(d["x"]).shape[1]),
+    arrays = (
+        np.asarray(d["x"], dtype=np.float32),
+        np.asarray(d["y"], dtype=np.int64),
+        np.asarray(d["x_test"], dtype=np.float32),
+        np.asarray(d["y_test"], dtype=np.int64),
     )
+    for a in arrays:
+        a.flags.writeable = False  # the kept copy: nobody writes to it
+    return arrays
 
 
 def read_idx(path: Path) -> np.ndarray:
