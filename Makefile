@@ -164,7 +164,9 @@ docs: install  ## regenerate docs/concepts/parameters.md from src/clflow/config.
 	$(BIN)/python -m clflow.ops.paramsdoc docs/concepts/parameters.md
 
 # pytest-xdist workers: much of the suite waits on subprocesses and servers, so two workers pay on
-# two cores; tests sharing a costly session fixture stay on one worker (tests/conftest.py, SHARED)
+# two cores; tests sharing a costly session fixture stay on one worker (tests/conftest.py, SHARED).
+# A third pays nothing: the two keep both cores busy (AMD EPYC, 2 cores: 28 min 22 s with three,
+# 26-27 min with two)
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
